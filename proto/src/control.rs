@@ -1,0 +1,245 @@
+//! The control protocol between `chatctl` (or any local client) and `chatd`: JSON lines over a
+//! Unix socket.
+//!
+//! The client's first request must be `hello` with [`VERSION`]; chatd refuses any other version.
+//! Requests carry a client-chosen `id` echoed in the reply; replies come in request order, so a
+//! client may pipeline. A `follow` request turns the connection into an event stream: every later
+//! line is a reply with the follow's `id` (`message` or `heartbeat`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{ErrorBody, Reply};
+use crate::name::Name;
+
+/// Version of the control protocol. Bumped on incompatible changes.
+pub const VERSION: u32 = 1;
+
+/// Longest request line chatd reads (a 64 KiB body can take up to 6× that as escaped JSON).
+pub const MAX_LINE: usize = 512 * 1024;
+
+/// Stable error codes. `chatctl` maps them to exit codes (see its `--help`).
+pub mod code {
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const VERSION_MISMATCH: &str = "version_mismatch";
+    pub const HELLO_FIRST: &str = "hello_first";
+    pub const UNKNOWN_NAME: &str = "unknown_name";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const TOO_LARGE: &str = "too_large";
+    pub const CONFLICT: &str = "conflict";
+    pub const REFUSED: &str = "refused";
+    pub const REGISTRY_UNAVAILABLE: &str = "registry_unavailable";
+    pub const STORAGE: &str = "storage";
+    pub const SHUTTING_DOWN: &str = "shutting_down";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// One request line: `{"id":N,"op":"...", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestLine {
+    #[serde(default)]
+    pub id: u64,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Must come first on every connection.
+    Hello { version: u32 },
+    /// Accept one message for one or more recipients.
+    Send {
+        to: Vec<Name>,
+        body: String,
+        /// Client-chosen message id, making the send idempotent; chatd picks one if absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        msg_id: Option<String>,
+    },
+    /// Received messages: the newest `limit` (oldest first), or those after `after`.
+    Inbox {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Name>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<i64>,
+    },
+    /// Like `inbox` (with `backlog` as the limit), then every new message as it arrives.
+    Follow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Name>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backlog: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<i64>,
+    },
+    /// Names the registry knows (or, when it is unreachable, those in our cache).
+    Peers,
+    /// This node: name, addresses, registry, uptime, counts.
+    Status,
+}
+
+/// Successful replies, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Hello {
+        version: u32,
+        node: Name,
+        software: String,
+    },
+    Accepted {
+        id: String,
+        recipients: Vec<RecipientState>,
+    },
+    Messages {
+        messages: Vec<InboxMessage>,
+    },
+    /// The follow stream has started; `message` and `heartbeat` lines follow.
+    Following,
+    Message(InboxMessage),
+    Heartbeat,
+    Peers {
+        peers: Vec<PeerInfo>,
+        /// True when the registry was unreachable and the list comes from chatd's cache.
+        from_cache: bool,
+    },
+    Status(NodeStatus),
+}
+
+/// Delivery state of one recipient of an outgoing message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Recorded, not yet handed to the recipient.
+    Queued,
+    /// Written to the recipient, no acknowledgement yet.
+    Sent,
+    /// The recipient has committed it.
+    Delivered,
+    /// Given up; `error` says why.
+    Failed,
+    /// Stopped by the user.
+    Cancelled,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => DeliveryState::Queued,
+            "sent" => DeliveryState::Sent,
+            "delivered" => DeliveryState::Delivered,
+            "failed" => DeliveryState::Failed,
+            "cancelled" => DeliveryState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipientState {
+    pub to: Name,
+    pub state: DeliveryState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A received message. Timestamps are RFC 3339 UTC with milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    /// Local, strictly increasing position in this node's inbox.
+    pub seq: i64,
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub sent_at: String,
+    pub received_at: String,
+    pub authenticated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: Name,
+    pub address: String,
+    /// `None` when only our cache knows the peer and the registry could not be asked.
+    pub online: Option<bool>,
+    pub last_seen: Option<String>,
+    #[serde(default)]
+    pub legacy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: Name,
+    /// The address registered for peers to reach us.
+    pub address: String,
+    pub listen: String,
+    pub registry: String,
+    pub registry_reachable: bool,
+    pub started_at: String,
+    pub uptime_secs: u64,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub inbox: u64,
+    pub outbox: u64,
+    pub queued: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+pub type ControlReply = Reply<Response>;
+
+/// Parses one request line; the error is ready to send back.
+pub fn parse_request(line: &[u8]) -> Result<RequestLine, ErrorBody> {
+    serde_json::from_slice(line).map_err(|e| ErrorBody::new(code::BAD_REQUEST, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{to_line, Outcome};
+
+    #[test]
+    fn send_request_shape() {
+        let r = parse_request(br#"{"id":3,"op":"send","to":["pb"],"body":"hi"}"#).unwrap();
+        assert_eq!(r.id, 3);
+        assert!(matches!(r.request, Request::Send { msg_id: None, .. }));
+        assert!(parse_request(br#"{"id":3,"op":"send","to":["p b"],"body":"hi"}"#).is_err());
+        assert!(parse_request(br#"{"id":3,"op":"send","to":[],"body":"hi","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn replies_are_ok_or_error() {
+        let ok: ControlReply = Reply {
+            id: 1,
+            outcome: Outcome::Ok(Response::Following),
+        };
+        assert_eq!(
+            to_line(&ok),
+            b"{\"id\":1,\"ok\":{\"type\":\"following\"}}\n"
+        );
+        let err: ControlReply = Reply {
+            id: 2,
+            outcome: Outcome::Err(ErrorBody::new(code::UNKNOWN_NAME, "no such name: x")),
+        };
+        let line = to_line(&err);
+        let back: ControlReply = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back.outcome.into_result().unwrap_err().code, "unknown_name");
+    }
+}

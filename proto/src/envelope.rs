@@ -1,0 +1,67 @@
+//! The reply envelope shared by the control socket and the registry: one JSON object per line,
+//! `{"id":N,"ok":{...}}` or `{"id":N,"error":{"code":"...","message":"..."}}`.
+
+use serde::{Deserialize, Serialize};
+
+/// A reply to the request with the same `id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply<R> {
+    pub id: u64,
+    #[serde(flatten)]
+    pub outcome: Outcome<R>,
+}
+
+/// `Result`, spelled the way it appears on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Outcome<R> {
+    #[serde(rename = "ok")]
+    Ok(R),
+    #[serde(rename = "error")]
+    Err(ErrorBody),
+}
+
+impl<R> Outcome<R> {
+    pub fn into_result(self) -> Result<R, ErrorBody> {
+        match self {
+            Outcome::Ok(r) => Ok(r),
+            Outcome::Err(e) => Err(e),
+        }
+    }
+}
+
+impl<R> From<Result<R, ErrorBody>> for Outcome<R> {
+    fn from(r: Result<R, ErrorBody>) -> Self {
+        match r {
+            Ok(r) => Outcome::Ok(r),
+            Err(e) => Outcome::Err(e),
+        }
+    }
+}
+
+/// A machine-readable code (stable, snake_case) and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Encodes any wire value as one line (JSON plus `\n`).
+pub fn to_line<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own plain data types cannot fail (no maps with non-string keys, no
+    // failing Serialize impls); fall back to an error line rather than panicking anyway.
+    let mut v = serde_json::to_vec(value).unwrap_or_else(|e| {
+        format!(r#"{{"id":0,"error":{{"code":"internal","message":"encode: {e}"}}}}"#).into_bytes()
+    });
+    v.push(b'\n');
+    v
+}

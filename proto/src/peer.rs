@@ -1,0 +1,110 @@
+//! The peer protocol between chatd nodes: a fixed cleartext preamble, then length-prefixed frames.
+//!
+//! ```text
+//! client → server   "PEERCHAT/1\n"
+//! then, both ways   u32 big-endian length N (1 ≤ N ≤ MAX_FRAME) | N bytes of JSON (one Frame)
+//! ```
+//!
+//! The client opens with `Hello`; the server answers `Welcome` (or `Refused` and closes). Then the
+//! client streams `Msg` frames without waiting (pipelined, at most a window in flight) and the server
+//! answers each with `Ack` once the message is committed to its database, in the same order.
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::Name;
+
+/// Every link of our protocol begins with these bytes (cleartext, before anything else).
+pub const PREAMBLE: &[u8] = b"PEERCHAT/1\n";
+
+/// Largest frame payload, in bytes. A frame announcing more closes the link.
+pub const MAX_FRAME: usize = 512 * 1024;
+
+/// Stable error codes carried by `Refused` and `Nack`.
+pub mod code {
+    pub const WRONG_NAME: &str = "wrong_name";
+    pub const TOO_LARGE: &str = "too_large";
+    pub const BAD_FRAME: &str = "bad_frame";
+    pub const STORAGE: &str = "storage";
+    pub const BUSY: &str = "busy";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Frame {
+    /// Client → server, first frame: who is calling, and whom it expects to reach.
+    Hello { version: u32, from: Name, to: Name },
+    /// Server → client: the server is `name`, ready for messages.
+    Welcome { version: u32, name: Name },
+    /// Server → client, then close: the link is refused (e.g. the server is not `to`).
+    Refused { code: String, message: String },
+    /// Client → server: one message.
+    Msg(WireMessage),
+    /// Server → client: message `id` is committed (or was already, for a repeat).
+    Ack { id: String },
+    /// Server → client: message `id` will never be accepted; do not retry it.
+    Nack {
+        id: String,
+        code: String,
+        message: String,
+    },
+}
+
+/// Protocol version inside the frames; bumps when frames change incompatibly.
+pub const VERSION: u32 = 1;
+
+/// A message as it crosses a peer link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireMessage {
+    /// Globally unique, chosen by the sender; with the sender's name, the dedup key.
+    pub id: String,
+    /// Every recipient of the message (one for a direct message, several for a group send).
+    pub to: Vec<Name>,
+    /// When the sender accepted it, milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame is not valid JSON for the peer protocol: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    // Plain data types; serialization cannot fail.
+    serde_json::to_vec(frame).unwrap_or_default()
+}
+
+pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
+    Ok(serde_json::from_slice(payload)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let f = Frame::Msg(WireMessage {
+            id: "x".into(),
+            to: vec![Name::new("pb").unwrap()],
+            sent_at_ms: 1,
+            body: "hi\n\u{1F600}".into(),
+        });
+        assert_eq!(decode(&encode(&f)).unwrap(), f);
+        assert!(decode(b"{\"type\":\"msg\"}").is_err());
+        assert!(decode(b"\x00\x01").is_err());
+    }
+
+    #[test]
+    fn worst_case_body_fits_a_frame() {
+        let body = "\u{1}".repeat(crate::MAX_BODY_BYTES);
+        let f = Frame::Msg(WireMessage {
+            id: "i".repeat(64),
+            to: vec![],
+            sent_at_ms: 0,
+            body,
+        });
+        assert!(encode(&f).len() <= MAX_FRAME);
+    }
+}

@@ -1,0 +1,124 @@
+//! A connection speaking our JSON-lines protocol: many requests, replies in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use peerchat_proto::envelope::{to_line, ErrorBody, Outcome, Reply};
+use peerchat_proto::registry::{self, code, Request, Response};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
+use tracing::debug;
+
+use crate::table::{Table, TableError};
+use crate::{FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
+    let (read, mut write) = stream.into_split();
+    let codec =
+        AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), registry::MAX_LINE);
+    let mut lines = FramedRead::new(read, codec);
+    let mut timeout = FIRST_REQUEST_TIMEOUT;
+    loop {
+        let line = match tokio::time::timeout(timeout, lines.next()).await {
+            Err(_) => {
+                debug!(%peer, "closing silent connection");
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(e))) => {
+                let message = match e {
+                    AnyDelimiterCodecError::MaxChunkLengthExceeded => {
+                        format!("request line longer than {} bytes", registry::MAX_LINE)
+                    }
+                    AnyDelimiterCodecError::Io(e) => format!("read error: {e}"),
+                };
+                let reply: Reply<Response> = Reply {
+                    id: 0,
+                    outcome: Outcome::Err(ErrorBody::new(code::BAD_REQUEST, message)),
+                };
+                let _ =
+                    tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&to_line(&reply))).await;
+                return;
+            }
+        };
+        timeout = IDLE_TIMEOUT;
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let reply = match registry::parse_request(line) {
+            Ok(req) => Reply {
+                id: req.id,
+                outcome: handle(req.request, peer, &table).await.into(),
+            },
+            Err(e) => Reply {
+                id: 0,
+                outcome: Outcome::Err(e),
+            },
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&to_line(&reply))).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
+
+async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Response, ErrorBody> {
+    match req {
+        Request::Register { name, port, host } => {
+            if port == 0 {
+                return Err(ErrorBody::new(code::BAD_REQUEST, "port must be 1-65535"));
+            }
+            let ip = match host {
+                None => peer.ip().to_canonical(),
+                Some(h) => h
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .map_err(|_| {
+                        ErrorBody::new(
+                            code::BAD_REQUEST,
+                            format!("host {h:?} is not an IP address"),
+                        )
+                    })?,
+            };
+            let address = registry::format_address(ip, port);
+            table
+                .register(name, address.clone(), false)
+                .await
+                .map_err(to_body)?;
+            Ok(Response::Registered {
+                address,
+                ttl_secs: table.ttl().as_secs(),
+            })
+        }
+        Request::Lookup { name } => table
+            .lookup(&name)
+            .map(Response::Record)
+            .ok_or_else(|| to_body(TableError::NotFound(name))),
+        Request::List => Ok(Response::Records {
+            records: table.list(),
+        }),
+        Request::Offline { name } => {
+            table.offline(name).await.map_err(to_body)?;
+            Ok(Response::Done)
+        }
+        Request::Unregister { name } => {
+            table.unregister(name).await.map_err(to_body)?;
+            Ok(Response::Done)
+        }
+    }
+}
+
+fn to_body(e: TableError) -> ErrorBody {
+    let c = match &e {
+        TableError::NotFound(_) => code::NOT_FOUND,
+        TableError::Conflict(_) => code::CONFLICT,
+        TableError::Closed => code::BUSY,
+        TableError::Open(_) | TableError::Storage(_) => code::STORAGE,
+    };
+    ErrorBody::new(c, e.to_string())
+}

@@ -1,0 +1,110 @@
+//! registryd: the peerchat name registry.
+//!
+//! Entry point: [`run`], which serves a bound listener until `shutdown` resolves. `main` only
+//! parses arguments, sets up logging and calls it; tests call it in-process.
+
+mod json_conn;
+mod legacy_conn;
+mod table;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+pub use table::{Table, TableError};
+
+/// How long a new connection may take to send its first complete request.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an established connection may stay silent between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long writing one reply may take before the client is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db: PathBuf,
+    pub ttl: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves registry requests on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let table = Arc::new(Table::open(&config.db, config.ttl)?);
+    let local = listener.local_addr()?;
+    info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), "registryd ready");
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Typically EMFILE; back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(%peer, "connection limit reached; closing new connection");
+            drop(stream);
+            continue;
+        };
+        let table = table.clone();
+        tokio::spawn(async move {
+            serve(stream, peer, table).await;
+            drop(permit);
+        });
+    }
+    info!("registryd stopping");
+    table.close();
+    Ok(())
+}
+
+async fn serve(stream: TcpStream, peer: std::net::SocketAddr, table: Arc<Table>) {
+    let _ = stream.set_nodelay(true);
+    // The first byte decides the protocol: `{` is ours (JSON lines), anything else the seed's text.
+    let mut first = [0u8; 1];
+    let n = match tokio::time::timeout(FIRST_REQUEST_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(n)) => n,
+        _ => return,
+    };
+    if n == 0 {
+        return;
+    }
+    if first[0] == b'{' {
+        json_conn::serve(stream, peer, table).await
+    } else {
+        legacy_conn::serve(stream, peer, table).await
+    }
+}
+
+/// A future that completes on the first SIGTERM or SIGINT (installed with signal-hook).
+pub fn shutdown_on_signals() -> std::io::Result<impl Future<Output = ()>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<i32>();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = tx.send(sig);
+            }
+        })?;
+    Ok(async move {
+        if let Ok(sig) = rx.await {
+            info!(signal = sig, "shutdown requested");
+        }
+    })
+}
