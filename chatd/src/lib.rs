@@ -1,1 +1,206 @@
+//! chatd: the peerchat node daemon.
+//!
+//! Entry point: [`run`], which serves a bound peer listener until `shutdown` resolves. `main`
+//! only parses arguments, sets up logging and calls it; tests call it in-process or run the
+//! binary. See `docs/ARCHITECTURE.md` for the map of modules.
 
+mod control;
+mod delivery;
+mod legacy;
+mod node;
+mod paths;
+mod peer_conn;
+mod peer_server;
+mod registry_client;
+mod resolver;
+mod store;
+mod time;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use peerchat_proto::Name;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use delivery::RetryPolicy;
+pub use paths::default_socket;
+
+/// Longest message id (caller-chosen ids included).
+pub const MAX_MSG_ID: usize = 128;
+
+/// How long shutdown waits for in-flight work before giving up on it (the whole stop must fit
+/// in systemd's and the 5 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: Name,
+    /// Host to register instead of the source address the registry sees.
+    pub advertise_host: Option<String>,
+    /// Port to register instead of the listener's.
+    pub advertise_port: Option<u16>,
+    pub registry: String,
+    pub socket: PathBuf,
+    pub db: PathBuf,
+    pub retry: RetryPolicy,
+    /// Accept and send the seed's unframed, unauthenticated messages.
+    pub legacy: bool,
+}
+
+impl Config {
+    /// Defaults for everything but the name and paths.
+    pub fn new(name: Name, socket: PathBuf, db: PathBuf) -> Config {
+        Config {
+            name,
+            advertise_host: None,
+            advertise_port: None,
+            registry: "127.0.0.1:8888".into(),
+            socket,
+            db,
+            retry: RetryPolicy {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+                lifetime: Duration::from_secs(7 * 24 * 3600),
+            },
+            legacy: false,
+        }
+    }
+}
+
+/// Runs a node on `listener` (peer port) until `shutdown` completes, then stops within about
+/// [`SHUTDOWN_GRACE`] plus a second: in-flight work finishes, the registry hears we are
+/// offline, the socket is removed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let _lock = paths::lock_database(&config.db)?;
+    let (store, store_thread) = store::Store::open(&config.db).context("opening the database")?;
+    let control_listener = paths::bind_control(&config.socket)?;
+    let listen = listener
+        .local_addr()
+        .context("reading the peer listener's address")?;
+
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let registry = Arc::new(registry_client::RegistryClient::new(
+        config.registry.clone(),
+    ));
+    let resolver = Arc::new(resolver::Resolver::new(registry.clone(), store.clone()).await);
+    let delivery = delivery::Delivery::new(
+        config.name.clone(),
+        store.clone(),
+        resolver.clone(),
+        config.retry.clone(),
+        config.legacy,
+        stop.clone(),
+        tasks.clone(),
+    );
+    let registered_address = Arc::new(Mutex::new(String::new()));
+    let node = Arc::new(node::Node {
+        name: config.name.clone(),
+        store: store.clone(),
+        resolver,
+        delivery: delivery.clone(),
+        registry: registry.clone(),
+        registered_address: registered_address.clone(),
+        listen,
+        legacy: config.legacy,
+        started: Instant::now(),
+        started_at_ms: peerchat_db::now_ms(),
+    });
+
+    let peer_server = Arc::new(peer_server::PeerServer {
+        name: config.name.clone(),
+        store: store.clone(),
+        legacy: config.legacy,
+    });
+    tasks.spawn(peer_server::serve(
+        listener,
+        peer_server,
+        stop.clone(),
+        tasks.clone(),
+    ));
+    tasks.spawn(control::serve(
+        control_listener,
+        node.clone(),
+        stop.clone(),
+        tasks.clone(),
+    ));
+
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let reg = registry_client::Registration {
+        name: config.name.clone(),
+        port: config.advertise_port.unwrap_or(listen.port()),
+        host: config.advertise_host.clone(),
+    };
+    let lease = tokio::spawn(registry_client::keep_lease(
+        registry,
+        reg,
+        registered_address,
+        first_tx,
+        stop.clone(),
+    ));
+    let _ = first_rx.await;
+
+    // Messages left undelivered by an earlier run.
+    match store.pending_recipients().await {
+        Ok(names) => {
+            for n in names.into_iter().filter_map(|n| Name::new(n).ok()) {
+                delivery.kick(&n);
+            }
+        }
+        Err(e) => warn!(error = %e, "could not list pending deliveries"),
+    }
+    info!(name = %config.name, listen = %listen, socket = %config.socket.display(), db = %config.db.display(), legacy = config.legacy, "chatd ready");
+
+    shutdown.await;
+    info!("chatd stopping");
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!("some work did not finish within the shutdown grace period; it will resume at the next start");
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(1500), lease).await;
+    paths::remove_socket(&config.socket);
+    drop(node);
+    drop(delivery);
+    drop(store);
+    // Everything acknowledged is already committed; waiting here only tidies up.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::task::spawn_blocking(move || store_thread.join()),
+    )
+    .await;
+    info!("chatd stopped");
+    Ok(())
+}
+
+/// A future that completes on the first SIGTERM or SIGINT (installed with signal-hook).
+pub fn shutdown_on_signals() -> std::io::Result<impl Future<Output = ()>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<i32>();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = tx.send(sig);
+            }
+        })?;
+    Ok(async move {
+        if let Ok(sig) = rx.await {
+            info!(signal = sig, "shutdown requested");
+        }
+    })
+}

@@ -98,34 +98,6 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn migrations_apply_once_and_in_order() {
-        let dir = tempfile_dir();
-        let path = dir.join("t.db");
-        let m1 = ["CREATE TABLE a(x)"];
-        drop(open(&path, &m1).unwrap());
-        let m2 = ["CREATE TABLE a(x)", "CREATE TABLE b(y)"];
-        let conn = open(&path, &m2).unwrap();
-        let v: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, 2);
-        drop(conn);
-        assert!(matches!(open(&path, &m1), Err(DbError::TooNew { .. })));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("peerchat-db-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-}
-
 /// The state directory for databases and keys: `$STATE_DIRECTORY` (set by systemd's
 /// `StateDirectory=`), else `$XDG_STATE_HOME/peerchat`, else `~/.local/state/peerchat`.
 pub fn default_state_dir() -> PathBuf {
@@ -153,4 +125,32 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_in_order() {
+        let dir = tempfile_dir();
+        let path = dir.join("t.db");
+        let m1 = ["CREATE TABLE a(x)"];
+        drop(open(&path, &m1).unwrap());
+        let m2 = ["CREATE TABLE a(x)", "CREATE TABLE b(y)"];
+        let conn = open(&path, &m2).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        drop(conn);
+        assert!(matches!(open(&path, &m1), Err(DbError::TooNew { .. })));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("peerchat-db-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 }

@@ -162,6 +162,9 @@ pub struct InboxMessage {
     pub id: String,
     pub from: String,
     pub to: String,
+    /// Every recipient of the message, when it went to more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
     pub body: String,
     pub sent_at: String,
     pub received_at: String,

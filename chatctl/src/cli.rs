@@ -1,0 +1,118 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The exit status table shown in every `--help` (a macro because `concat!` needs literals).
+macro_rules! exit_codes {
+    () => {
+        "Exit status:
+  0  ok
+  1  other error
+  2  usage error
+  3  chatd is not running (no socket answers)
+  4  unknown name
+  5  --wait ran out while the message was still queued or sent
+  6  delivery failed
+  7  refused (too large, permission, conflict, legacy peer without --legacy)"
+    };
+}
+
+/// Talk to the local peerchat daemon (chatd): send messages, read the inbox, list peers.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = concat!("\
+Examples:
+  chatctl send pb \"hello there\"          # one message to pb
+  echo 'build done' | chatctl send pb     # stdin as one message
+  tail -f app.log | chatctl send -l ops   # each line its own message
+  chatctl inbox --limit 5                 # the 5 newest messages
+  chatctl inbox --follow | grep -m1 urgent
+  chatctl --json peers | jq .name
+
+The socket is --socket, else $CHATD_SOCKET, else $XDG_RUNTIME_DIR/peerchat/chatd.sock if it exists,
+else /run/chatd/chatd.sock.
+
+", exit_codes!())
+)]
+pub struct Cli {
+    /// Control socket of chatd
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Output one JSON object per line (errors too, as {"error":{"code":…,"message":…}})
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Send a message to one or more names
+    #[command(after_help = concat!("\
+Examples:
+  chatctl send pb hello world        # the words form one message: \"hello world\"
+  chatctl send pb,pc \"to both\"       # one message, two recipients
+  chatctl send pb < notes.txt        # stdin as one message (also with `-` as the message)
+  seq 1000 | chatctl send -l pb      # each line is its own message, pipelined
+
+Accepted means chatd has recorded the message; delivery continues in the background and
+survives restarts of either side.
+
+", exit_codes!()))]
+    Send(SendArgs),
+    /// Show received messages
+    #[command(after_help = concat!("\
+Examples:
+  chatctl inbox                      # the 20 newest, oldest first
+  chatctl inbox --from pa --limit 100
+  chatctl inbox --after 41           # everything after sequence number 41
+  chatctl inbox --follow             # like tail -f
+
+", exit_codes!()))]
+    Inbox(InboxArgs),
+    /// List the names the registry knows, with presence
+    #[command(after_help = "Examples:\n  chatctl peers\n  chatctl --json peers")]
+    Peers,
+    /// Show this node: name, address, registry, uptime, message counts
+    #[command(after_help = "Examples:\n  chatctl status\n  chatctl --json status")]
+    Status,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SendArgs {
+    /// Recipient name, or several separated by commas
+    #[arg(value_name = "TO")]
+    pub to: String,
+    /// The message (words are joined with spaces); none or `-` reads stdin
+    #[arg(
+        value_name = "MESSAGE",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub message: Vec<String>,
+    /// Send each line of stdin as its own message (blank lines are skipped)
+    #[arg(short = 'l', long)]
+    pub lines: bool,
+    /// Message id for an idempotent send: the same id, recipients and body are accepted only once
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InboxArgs {
+    /// Only messages from this name
+    #[arg(long, value_name = "NAME")]
+    pub from: Option<String>,
+    /// How many messages (the newest, oldest first; with --after, the first after it)
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: u32,
+    /// Only messages after this sequence number (exclusive)
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<i64>,
+    /// Keep printing new messages as they arrive (starts with the newest 10, or --after)
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}

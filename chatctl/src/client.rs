@@ -1,0 +1,171 @@
+//! A connection to chatd's control socket: finds the socket, says hello (checking the protocol
+//! version), then sends requests and reads replies (possibly pipelined).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use peerchat_proto::control::{self, Request, RequestLine, Response};
+use peerchat_proto::envelope::{to_line, Reply};
+
+use crate::exit::{self, Failure};
+
+/// Replies to ordinary requests must come within this time.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_id: u64,
+    pub socket: PathBuf,
+}
+
+/// The sockets to try, in order: `--socket`, else `$CHATD_SOCKET`, else
+/// `$XDG_RUNTIME_DIR/peerchat/chatd.sock` if it exists, else `/run/chatd/chatd.sock`.
+pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(p) = explicit {
+        return vec![p.to_path_buf()];
+    }
+    if let Some(p) = std::env::var_os("CHATD_SOCKET").filter(|s| !s.is_empty()) {
+        return vec![PathBuf::from(p)];
+    }
+    let mut v = Vec::new();
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|s| !s.is_empty()) {
+        let p = PathBuf::from(d).join("peerchat/chatd.sock");
+        if p.exists() {
+            v.push(p);
+        }
+    }
+    v.push(PathBuf::from("/run/chatd/chatd.sock"));
+    v
+}
+
+impl Client {
+    pub fn connect(explicit: Option<&Path>) -> Result<Client, Failure> {
+        let mut tried = Vec::new();
+        for path in candidates(explicit) {
+            match UnixStream::connect(&path) {
+                Ok(stream) => return Client::hello(stream, path),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(Failure::new(
+                        exit::REFUSED,
+                        "permission",
+                        format!(
+                            "permission denied on {}: ask the operator to add you to chatd's group",
+                            path.display()
+                        ),
+                    ));
+                }
+                Err(e) => tried.push(format!("  {}: {e}", path.display())),
+            }
+        }
+        Err(Failure::new(
+            exit::NOT_RUNNING,
+            "not_running",
+            format!(
+                "chatd is not running (no control socket answered)\ntried:\n{}\nstart it with `systemctl start chatd` (or `chatd --name NAME`), or point --socket / $CHATD_SOCKET at its socket",
+                tried.join("\n")
+            ),
+        ))
+    }
+
+    fn hello(stream: UnixStream, socket: PathBuf) -> Result<Client, Failure> {
+        let writer = stream
+            .try_clone()
+            .map_err(|e| Failure::io("control socket", e))?;
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .map_err(|e| Failure::io("control socket", e))?;
+        let mut c = Client {
+            reader: BufReader::new(stream),
+            writer,
+            next_id: 1,
+            socket,
+        };
+        match c.call(Request::Hello {
+            version: control::VERSION,
+        })? {
+            Response::Hello { .. } => Ok(c),
+            other => Err(Failure::new(
+                exit::OTHER,
+                "protocol",
+                format!("unexpected hello reply: {other:?}"),
+            )),
+        }
+    }
+
+    /// Sends one request without waiting; returns its id.
+    pub fn send(&mut self, request: Request) -> Result<u64, Failure> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.writer
+            .write_all(&to_line(&RequestLine { id, request }))
+            .map_err(|e| Failure::io("writing to chatd", e))?;
+        Ok(id)
+    }
+
+    /// The id the next request will get (for a pipelining writer that numbers its own).
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// A second handle for writing while this one reads (for pipelining from another thread).
+    pub fn writer(&self) -> Result<UnixStream, Failure> {
+        self.writer
+            .try_clone()
+            .map_err(|e| Failure::io("control socket", e))
+    }
+
+    /// Reads the next reply line.
+    pub fn recv(&mut self) -> Result<Reply<Response>, Failure> {
+        let mut line = Vec::new();
+        let n = (&mut self.reader)
+            .take(control::MAX_LINE as u64 * 2)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    Failure::new(exit::OTHER, "timeout", "chatd did not answer in time")
+                }
+                _ => Failure::io("reading from chatd", e),
+            })?;
+        if n == 0 {
+            return Err(Failure::new(
+                exit::OTHER,
+                "disconnected",
+                "chatd closed the connection",
+            ));
+        }
+        serde_json::from_slice(&line).map_err(|e| {
+            Failure::new(
+                exit::OTHER,
+                "protocol",
+                format!("unreadable reply from chatd: {e}"),
+            )
+        })
+    }
+
+    /// Sends a request and waits for its reply.
+    pub fn call(&mut self, request: Request) -> Result<Response, Failure> {
+        let id = self.send(request)?;
+        let reply = self.recv()?;
+        if reply.id != id && reply.id != 0 {
+            return Err(Failure::new(
+                exit::OTHER,
+                "protocol",
+                format!("reply for request {} while waiting for {id}", reply.id),
+            ));
+        }
+        reply.outcome.into_result().map_err(Failure::from)
+    }
+
+    /// For streams (follow): no reply timeout.
+    pub fn set_streaming(&mut self) -> Result<(), Failure> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| Failure::io("control socket", e))
+    }
+}
+
+use std::io::Read as _;

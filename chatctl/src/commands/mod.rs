@@ -1,0 +1,21 @@
+//! One module per command; [`run`] is the single dispatch.
+
+mod inbox;
+mod peers;
+mod send;
+mod status;
+
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+use crate::exit::Failure;
+
+/// Runs the command; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32, Failure> {
+    let socket = cli.socket.as_deref();
+    match cli.command {
+        Command::Send(args) => send::run(socket, cli.json, args),
+        Command::Inbox(args) => inbox::run(Client::connect(socket)?, cli.json, args),
+        Command::Peers => peers::run(Client::connect(socket)?, cli.json),
+        Command::Status => status::run(Client::connect(socket)?, cli.json),
+    }
+}

@@ -1,0 +1,52 @@
+//! `chatctl status`: this node at a glance.
+
+use peerchat_proto::control::{Request, Response};
+
+use crate::client::Client;
+use crate::exit::{self, Failure};
+use crate::output;
+
+pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
+    let Response::Status(s) = client.call(Request::Status)? else {
+        return Err(Failure::new(
+            exit::OTHER,
+            "protocol",
+            "unexpected reply from chatd",
+        ));
+    };
+    if json {
+        output::json(&s);
+        return Ok(exit::OK);
+    }
+    let c = &s.counts;
+    output::line(&format!("name:       {}", s.name));
+    output::line(&format!(
+        "address:    {}",
+        if s.address.is_empty() {
+            "(not registered yet)"
+        } else {
+            &s.address
+        }
+    ));
+    output::line(&format!("listen:     {}", s.listen));
+    output::line(&format!(
+        "registry:   {} ({})",
+        s.registry,
+        if s.registry_reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        }
+    ));
+    output::line(&format!(
+        "started:    {} (up {}s)",
+        s.started_at, s.uptime_secs
+    ));
+    output::line(&format!("socket:     {}", client.socket.display()));
+    output::line(&format!("inbox:      {} messages", c.inbox));
+    output::line(&format!(
+        "outbox:     {} messages; deliveries: {} queued, {} sent, {} delivered, {} failed, {} cancelled",
+        c.outbox, c.queued, c.sent, c.delivered, c.failed, c.cancelled
+    ));
+    Ok(exit::OK)
+}

@@ -1,0 +1,61 @@
+//! Exit codes (documented in `--help` and the README) and the error type that carries them.
+
+use peerchat_proto::control::code;
+use peerchat_proto::ErrorBody;
+
+pub const OK: i32 = 0;
+pub const OTHER: i32 = 1;
+pub const USAGE: i32 = 2;
+pub const NOT_RUNNING: i32 = 3;
+pub const UNKNOWN_NAME: i32 = 4;
+#[allow(dead_code)] // returned by `send --wait` (next step)
+pub const WAIT_EXPIRED: i32 = 5;
+#[allow(dead_code)] // returned by `send --wait` (next step)
+pub const FAILED: i32 = 6;
+pub const REFUSED: i32 = 7;
+
+/// A command failed: what to print and how to exit.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub exit: i32,
+    /// Machine-readable code (chatd's, or chatctl's own such as `not_running`).
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(exit: i32, code: &str, message: impl Into<String>) -> Self {
+        Failure {
+            exit,
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure::new(USAGE, "usage", message)
+    }
+
+    pub fn io(what: &str, e: std::io::Error) -> Self {
+        Failure::new(OTHER, "io", format!("{what}: {e}"))
+    }
+}
+
+/// The exit code for an error chatd sent back.
+pub fn for_code(c: &str) -> i32 {
+    match c {
+        code::UNKNOWN_NAME | code::NOT_FOUND => UNKNOWN_NAME,
+        code::TOO_LARGE | code::CONFLICT | code::REFUSED | code::VERSION_MISMATCH => REFUSED,
+        _ => OTHER,
+    }
+}
+
+impl From<ErrorBody> for Failure {
+    fn from(e: ErrorBody) -> Self {
+        Failure {
+            exit: for_code(&e.code),
+            code: e.code,
+            message: e.message,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `follow`: the connection becomes a stream of `message` replies (and a `heartbeat` every
+//! [`HEARTBEAT`]). The stream reads from the database in pages after a cursor, so a follower
+//! that falls behind catches up from SQLite and never makes chatd buffer messages for it.
+
+use std::time::Duration;
+
+use peerchat_proto::control::Response;
+use peerchat_proto::envelope::{Outcome, Reply};
+use peerchat_proto::Name;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{store_error, write_line};
+use crate::node::Node;
+use crate::store::InboxQuery;
+
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
+const PAGE: u32 = 256;
+
+pub struct FollowParams {
+    pub from: Option<Name>,
+    pub backlog: u32,
+    pub after: Option<i64>,
+}
+
+pub async fn run(
+    w: &mut OwnedWriteHalf,
+    id: u64,
+    p: FollowParams,
+    node: &Node,
+    stop: &CancellationToken,
+    conn_done: &CancellationToken,
+) {
+    if let Err(e) = stream(w, id, p, node, stop, conn_done).await {
+        debug!(error = %e, "follow stream ended");
+    }
+}
+
+async fn stream(
+    w: &mut OwnedWriteHalf,
+    id: u64,
+    p: FollowParams,
+    node: &Node,
+    stop: &CancellationToken,
+    conn_done: &CancellationToken,
+) -> std::io::Result<()> {
+    let from = p.from.map(String::from);
+    // Subscribe before reading, so a message committed in between still wakes us.
+    let mut seq = node.store.inbox_seq();
+    seq.borrow_and_update();
+    let start = match p.after {
+        Some(a) => Ok((Vec::new(), a)),
+        None => {
+            node.store
+                .follow_start(from.clone(), p.backlog.min(super::inbox::MAX_LIMIT))
+                .await
+        }
+    };
+    let (backlog, mut cursor) = match start {
+        Ok(s) => s,
+        Err(e) => {
+            let reply: Reply<Response> = Reply {
+                id,
+                outcome: Outcome::Err(store_error(e)),
+            };
+            return write_line(w, &reply).await;
+        }
+    };
+    write_line(w, &ok(id, Response::Following)).await?;
+    for r in backlog {
+        write_line(
+            w,
+            &ok(id, Response::Message(super::inbox::to_wire(node, r))),
+        )
+        .await?;
+    }
+    loop {
+        seq.borrow_and_update();
+        let q = InboxQuery {
+            from: from.clone(),
+            after: Some(cursor),
+            limit: PAGE,
+        };
+        let rows = match node.store.inbox(q).await {
+            Ok(r) => r,
+            Err(e) => {
+                let reply: Reply<Response> = Reply {
+                    id,
+                    outcome: Outcome::Err(store_error(e)),
+                };
+                return write_line(w, &reply).await;
+            }
+        };
+        let full = rows.len() as u32 == PAGE;
+        for r in rows {
+            cursor = r.seq;
+            write_line(
+                w,
+                &ok(id, Response::Message(super::inbox::to_wire(node, r))),
+            )
+            .await?;
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = conn_done.cancelled() => return Ok(()),
+            r = seq.changed() => if r.is_err() { return Ok(()) },
+            _ = tokio::time::sleep(HEARTBEAT) => write_line(w, &ok(id, Response::Heartbeat)).await?,
+        }
+    }
+}
+
+fn ok(id: u64, r: Response) -> Reply<Response> {
+    Reply {
+        id,
+        outcome: Outcome::Ok(r),
+    }
+}

@@ -1,0 +1,51 @@
+//! `inbox`: the newest N received messages (oldest first), or those after a sequence number.
+
+use std::sync::Arc;
+
+use peerchat_proto::control::{InboxMessage, Response};
+use peerchat_proto::Name;
+
+use super::{store_error, ReplyFuture};
+use crate::node::Node;
+use crate::store::{InboxQuery, InboxRow};
+
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 10_000;
+
+pub fn handle(
+    node: &Arc<Node>,
+    from: Option<Name>,
+    limit: Option<u32>,
+    after: Option<i64>,
+) -> ReplyFuture {
+    let node = node.clone();
+    Box::pin(async move {
+        let q = InboxQuery {
+            from: from.map(String::from),
+            after,
+            limit: limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT),
+        };
+        let rows = node.store.inbox(q).await.map_err(store_error)?;
+        Ok(Response::Messages {
+            messages: rows.into_iter().map(|r| to_wire(&node, r)).collect(),
+        })
+    })
+}
+
+pub fn to_wire(node: &Node, r: InboxRow) -> InboxMessage {
+    InboxMessage {
+        seq: r.seq,
+        id: r.msg_id,
+        from: r.sender,
+        to: node.name.to_string(),
+        recipients: if r.recipients.len() > 1 {
+            r.recipients
+        } else {
+            Vec::new()
+        },
+        body: r.body,
+        sent_at: crate::time::rfc3339(r.sent_at_ms),
+        received_at: crate::time::rfc3339(r.received_at_ms),
+        authenticated: r.authenticated,
+    }
+}

@@ -1,0 +1,288 @@
+//! The control socket: JSON lines from local clients (chatctl).
+//!
+//! Each connection has a reader (this task) and a writer task. The reader parses requests in
+//! order and does the order-sensitive part at once (a `send` is queued to the database before
+//! the next request is read), then hands the writer a future for the reply. The writer awaits
+//! those in order, so replies keep request order while many requests are in flight (pipelining).
+//! A `follow` request hands the writer the stream instead.
+
+mod follow;
+mod inbox;
+mod peers;
+mod send;
+mod status;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use peerchat_proto::control::{self, code, Request, Response};
+use peerchat_proto::envelope::{to_line, ErrorBody, Outcome, Reply};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::node::Node;
+
+pub use follow::FollowParams;
+
+/// A new connection must complete its hello within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection (not following) with no request for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Writing one reply may take at most this long; a client that does not read is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replies waiting to be written per connection (bounds memory; the reader waits when full).
+const PIPELINE_DEPTH: usize = 256;
+const MAX_CONNECTIONS: usize = 256;
+
+type ReplyFuture = Pin<Box<dyn Future<Output = Result<Response, ErrorBody>> + Send>>;
+
+enum Pending {
+    Reply(u64, ReplyFuture),
+    Follow(u64, FollowParams),
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    node: Arc<Node>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let mut s = stream;
+            let reply: Reply<Response> = Reply {
+                id: 0,
+                outcome: Outcome::Err(ErrorBody::new(
+                    code::REFUSED,
+                    "too many control connections",
+                )),
+            };
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), s.write_all(&to_line(&reply))).await;
+            continue;
+        };
+        let node = node.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            connection(stream, node, stop).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(stream: UnixStream, node: Arc<Node>, stop: CancellationToken) {
+    let (read, write) = stream.into_split();
+    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), vec![], control::MAX_LINE);
+    let mut lines = FramedRead::new(read, codec);
+    let (tx, rx) = mpsc::channel::<Pending>(PIPELINE_DEPTH);
+    let conn_done = CancellationToken::new();
+    let writer = tokio::spawn(writer(
+        write,
+        rx,
+        node.clone(),
+        stop.clone(),
+        conn_done.clone(),
+    ));
+    let mut said_hello = false;
+    let mut following = false;
+    loop {
+        let timeout = if !said_hello {
+            HELLO_TIMEOUT
+        } else if following {
+            Duration::MAX
+        } else {
+            IDLE_TIMEOUT
+        };
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = conn_done.cancelled() => break,
+            n = tokio::time::timeout(timeout, lines.next()) => n,
+        };
+        let line = match next {
+            Err(_) => {
+                debug!("closing silent control connection");
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(e))) => {
+                let msg = match e {
+                    AnyDelimiterCodecError::MaxChunkLengthExceeded => {
+                        format!("request line longer than {} bytes", control::MAX_LINE)
+                    }
+                    AnyDelimiterCodecError::Io(e) => format!("read error: {e}"),
+                };
+                let _ = tx
+                    .send(Pending::Reply(
+                        0,
+                        ready(Err(ErrorBody::new(code::BAD_REQUEST, msg))),
+                    ))
+                    .await;
+                break;
+            }
+        };
+        if following {
+            continue; // a follow stream only listens for the client going away
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let pending = match control::parse_request(line) {
+            Err(e) => Pending::Reply(0, ready(Err(e))),
+            Ok(req) => {
+                let id = req.id;
+                match (said_hello, req.request) {
+                    (_, Request::Hello { version }) => {
+                        if version != control::VERSION {
+                            let msg = format!(
+                                "control protocol version {version} is not supported; this chatd speaks version {}",
+                                control::VERSION
+                            );
+                            let _ = tx
+                                .send(Pending::Reply(
+                                    id,
+                                    ready(Err(ErrorBody::new(code::VERSION_MISMATCH, msg))),
+                                ))
+                                .await;
+                            break;
+                        }
+                        said_hello = true;
+                        Pending::Reply(
+                            id,
+                            ready(Ok(Response::Hello {
+                                version: control::VERSION,
+                                node: node.name.clone(),
+                                software: peerchat_proto::SOFTWARE_VERSION.to_string(),
+                            })),
+                        )
+                    }
+                    (false, _) => {
+                        let e = ErrorBody::new(
+                            code::HELLO_FIRST,
+                            "send {\"op\":\"hello\",\"version\":1} first",
+                        );
+                        let _ = tx.send(Pending::Reply(id, ready(Err(e)))).await;
+                        break;
+                    }
+                    (
+                        true,
+                        Request::Follow {
+                            from,
+                            backlog,
+                            after,
+                        },
+                    ) => {
+                        following = true;
+                        Pending::Follow(
+                            id,
+                            FollowParams {
+                                from,
+                                backlog: backlog.unwrap_or(10),
+                                after,
+                            },
+                        )
+                    }
+                    (true, request) => Pending::Reply(id, dispatch(request, &node).await),
+                }
+            }
+        };
+        if tx.send(pending).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    if following {
+        // The client went away (or we are stopping): end the stream now.
+        conn_done.cancel();
+    }
+    let _ = writer.await;
+}
+
+/// The one place every request is matched. Returns once the order-sensitive part is done; the
+/// future resolves to the reply.
+async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
+    match request {
+        Request::Send { to, body, msg_id } => send::handle(node, to, body, msg_id).await,
+        Request::Inbox { from, limit, after } => inbox::handle(node, from, limit, after),
+        Request::Peers => peers::handle(node),
+        Request::Status => status::handle(node),
+        Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
+            code::INTERNAL,
+            "handled by the connection",
+        ))),
+    }
+}
+
+fn ready(r: Result<Response, ErrorBody>) -> ReplyFuture {
+    Box::pin(std::future::ready(r))
+}
+
+async fn writer(
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    node: Arc<Node>,
+    stop: CancellationToken,
+    conn_done: CancellationToken,
+) {
+    while let Some(p) = rx.recv().await {
+        match p {
+            Pending::Reply(id, fut) => {
+                let outcome: Outcome<Response> = fut.await.into();
+                if write_line(&mut write, &Reply { id, outcome })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Pending::Follow(id, params) => {
+                follow::run(&mut write, id, params, &node, &stop, &conn_done).await;
+                break;
+            }
+        }
+    }
+    conn_done.cancel();
+}
+
+pub async fn write_line<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    reply: &Reply<Response>,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&to_line(reply))).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client is not reading",
+        )),
+    }
+}
+
+pub fn store_error(e: crate::store::StoreError) -> ErrorBody {
+    use crate::store::StoreError;
+    match e {
+        StoreError::IdConflict(_) => ErrorBody::new(code::CONFLICT, e.to_string()),
+        StoreError::Closed => ErrorBody::new(code::SHUTTING_DOWN, e.to_string()),
+        _ => ErrorBody::new(code::STORAGE, e.to_string()),
+    }
+}

@@ -1,0 +1,25 @@
+//! `status`: who and where this node is, whether the registry answers, and message counts.
+
+use std::sync::Arc;
+
+use peerchat_proto::control::{NodeStatus, Response};
+
+use super::{store_error, ReplyFuture};
+use crate::node::Node;
+
+pub fn handle(node: &Arc<Node>) -> ReplyFuture {
+    let node = node.clone();
+    Box::pin(async move {
+        let counts = node.store.counts().await.map_err(store_error)?;
+        Ok(Response::Status(NodeStatus {
+            name: node.name.clone(),
+            address: node.address(),
+            listen: node.listen.to_string(),
+            registry: node.registry.addr().to_string(),
+            registry_reachable: node.registry.reachable(),
+            started_at: crate::time::rfc3339(node.started_at_ms),
+            uptime_secs: node.started.elapsed().as_secs(),
+            counts,
+        }))
+    })
+}

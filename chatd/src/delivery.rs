@@ -1,0 +1,345 @@
+//! The delivery engine: one task per recipient with undelivered messages.
+//!
+//! A recipient's task keeps one persistent link, streams that recipient's queue in acceptance
+//! order with up to [`WINDOW`] messages unacknowledged, and marks messages delivered when the
+//! acks arrive. When the link fails it records the error, forgets the cached address (the peer
+//! may have moved), and retries with exponential backoff. Messages older than the configured
+//! lifetime become `failed`. Ordering per recipient holds across reconnects because a retry
+//! always restarts from the oldest undelivered message and the receiver ignores repeats.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use peerchat_proto::peer::{self, Frame, WireMessage};
+use peerchat_proto::Name;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::peer_conn::{LinkError, PeerConn};
+use crate::resolver::{ResolveError, Resolver};
+use crate::store::{Outgoing, Store};
+
+/// Most messages in flight (written, not yet acknowledged) on one link.
+const WINDOW: usize = 512;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// With messages in flight, the peer must acknowledge something within this time.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// A link with nothing to send for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// After this long since acceptance, an undelivered message becomes `failed`.
+    pub lifetime: Duration,
+}
+
+pub struct Delivery {
+    me: Name,
+    store: Store,
+    resolver: Arc<Resolver>,
+    retry: RetryPolicy,
+    legacy: bool,
+    links: Mutex<HashMap<Name, Arc<Notify>>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("{0}")]
+    Link(#[from] LinkError),
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Delivery {
+    pub fn new(
+        me: Name,
+        store: Store,
+        resolver: Arc<Resolver>,
+        retry: RetryPolicy,
+        legacy: bool,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            me,
+            store,
+            resolver,
+            retry,
+            legacy,
+            links: Mutex::new(HashMap::new()),
+            stop,
+            tasks,
+        })
+    }
+
+    /// There is something new for `recipient`: wake its task, starting one if needed.
+    pub fn kick(self: &Arc<Self>, recipient: &Name) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = links.get(recipient) {
+            n.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        links.insert(recipient.clone(), notify.clone());
+        let this = self.clone();
+        let recipient = recipient.clone();
+        self.tasks
+            .spawn(async move { this.run_recipient(recipient, notify).await });
+    }
+
+    async fn run_recipient(self: Arc<Self>, to: Name, notify: Arc<Notify>) {
+        let mut backoff = self.retry.initial;
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            let cutoff =
+                peerchat_db::now_ms().saturating_sub(self.retry.lifetime.as_millis() as u64);
+            let why = format!(
+                "not delivered within {}",
+                humantime::format_duration(self.retry.lifetime)
+            );
+            match self.store.expire(to.clone(), cutoff, why).await {
+                Ok(0) => {}
+                Ok(n) => warn!(to = %to, messages = n, "gave up on messages past their lifetime"),
+                Err(e) => warn!(to = %to, error = %e, "could not expire old messages"),
+            }
+            let result = self.attempt(&to, &notify).await;
+            match result {
+                Ok(true) => backoff = self.retry.initial,
+                Ok(false) => {
+                    // Nothing left to send: sleep until kicked.
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = notify.notified() => {}
+                    }
+                    backoff = self.retry.initial;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    info!(to = %to, error = %msg, retry_in_ms = backoff.as_millis() as u64, "delivery attempt failed");
+                    self.resolver.invalidate(&to);
+                    if let Err(e) = self.store.note_link_failure(to.clone(), msg).await {
+                        warn!(to = %to, error = %e, "could not record the delivery failure");
+                    }
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.retry.max);
+                }
+            }
+        }
+    }
+
+    /// One connection's worth of delivery. `Ok(false)`: nothing was pending; `Ok(true)`: the link
+    /// ended normally (idle or shutdown) after doing work.
+    async fn attempt(&self, to: &Name, notify: &Notify) -> Result<bool, AttemptError> {
+        let mut pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let target = self.resolver.resolve(to).await?;
+        if target.legacy {
+            return self
+                .send_legacy(to, &target.address, pending)
+                .await
+                .map(|()| true);
+        }
+        let mut conn = self.connect(to, &target.address).await?;
+        let mut inflight: VecDeque<Outgoing> = VecDeque::new();
+        let mut last_seq = 0;
+        let mut more = true;
+        loop {
+            // Fill the window.
+            if !pending.is_empty() {
+                for m in pending.drain(..) {
+                    last_seq = m.seq;
+                    let wire = WireMessage {
+                        id: m.msg_id.clone(),
+                        to: m.recipients.clone(),
+                        sent_at_ms: m.created_at_ms,
+                        body: m.body.clone(),
+                    };
+                    conn.feed(&Frame::Msg(wire)).await?;
+                    inflight.push_back(m);
+                }
+                conn.flush().await?;
+            }
+            if more && inflight.len() < WINDOW {
+                pending = self
+                    .store
+                    .take_batch(to.clone(), last_seq, WINDOW - inflight.len())
+                    .await?;
+                if !pending.is_empty() {
+                    continue;
+                }
+                more = false;
+            }
+            let wait = if inflight.is_empty() {
+                IDLE_TIMEOUT
+            } else {
+                ACK_TIMEOUT
+            };
+            tokio::select! {
+                _ = self.stop.cancelled(), if inflight.is_empty() => return Ok(true),
+                _ = notify.notified(), if !more => { more = true; }
+                frame = tokio::time::timeout(wait, conn.recv()) => {
+                    let frame = match frame {
+                        Err(_) if inflight.is_empty() => return Ok(true),
+                        Err(_) => return Err(LinkError::Timeout("waiting for acknowledgements").into()),
+                        Ok(f) => f?,
+                    };
+                    let mut delivered = Vec::new();
+                    let mut next = Some(Ok(frame));
+                    while let Some(f) = next {
+                        self.on_reply(to, f?, &mut inflight, &mut delivered).await?;
+                        next = conn.try_recv_ready();
+                    }
+                    if !delivered.is_empty() {
+                        debug!(to = %to, messages = delivered.len(), "delivered");
+                        self.store.mark_delivered(to.clone(), delivered).await?;
+                    }
+                    more = true;
+                }
+            }
+        }
+    }
+
+    async fn on_reply(
+        &self,
+        to: &Name,
+        frame: Frame,
+        inflight: &mut VecDeque<Outgoing>,
+        delivered: &mut Vec<i64>,
+    ) -> Result<(), AttemptError> {
+        let (id, nack) = match frame {
+            Frame::Ack { id } => (id, None),
+            Frame::Nack { id, code, message } => {
+                (id, Some(format!("refused by {to}: {message} ({code})")))
+            }
+            Frame::Refused { code, message } => {
+                return Err(AttemptError::Refused(format!(
+                    "{to} refused the link: {message} ({code})"
+                )))
+            }
+            other => {
+                return Err(LinkError::Protocol(format!(
+                    "unexpected {} frame",
+                    crate::peer_server::kind(&other)
+                ))
+                .into())
+            }
+        };
+        // Replies come in order; anything else is a protocol violation.
+        match inflight.pop_front() {
+            Some(m) if m.msg_id == id => {
+                match nack {
+                    None => delivered.push(m.seq),
+                    Some(err) => {
+                        warn!(to = %to, id = %m.msg_id, error = %err, "message refused by the recipient");
+                        self.store.mark_failed(to.clone(), m.seq, err).await?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(
+                LinkError::Protocol(format!("acknowledgement for unexpected message {id}")).into(),
+            ),
+        }
+    }
+
+    async fn connect(&self, to: &Name, address: &str) -> Result<PeerConn, AttemptError> {
+        let stream = dial(address).await?;
+        let mut stream = stream;
+        stream
+            .write_all(peer::PREAMBLE)
+            .await
+            .map_err(LinkError::Io)?;
+        let mut conn = PeerConn::new(stream);
+        conn.send(&Frame::Hello {
+            version: peer::VERSION,
+            from: self.me.clone(),
+            to: to.clone(),
+        })
+        .await?;
+        match conn
+            .recv_timeout(HANDSHAKE_TIMEOUT, "waiting for welcome")
+            .await?
+        {
+            Frame::Welcome { name, .. } if name == *to => Ok(conn),
+            Frame::Welcome { name, .. } => Err(AttemptError::Refused(format!(
+                "{address} is {name}, not {to}; the peer may have moved"
+            ))),
+            Frame::Refused { code, message } => Err(AttemptError::Refused(format!(
+                "{to} refused the link: {message} ({code})"
+            ))),
+            other => Err(LinkError::Protocol(format!(
+                "expected welcome, got {}",
+                crate::peer_server::kind(&other)
+            ))
+            .into()),
+        }
+    }
+
+    async fn send_legacy(
+        &self,
+        to: &Name,
+        address: &str,
+        batch: Vec<Outgoing>,
+    ) -> Result<(), AttemptError> {
+        if !self.legacy {
+            for m in &batch {
+                let err = format!(
+                    "{to} is a legacy (seed) peer; start chatd with --legacy to send to it"
+                );
+                self.store.mark_failed(to.clone(), m.seq, err).await?;
+            }
+            return Ok(());
+        }
+        for m in batch {
+            if m.body.len() > crate::legacy::MAX_LEGACY_BODY {
+                let err = format!(
+                    "body over {} bytes cannot go to a legacy peer",
+                    crate::legacy::MAX_LEGACY_BODY
+                );
+                self.store.mark_failed(to.clone(), m.seq, err).await?;
+                continue;
+            }
+            let stream = dial(address).await?;
+            crate::legacy::send(stream, &m.body).await?;
+            // The seed never acknowledges: `sent` is as far as it goes.
+            self.store.mark_sent_final(to.clone(), m.seq).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn dial(address: &str) -> Result<TcpStream, AttemptError> {
+    let connect_err = |reason: String| AttemptError::Connect {
+        addr: address.to_string(),
+        reason,
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}

@@ -1,0 +1,35 @@
+//! What every part of a running node shares.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use peerchat_proto::Name;
+
+use crate::delivery::Delivery;
+use crate::registry_client::RegistryClient;
+use crate::resolver::Resolver;
+use crate::store::Store;
+
+pub struct Node {
+    pub name: Name,
+    pub store: Store,
+    pub resolver: Arc<Resolver>,
+    pub delivery: Arc<Delivery>,
+    pub registry: Arc<RegistryClient>,
+    /// The address the registry last confirmed for us (empty until the first registration).
+    pub registered_address: Arc<Mutex<String>>,
+    pub listen: SocketAddr,
+    pub legacy: bool,
+    pub started: Instant,
+    pub started_at_ms: u64,
+}
+
+impl Node {
+    pub fn address(&self) -> String {
+        self.registered_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

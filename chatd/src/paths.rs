@@ -1,0 +1,142 @@
+//! Where chatd keeps things, and the two exclusive resources it claims at start: the database
+//! (by a lock file next to it) and the control socket.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// `$RUNTIME_DIRECTORY/chatd.sock`, else `$XDG_RUNTIME_DIR/peerchat/chatd.sock`, else
+/// `/run/chatd/chatd.sock`.
+pub fn default_socket() -> PathBuf {
+    let env = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = env("RUNTIME_DIRECTORY") {
+        let s = d.to_string_lossy().into_owned();
+        return PathBuf::from(s.split(':').next().unwrap_or(&s)).join("chatd.sock");
+    }
+    if let Some(d) = env("XDG_RUNTIME_DIR") {
+        return d.join("peerchat/chatd.sock");
+    }
+    PathBuf::from("/run/chatd/chatd.sock")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("cannot open lock file {path}: {source}")]
+    LockFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another chatd is already using {db} (lock {lock} is held); stop it first or use another --db")]
+    Locked { db: PathBuf, lock: PathBuf },
+    #[error("socket path {path} is {len} bytes; Unix sockets allow at most {max}; choose a shorter --socket")]
+    SocketPathTooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
+    #[error("another chatd is already answering on {0}; stop it first or use another --socket")]
+    SocketInUse(PathBuf),
+    #[error("cannot create socket directory {path}: {source}")]
+    SocketDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot bind control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Takes an exclusive lock for the database at `db`; held until the returned file is dropped
+/// (the OS releases it even after kill -9, so a crash never blocks a restart).
+pub fn lock_database(db: &Path) -> Result<File, ClaimError> {
+    let mut lock = db.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ClaimError::LockFile {
+            path: lock.clone(),
+            source,
+        })?;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| ClaimError::LockFile {
+            path: lock.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ClaimError::Locked {
+            db: db.to_path_buf(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => {
+            Err(ClaimError::LockFile { path: lock, source })
+        }
+    }
+}
+
+/// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Binds the control socket: a live socket at `path` is refused, a stale one (left by a crash) is
+/// replaced. A directory we create is mode 0700; the socket is mode 0600.
+pub fn bind_control(path: &Path) -> Result<tokio::net::UnixListener, ClaimError> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(ClaimError::SocketPathTooLong {
+            path: path.to_path_buf(),
+            len,
+            max: MAX_SOCKET_PATH,
+        });
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|source| ClaimError::SocketDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |source| ClaimError::SocketDir {
+                    path: dir.to_path_buf(),
+                    source,
+                },
+            )?;
+        }
+    }
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(ClaimError::SocketInUse(path.to_path_buf())),
+            Err(_) => {
+                // Nobody answers: a leftover from a crash.
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    let bind_err = |source| ClaimError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Removes our socket file, unless something else already replaced it.
+pub fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove the control socket");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Accepting peer links: check the preamble and the Hello, then store every message and
+//! acknowledge it once committed.
+//!
+//! Messages that arrive together are stored in one call (one transaction with whatever else the
+//! DB thread has queued), then acknowledged together, in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerchat_proto::peer::{self, Frame, WireMessage};
+use peerchat_proto::{Name, MAX_BODY_BYTES};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::peer_conn::{LinkError, PeerConn};
+use crate::store::{Received, Store};
+
+/// Time for a new connection to send the preamble and its Hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An established link with no traffic for this long is closed (the sender reconnects).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most messages stored in one call.
+const MAX_BATCH: usize = 512;
+/// Most peer connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+pub struct PeerServer {
+    pub name: Name,
+    pub store: Store,
+    pub legacy: bool,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<PeerServer>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "peer accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(%peer, "peer connection limit reached; closing");
+            continue;
+        };
+        let server = server.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match link(stream, peer, &server, stop).await {
+                Ok(()) | Err(LinkError::Closed) => debug!(%peer, "peer link closed"),
+                Err(e) => info!(%peer, error = %e, "peer link ended"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn link(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    server: &PeerServer,
+    stop: CancellationToken,
+) -> Result<(), LinkError> {
+    let mut preamble = [0u8; peer::PREAMBLE.len()];
+    let n = read_prefix(&mut stream, &mut preamble).await?;
+    if &preamble[..n] != peer::PREAMBLE {
+        if server.legacy {
+            return crate::legacy::receive(stream, peer, &preamble[..n], &server.store).await;
+        }
+        return Err(LinkError::Protocol(
+            "not a peerchat link (bad preamble)".into(),
+        ));
+    }
+    let mut conn = PeerConn::new(stream);
+    let from = match conn
+        .recv_timeout(HANDSHAKE_TIMEOUT, "waiting for hello")
+        .await?
+    {
+        Frame::Hello { version, from, to } => {
+            if version != peer::VERSION {
+                refuse(
+                    &mut conn,
+                    peer::code::BAD_FRAME,
+                    format!("unsupported peer protocol version {version}"),
+                )
+                .await;
+                return Err(LinkError::Protocol(format!("peer version {version}")));
+            }
+            if to != server.name {
+                refuse(
+                    &mut conn,
+                    peer::code::WRONG_NAME,
+                    format!("this node is {}, not {to}", server.name),
+                )
+                .await;
+                return Err(LinkError::Protocol(format!("caller expected {to}")));
+            }
+            from
+        }
+        other => {
+            return Err(LinkError::Protocol(format!(
+                "expected hello, got {}",
+                kind(&other)
+            )))
+        }
+    };
+    conn.send(&Frame::Welcome {
+        version: peer::VERSION,
+        name: server.name.clone(),
+    })
+    .await?;
+    debug!(%peer, from = %from, "peer link up");
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            f = conn.recv_timeout(IDLE_TIMEOUT, "idle peer link") => f?,
+        };
+        // Take whatever else is already here, so one commit covers the burst.
+        let mut frames = vec![first];
+        while frames.len() < MAX_BATCH {
+            match conn.try_recv_ready() {
+                Some(f) => frames.push(f?),
+                None => break,
+            }
+        }
+        let mut batch = Vec::with_capacity(frames.len());
+        let mut replies: Vec<Frame> = Vec::with_capacity(frames.len());
+        for f in frames {
+            match f {
+                Frame::Msg(m) => match check(&m) {
+                    Ok(()) => {
+                        replies.push(Frame::Ack { id: m.id.clone() });
+                        batch.push(Received {
+                            sender: from.to_string(),
+                            msg: m,
+                            authenticated: false,
+                        });
+                    }
+                    Err((code, message)) => replies.push(Frame::Nack {
+                        id: m.id,
+                        code: code.into(),
+                        message,
+                    }),
+                },
+                other => {
+                    return Err(LinkError::Protocol(format!(
+                        "unexpected {} frame",
+                        kind(&other)
+                    )))
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let n = batch.len();
+            if let Err(e) = server.store.receive(batch).await {
+                // Nothing acked: the sender keeps the messages and retries.
+                warn!(error = %e, from = %from, "could not store incoming messages");
+                refuse(
+                    &mut conn,
+                    peer::code::STORAGE,
+                    "receiver cannot store messages right now".into(),
+                )
+                .await;
+                return Ok(());
+            }
+            debug!(from = %from, messages = n, "stored incoming messages");
+        }
+        for r in &replies {
+            conn.feed(r).await?;
+        }
+        conn.flush().await?;
+    }
+}
+
+fn check(m: &WireMessage) -> Result<(), (&'static str, String)> {
+    if m.body.len() > MAX_BODY_BYTES {
+        return Err((
+            peer::code::TOO_LARGE,
+            format!("body over {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    if m.id.is_empty() || m.id.len() > crate::MAX_MSG_ID {
+        return Err((
+            peer::code::BAD_FRAME,
+            "message id must be 1-128 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn refuse(conn: &mut PeerConn, code: &str, message: String) {
+    let _ = conn
+        .send(&Frame::Refused {
+            code: code.into(),
+            message,
+        })
+        .await;
+}
+
+/// Reads up to `buf.len()` bytes, stopping early at EOF; bounded by the handshake timeout.
+async fn read_prefix(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, LinkError> {
+    let mut n = 0;
+    let read = async {
+        while n < buf.len() {
+            match stream.read(&mut buf[n..]).await? {
+                0 => break,
+                k => n += k,
+            }
+            // A legacy sender writes its text and closes; don't wait for more than it sent.
+            if !peer::PREAMBLE.starts_with(&buf[..n]) {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>(n)
+    };
+    Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+        .await
+        .map_err(|_| LinkError::Timeout("waiting for the preamble"))??)
+}
+
+pub fn kind(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "hello",
+        Frame::Welcome { .. } => "welcome",
+        Frame::Refused { .. } => "refused",
+        Frame::Msg(_) => "msg",
+        Frame::Ack { .. } => "ack",
+        Frame::Nack { .. } => "nack",
+    }
+}

@@ -1,0 +1,186 @@
+//! Talking to registryd: one short JSON-lines exchange per request, every step under a timeout,
+//! and the lease keeper that registers us and renews before the TTL runs out.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use peerchat_proto::envelope::{to_line, Reply};
+use peerchat_proto::registry::{self, Record, Request, RequestLine, Response};
+use peerchat_proto::{ErrorBody, Name};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Whole request/reply exchange with the registry.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry {addr} unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("registry refused: {0}")]
+    Refused(ErrorBody),
+}
+
+impl RegistryError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::Refused(b) if b.code == registry::code::NOT_FOUND)
+    }
+}
+
+pub struct RegistryClient {
+    addr: String,
+    reachable: AtomicBool,
+}
+
+impl RegistryClient {
+    pub fn new(addr: String) -> Self {
+        RegistryClient {
+            addr,
+            reachable: AtomicBool::new(false),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether the last exchange with the registry got an answer.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    pub async fn request(&self, request: Request) -> Result<Response, RegistryError> {
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(request)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(self.unreachable("timed out")),
+        };
+        self.reachable.store(
+            !matches!(result, Err(RegistryError::Unreachable { .. })),
+            Ordering::Relaxed,
+        );
+        result
+    }
+
+    fn unreachable(&self, reason: impl ToString) -> RegistryError {
+        RegistryError::Unreachable {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn exchange(&self, request: Request) -> Result<Response, RegistryError> {
+        let mut stream = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .write_all(&to_line(&RequestLine { id: 1, request }))
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), vec![], 1 << 20);
+        let mut lines = FramedRead::new(stream, codec);
+        let line = match lines.next().await {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => return Err(self.unreachable(e)),
+            None => return Err(self.unreachable("connection closed without a reply")),
+        };
+        let reply: Reply<Response> = serde_json::from_slice(&line)
+            .map_err(|e| self.unreachable(format!("bad reply: {e}")))?;
+        reply.outcome.into_result().map_err(RegistryError::Refused)
+    }
+
+    pub async fn lookup(&self, name: &Name) -> Result<Record, RegistryError> {
+        match self.request(Request::Lookup { name: name.clone() }).await? {
+            Response::Record(r) => Ok(r),
+            other => Err(self.unreachable(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Record>, RegistryError> {
+        match self.request(Request::List).await? {
+            Response::Records { records } => Ok(records),
+            other => Err(self.unreachable(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+/// What we register: our name, the port peers should use, and optionally an explicit host.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub name: Name,
+    pub port: u16,
+    pub host: Option<String>,
+}
+
+/// Keeps our lease: registers now, renews at a third of the TTL, retries with backoff (1 s
+/// doubling to 30 s) while the registry is down. On cancellation, tells the registry we are
+/// offline (best effort, bounded by the request timeout).
+pub async fn keep_lease(
+    client: Arc<RegistryClient>,
+    reg: Registration,
+    address: Arc<Mutex<String>>,
+    first_attempt: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
+) {
+    let mut first_attempt = Some(first_attempt);
+    let mut backoff = Duration::from_secs(1);
+    let mut was_ok = None;
+    loop {
+        let req = Request::Register {
+            name: reg.name.clone(),
+            port: reg.port,
+            host: reg.host.clone(),
+        };
+        let wait = match client.request(req).await {
+            Ok(Response::Registered {
+                address: a,
+                ttl_secs,
+            }) => {
+                if was_ok != Some(true) {
+                    info!(name = %reg.name, address = %a, ttl_secs, registry = client.addr(), "registered");
+                }
+                was_ok = Some(true);
+                backoff = Duration::from_secs(1);
+                *address.lock().unwrap_or_else(|p| p.into_inner()) = a;
+                Duration::from_secs((ttl_secs / 3).max(1))
+            }
+            Ok(other) => {
+                warn!(reply = ?other, "unexpected registry reply to register");
+                backoff
+            }
+            Err(e) => {
+                if was_ok != Some(false) {
+                    warn!(error = %e, retry_in_secs = backoff.as_secs(), "registration failed; will retry");
+                } else {
+                    debug!(error = %e, "registration retry failed");
+                }
+                was_ok = Some(false);
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                w
+            }
+        };
+        if let Some(tx) = first_attempt.take() {
+            let _ = tx.send(());
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    match client
+        .request(Request::Offline {
+            name: reg.name.clone(),
+        })
+        .await
+    {
+        Ok(_) => info!(name = %reg.name, "told the registry we are offline"),
+        Err(e) => warn!(error = %e, "could not tell the registry we are offline"),
+    }
+}

@@ -1,0 +1,157 @@
+//! Received messages. `(sender, msg_id)` is unique: a repeated delivery is recognised, not stored
+//! twice, and acknowledged again.
+
+use peerchat_db::rusqlite::{params, Connection};
+use peerchat_proto::peer::WireMessage;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    pub seq: i64,
+    pub sender: String,
+    pub msg_id: String,
+    pub recipients: Vec<String>,
+    pub body: String,
+    pub sent_at_ms: u64,
+    pub received_at_ms: u64,
+    pub authenticated: bool,
+}
+
+/// One message arriving from a peer link.
+pub struct Received {
+    pub sender: String,
+    pub msg: WireMessage,
+    pub authenticated: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InboxQuery {
+    pub from: Option<String>,
+    /// Exclusive lower bound; when absent, the newest `limit` rows are returned.
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+pub(super) fn max_seq(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM inbox", [], |r| r.get(0))?)
+}
+
+const COLUMNS: &str =
+    "seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated";
+
+fn row(r: &peerchat_db::rusqlite::Row<'_>) -> peerchat_db::rusqlite::Result<InboxRow> {
+    let recipients: String = r.get(3)?;
+    Ok(InboxRow {
+        seq: r.get(0)?,
+        sender: r.get(1)?,
+        msg_id: r.get(2)?,
+        recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+        body: r.get(4)?,
+        sent_at_ms: r.get::<_, i64>(5)? as u64,
+        received_at_ms: r.get::<_, i64>(6)? as u64,
+        authenticated: r.get(7)?,
+    })
+}
+
+impl Store {
+    /// Stores a batch of messages from one link in one go. Returns, per message, whether it was
+    /// new. Every message in the result is committed (new or already there) and may be acked.
+    pub async fn receive(&self, batch: Vec<Received>) -> Result<Vec<bool>, StoreError> {
+        let this = self.clone();
+        let (fresh, max) = self
+            .call(move |conn| {
+                let now = peerchat_db::now_ms() as i64;
+                let mut insert = conn.prepare_cached(
+                    "INSERT INTO inbox (sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (sender, msg_id) DO NOTHING",
+                )?;
+                let mut fresh = Vec::with_capacity(batch.len());
+                let mut max = 0;
+                for m in &batch {
+                    let to = serde_json::to_string(&m.msg.to).unwrap_or_else(|_| "[]".into());
+                    let n = insert.execute(params![
+                        m.sender,
+                        m.msg.id,
+                        to,
+                        m.msg.body,
+                        m.msg.sent_at_ms as i64,
+                        now,
+                        m.authenticated
+                    ])?;
+                    if n == 1 {
+                        max = conn.last_insert_rowid();
+                    }
+                    fresh.push(n == 1);
+                }
+                Ok((fresh, max))
+            })
+            .await?;
+        // Only now, after the commit, may followers see it.
+        this.publish_inbox_seq(max);
+        Ok(fresh)
+    }
+
+    pub async fn inbox(&self, q: InboxQuery) -> Result<Vec<InboxRow>, StoreError> {
+        self.call(move |conn| query(conn, &q)).await
+    }
+
+    /// The newest `backlog` rows (optionally from one sender) and the highest seq overall, where
+    /// the follow continues: both read in one transaction so nothing falls in between.
+    pub async fn follow_start(
+        &self,
+        from: Option<String>,
+        backlog: u32,
+    ) -> Result<(Vec<InboxRow>, i64), StoreError> {
+        self.call(move |conn| {
+            let q = InboxQuery {
+                from,
+                after: None,
+                limit: backlog,
+            };
+            Ok((query(conn, &q)?, max_seq(conn)?))
+        })
+        .await
+    }
+}
+
+fn query(conn: &Connection, q: &InboxQuery) -> Result<Vec<InboxRow>, StoreError> {
+    let limit = q.limit as i64;
+    let mut rows: Vec<InboxRow> = match (&q.from, q.after) {
+        (None, Some(after)) => conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM inbox WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?
+            .query_map(params![after, limit], row)?
+            .collect::<Result<_, _>>()?,
+        (Some(from), Some(after)) => conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM inbox WHERE sender = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            ))?
+            .query_map(params![from, after, limit], row)?
+            .collect::<Result<_, _>>()?,
+        (None, None) => {
+            let mut v: Vec<InboxRow> = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM inbox ORDER BY seq DESC LIMIT ?1"
+                ))?
+                .query_map(params![limit], row)?
+                .collect::<Result<_, _>>()?;
+            v.reverse();
+            v
+        }
+        (Some(from), None) => {
+            let mut v: Vec<InboxRow> = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM inbox WHERE sender = ?1 ORDER BY seq DESC LIMIT ?2"
+                ))?
+                .query_map(params![from, limit], row)?
+                .collect::<Result<_, _>>()?;
+            v.reverse();
+            v
+        }
+    };
+    rows.truncate(q.limit as usize);
+    Ok(rows)
+}

@@ -1,0 +1,187 @@
+//! The node's database: one thread owns the SQLite connection; everything else sends it jobs.
+//!
+//! Jobs are closures run on that thread. Whatever jobs are queued together run in one
+//! transaction (group commit: one fsync for many messages), each inside its own savepoint so a
+//! failing job rolls back alone. A job's reply is sent only after the transaction committed, so
+//! "the store said ok" always means "it is on disk".
+
+mod inbox;
+mod outbox;
+mod peers;
+mod schema;
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use peerchat_db::rusqlite::{self, Connection};
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, error};
+
+pub use inbox::{InboxQuery, InboxRow, Received};
+pub use outbox::{Outgoing, SendOutcome};
+pub use peers::CachedPeer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Open(#[from] peerchat_db::DbError),
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database commit failed: {0}")]
+    Commit(String),
+    #[error("message id {0:?} was already used for a different message")]
+    IdConflict(String),
+    #[error("the database is closed (chatd is shutting down)")]
+    Closed,
+}
+
+/// Runs on the DB thread with the connection (inside a savepoint); returns whether to keep its
+/// changes and a completion to run once the commit's outcome is known.
+/// If the transaction could not even begin, the job gets the error instead of a connection.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> (bool, Completion) + Send>;
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+    /// Highest inbox sequence number committed so far; followers wait on it.
+    inbox_seq: watch::Receiver<i64>,
+    inbox_seq_tx: std::sync::Arc<watch::Sender<i64>>,
+}
+
+/// Joins the DB thread; dropping every [`Store`] handle lets it finish its queue and stop.
+pub struct StoreThread(Option<std::thread::JoinHandle<()>>);
+
+impl StoreThread {
+    pub fn join(mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<(Store, StoreThread), StoreError> {
+        let conn = peerchat_db::open(path, schema::MIGRATIONS)?;
+        let max_seq = inbox::max_seq(&conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("chatd-db".into())
+            .spawn(move || db_loop(conn, rx))
+            .map_err(|e| StoreError::Commit(format!("cannot start the database thread: {e}")))?;
+        let (seq_tx, seq_rx) = watch::channel(max_seq);
+        Ok((
+            Store {
+                jobs: tx,
+                inbox_seq: seq_rx,
+                inbox_seq_tx: std::sync::Arc::new(seq_tx),
+            },
+            StoreThread(Some(thread)),
+        ))
+    }
+
+    /// Runs `f` on the DB thread in a transaction; resolves after the commit.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(f)?.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `f` now (so jobs keep the order they were submitted in) and returns a receiver for
+    /// its committed result.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => f(conn),
+                Err(e) => Err(StoreError::Commit(e.to_string())),
+            };
+            let keep = result.is_ok();
+            let done: Completion = Box::new(move |commit| {
+                let _ = tx.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Commit(e)),
+                });
+            });
+            (keep, done)
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    pub fn inbox_seq(&self) -> watch::Receiver<i64> {
+        self.inbox_seq.clone()
+    }
+
+    fn publish_inbox_seq(&self, seq: i64) {
+        self.inbox_seq_tx.send_if_modified(|cur| {
+            if seq > *cur {
+                *cur = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let mut completions = Vec::with_capacity(n);
+        let outcome = run_batch(&mut conn, batch, &mut completions);
+        if let Err(e) = &outcome {
+            error!(error = %e, jobs = n, "database transaction failed; nothing in it was accepted");
+        }
+        for c in completions {
+            c(outcome.clone());
+        }
+    }
+    debug!("database thread stopped");
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    completions: &mut Vec<Completion>,
+) -> Result<(), String> {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Every job must still hear back, with the reason.
+            let msg = e.to_string();
+            for job in batch {
+                completions.push(job(Err(&msg)).1);
+            }
+            return Err(msg);
+        }
+    };
+    for job in batch {
+        let mut sp = match tx.savepoint() {
+            Ok(sp) => sp,
+            Err(e) => return Err(e.to_string()),
+        };
+        let (keep, done) = job(Ok(&sp));
+        let r = if keep { sp.commit() } else { sp.rollback() };
+        if let Err(e) = r {
+            completions.push(done);
+            return Err(e.to_string());
+        }
+        completions.push(done);
+    }
+    tx.commit().map_err(|e| e.to_string())
+}

@@ -1,0 +1,264 @@
+//! Outgoing messages: one `outbox` row per message, one `deliveries` row per recipient with its
+//! own state. A recipient's rows are delivered in `out_seq` order (the order they were accepted).
+
+use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
+use peerchat_proto::control::{Counts, DeliveryState, RecipientState};
+use peerchat_proto::Name;
+
+use super::{Store, StoreError};
+
+/// A message as the delivery engine hands it to a link.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub seq: i64,
+    pub msg_id: String,
+    pub recipients: Vec<Name>,
+    pub body: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SendOutcome {
+    pub msg_id: String,
+    pub recipients: Vec<RecipientState>,
+    /// False when this was a repeat of an earlier send with the same id.
+    pub created: bool,
+}
+
+impl Store {
+    /// Records a message for `to` (already deduplicated). With a caller-chosen id that exists,
+    /// the same recipients and body make this a no-op; anything else is a conflict.
+    pub fn submit_send(
+        &self,
+        msg_id: String,
+        to: Vec<Name>,
+        body: String,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
+        self.submit(move |conn| {
+            let recipients_json = serde_json::to_string(&to).unwrap_or_else(|_| "[]".into());
+            let existing: Option<(i64, String, String)> = conn
+                .prepare_cached("SELECT seq, recipients, body FROM outbox WHERE msg_id = ?1")?
+                .query_row(params![msg_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            if let Some((seq, recipients, old_body)) = existing {
+                if recipients != recipients_json || old_body != body {
+                    return Err(StoreError::IdConflict(msg_id));
+                }
+                let mut recipients = states(conn, seq)?;
+                recipients.sort_by_key(|r| to.iter().position(|t| *t == r.to));
+                return Ok(SendOutcome {
+                    recipients,
+                    msg_id,
+                    created: false,
+                });
+            }
+            let now = peerchat_db::now_ms() as i64;
+            conn.prepare_cached(
+                "INSERT INTO outbox (msg_id, recipients, body, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![msg_id, recipients_json, body, now])?;
+            let seq = conn.last_insert_rowid();
+            let mut ins = conn.prepare_cached(
+                "INSERT INTO deliveries (out_seq, recipient, state, updated_at_ms) VALUES (?1, ?2, 'queued', ?3)",
+            )?;
+            for r in &to {
+                ins.execute(params![seq, r.as_str(), now])?;
+            }
+            Ok(SendOutcome {
+                recipients: to
+                    .into_iter()
+                    .map(|to| RecipientState { to, state: DeliveryState::Queued, error: None })
+                    .collect(),
+                msg_id,
+                created: true,
+            })
+        })
+    }
+
+    /// The next undelivered messages for `recipient` after `after_seq`, marked `sent` (one more
+    /// attempt each).
+    pub async fn take_batch(
+        &self,
+        recipient: Name,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        self.call(move |conn| {
+            let rows: Vec<(i64, String, String, String, i64)> = conn
+                .prepare_cached(
+                    "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms
+                     FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
+                     WHERE d.recipient = ?1 AND d.state IN ('queued','sent') AND final = 0 AND d.out_seq > ?2
+                     ORDER BY d.out_seq LIMIT ?3",
+                )?
+                .query_map(params![recipient.as_str(), after_seq, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let now = peerchat_db::now_ms() as i64;
+            let mut mark = conn.prepare_cached(
+                "UPDATE deliveries SET state = 'sent', attempts = attempts + 1, updated_at_ms = ?3
+                 WHERE out_seq = ?1 AND recipient = ?2",
+            )?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (seq, msg_id, recipients, body, created) in rows {
+                mark.execute(params![seq, recipient.as_str(), now])?;
+                out.push(Outgoing {
+                    seq,
+                    msg_id,
+                    recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+                    body,
+                    created_at_ms: created as u64,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn mark_delivered(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
+        self.set_state(recipient, seqs, DeliveryState::Delivered, None)
+            .await
+    }
+
+    /// Sent to a peer that never acknowledges (a seed peer): `sent` is the final state.
+    pub async fn mark_sent_final(&self, recipient: Name, seq: i64) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let now = peerchat_db::now_ms() as i64;
+            conn.prepare_cached(
+                "UPDATE deliveries SET state = 'sent', final = 1, updated_at_ms = ?3
+                 WHERE out_seq = ?1 AND recipient = ?2",
+            )?
+            .execute(params![seq, recipient.as_str(), now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn mark_failed(
+        &self,
+        recipient: Name,
+        seq: i64,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.set_state(recipient, vec![seq], DeliveryState::Failed, Some(error))
+            .await
+    }
+
+    async fn set_state(
+        &self,
+        recipient: Name,
+        seqs: Vec<i64>,
+        state: DeliveryState,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let now = peerchat_db::now_ms() as i64;
+            let mut up = conn.prepare_cached(
+                "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5
+                 WHERE out_seq = ?1 AND recipient = ?2 AND state IN ('queued','sent') AND final = 0",
+            )?;
+            for seq in seqs {
+                up.execute(params![seq, recipient.as_str(), state.as_str(), error, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A link to `recipient` failed: whatever was `sent` is back to `queued` (it may or may not
+    /// have arrived; the receiver's dedup makes the retry safe) and the error is kept.
+    pub async fn note_link_failure(
+        &self,
+        recipient: Name,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let now = peerchat_db::now_ms() as i64;
+            conn.prepare_cached(
+                "UPDATE deliveries SET state = 'queued', last_error = ?2, updated_at_ms = ?3
+                 WHERE recipient = ?1 AND state IN ('queued','sent') AND final = 0",
+            )?
+            .execute(params![recipient.as_str(), error, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives up on `recipient`'s messages accepted before `cutoff_ms`. Returns how many.
+    pub async fn expire(
+        &self,
+        recipient: Name,
+        cutoff_ms: u64,
+        why: String,
+    ) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let now = peerchat_db::now_ms() as i64;
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'failed', last_error = ?3, updated_at_ms = ?4
+                     WHERE recipient = ?1 AND state IN ('queued','sent') AND final = 0
+                       AND out_seq IN (SELECT seq FROM outbox WHERE created_at_ms < ?2)",
+                )?
+                .execute(params![recipient.as_str(), cutoff_ms as i64, why, now])?)
+        })
+        .await
+    }
+
+    /// Recipients with anything left to deliver (to restart their links after a restart).
+    pub async fn pending_recipients(&self) -> Result<Vec<String>, StoreError> {
+        self.call(|conn| {
+            Ok(conn
+                .prepare("SELECT DISTINCT recipient FROM deliveries WHERE state IN ('queued','sent') AND final = 0")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        self.call(|conn| {
+            let mut c = Counts {
+                inbox: conn.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get::<_, i64>(0))?
+                    as u64,
+                outbox: conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?
+                    as u64,
+                ..Counts::default()
+            };
+            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?;
+            for row in rows {
+                let (state, n) = row?;
+                match DeliveryState::parse(&state) {
+                    Some(DeliveryState::Queued) => c.queued = n,
+                    Some(DeliveryState::Sent) => c.sent = n,
+                    Some(DeliveryState::Delivered) => c.delivered = n,
+                    Some(DeliveryState::Failed) => c.failed = n,
+                    Some(DeliveryState::Cancelled) => c.cancelled = n,
+                    None => {}
+                }
+            }
+            Ok(c)
+        })
+        .await
+    }
+}
+
+fn states(conn: &Connection, seq: i64) -> Result<Vec<RecipientState>, StoreError> {
+    let rows: Vec<(String, String, Option<String>)> = conn
+        .prepare_cached("SELECT recipient, state, last_error FROM deliveries WHERE out_seq = ?1")?
+        .query_map(params![seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(to, state, error)| {
+            Some(RecipientState {
+                to: Name::new(to).ok()?,
+                state: DeliveryState::parse(&state)?,
+                error: if state == "failed" { error } else { None },
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,50 @@
+//! The persistent peer cache: the last address each name resolved to ("last known good"), so a
+//! node keeps reaching known peers while the registry is down, across restarts too.
+
+use peerchat_db::rusqlite::params;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct CachedPeer {
+    pub name: String,
+    pub address: String,
+    pub legacy: bool,
+    pub resolved_at_ms: u64,
+}
+
+impl Store {
+    pub async fn save_peer(&self, p: CachedPeer) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO peers (name, address, legacy, resolved_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET address = ?2, legacy = ?3, resolved_at_ms = ?4",
+            )?
+            .execute(params![
+                p.name,
+                p.address,
+                p.legacy,
+                p.resolved_at_ms as i64
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn load_peers(&self) -> Result<Vec<CachedPeer>, StoreError> {
+        self.call(|conn| {
+            Ok(conn
+                .prepare("SELECT name, address, legacy, resolved_at_ms FROM peers ORDER BY name")?
+                .query_map([], |r| {
+                    Ok(CachedPeer {
+                        name: r.get(0)?,
+                        address: r.get(1)?,
+                        legacy: r.get(2)?,
+                        resolved_at_ms: r.get::<_, i64>(3)? as u64,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,46 @@
+//! Append-only migrations (see `peerchat_db`). Never edit a shipped entry; add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: messages in and out, deliveries per recipient, the peer cache.
+    "CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        body TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        authenticated INTEGER NOT NULL,
+        UNIQUE (sender, msg_id)
+    ) STRICT;
+    CREATE INDEX inbox_by_sender ON inbox(sender, seq);
+
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        msg_id TEXT NOT NULL UNIQUE,
+        recipients TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE deliveries (
+        out_seq INTEGER NOT NULL REFERENCES outbox(seq) ON DELETE CASCADE,
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued','sent','delivered','failed','cancelled')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        -- 1 when nothing more will happen to a 'sent' row (seed peers never acknowledge).
+        final INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (out_seq, recipient)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX deliveries_pending ON deliveries(recipient, out_seq)
+        WHERE state IN ('queued','sent') AND final = 0;
+
+    CREATE TABLE peers (
+        name TEXT PRIMARY KEY NOT NULL,
+        address TEXT NOT NULL,
+        legacy INTEGER NOT NULL,
+        resolved_at_ms INTEGER NOT NULL
+    ) STRICT;",
+];
