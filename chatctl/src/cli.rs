@@ -106,9 +106,10 @@ pub struct InboxArgs {
     /// Only messages from this name
     #[arg(long, value_name = "NAME")]
     pub from: Option<String>,
-    /// How many messages (the newest, oldest first; with --after, the first after it)
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    pub limit: u32,
+    /// How many messages: the newest N, oldest first (default 20; 10 with --follow); with
+    /// --after, the first N after it
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
     /// Only messages after this sequence number (exclusive)
     #[arg(long, value_name = "SEQ")]
     pub after: Option<i64>,

@@ -52,7 +52,7 @@ impl Client {
                         exit::REFUSED,
                         "permission",
                         format!(
-                            "permission denied on {}: ask the operator to add you to chatd's group",
+                            "permission denied on {}: the socket belongs to another user; run chatctl as that user or ask the operator for access",
                             path.display()
                         ),
                     ));
@@ -121,7 +121,7 @@ impl Client {
     pub fn recv(&mut self) -> Result<Reply<Response>, Failure> {
         let mut line = Vec::new();
         let n = (&mut self.reader)
-            .take(control::MAX_LINE as u64 * 2)
+            .take(control::MAX_REPLY_LINE as u64)
             .read_until(b'\n', &mut line)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {

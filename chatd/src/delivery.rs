@@ -151,18 +151,20 @@ impl Delivery {
     /// One connection's worth of delivery. `Ok(false)`: nothing was pending; `Ok(true)`: the link
     /// ended normally (idle or shutdown) after doing work.
     async fn attempt(&self, to: &Name, notify: &Notify) -> Result<bool, AttemptError> {
-        let mut pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
-        if pending.is_empty() {
+        if !self.store.has_pending(to.clone()).await? {
             return Ok(false);
         }
         let target = self.resolver.resolve(to).await?;
         if target.legacy {
+            let pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
             return self
                 .send_legacy(to, &target.address, pending)
                 .await
                 .map(|()| true);
         }
         let mut conn = self.connect(to, &target.address).await?;
+        // Marked `sent` only now that the link is up; they are written right below.
+        let mut pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
         let mut inflight: VecDeque<Outgoing> = VecDeque::new();
         let mut last_seq = 0;
         let mut more = true;

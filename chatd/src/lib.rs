@@ -82,7 +82,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let _lock = paths::lock_database(&config.db)?;
-    let (store, store_thread) = store::Store::open(&config.db).context("opening the database")?;
+    let db = config.db.clone();
+    let (store, store_thread) = tokio::task::spawn_blocking(move || store::Store::open(&db))
+        .await
+        .context("opening the database")?
+        .context("opening the database")?;
     let control_listener = paths::bind_control(&config.socket)?;
     let listen = listener
         .local_addr()

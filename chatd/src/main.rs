@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     retry_max: f64,
     /// Give up on (fail) a message not delivered within this many seconds (default: 7 days)
-    #[arg(long, default_value_t = 604_800, value_name = "SECS")]
+    #[arg(long, default_value_t = 604_800, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     message_lifetime: u64,
 }
 

@@ -15,6 +15,8 @@ use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// Longest registry reply we read (a `list` of many names).
+const MAX_REPLY: usize = 16 << 20;
 /// Whole request/reply exchange with the registry.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -83,7 +85,7 @@ impl RegistryClient {
             .write_all(&to_line(&RequestLine { id: 1, request }))
             .await
             .map_err(|e| self.unreachable(e))?;
-        let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), vec![], 1 << 20);
+        let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), vec![], MAX_REPLY);
         let mut lines = FramedRead::new(stream, codec);
         let line = match lines.next().await {
             Some(Ok(l)) => l,

@@ -114,7 +114,12 @@ impl Resolver {
                 Ok(resolved)
             }
             Err(e) if e.is_not_found() => {
-                self.cache().remove(name);
+                let was_cached = self.cache().remove(name).is_some();
+                if was_cached {
+                    if let Err(e) = self.store.forget_peer(name.to_string()).await {
+                        warn!(error = %e, "could not update the peer cache");
+                    }
+                }
                 Err(ResolveError::Unknown(name.clone()))
             }
             Err(source) => match self.cache().get(name) {

@@ -98,7 +98,7 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()
     Ok(())
 }
 
-/// The state directory for databases and keys: `$STATE_DIRECTORY` (set by systemd's
+/// The state directory for the daemons' databases: `$STATE_DIRECTORY` (set by systemd's
 /// `StateDirectory=`), else `$XDG_STATE_HOME/peerchat`, else `~/.local/state/peerchat`.
 pub fn default_state_dir() -> PathBuf {
     fn env_dir(var: &str) -> Option<PathBuf> {

@@ -17,6 +17,12 @@ pub const VERSION: u32 = 1;
 /// Longest request line chatd reads (a 64 KiB body can take up to 6× that as escaped JSON).
 pub const MAX_LINE: usize = 512 * 1024;
 
+/// Most message-body bytes in one `messages` reply; larger results are cut (and say so).
+pub const MAX_MESSAGES_BYTES: usize = 8 << 20;
+
+/// Longest reply line a client should accept (a full `messages` reply, escaped).
+pub const MAX_REPLY_LINE: usize = 64 << 20;
+
 /// Stable error codes. `chatctl` maps them to exit codes (see its `--help`).
 pub mod code {
     pub const BAD_REQUEST: &str = "bad_request";
@@ -94,6 +100,10 @@ pub enum Response {
     },
     Messages {
         messages: Vec<InboxMessage>,
+        /// True when more messages matched than fit in one reply ([`MAX_MESSAGES_BYTES`]);
+        /// page with `after`.
+        #[serde(default)]
+        truncated: bool,
     },
     /// The follow stream has started; `message` and `heartbeat` lines follow.
     Following,

@@ -95,6 +95,22 @@ pub fn format_address(ip: std::net::IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(ip, port).to_string()
 }
 
+/// `host:port` for an explicit host: an IP address (`[v6]:port` for IPv6) or a DNS name
+/// (letters, digits, `-` and `.`, at most 253 characters). `None` if `host` is neither.
+pub fn host_address(host: &str, port: u16) -> Option<String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Some(format_address(ip, port));
+    }
+    let dns_ok = !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with(['-', '.'])
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    dns_ok.then(|| format!("{host}:{port}"))
+}
+
 /// A request of the seed's text protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegacyRequest {
@@ -170,6 +186,19 @@ mod tests {
         assert!(legacy_complete(b"get p"));
         assert!(!legacy_complete(b"get p\r"));
         assert!(legacy_complete(b"get p\r\n"));
+    }
+
+    #[test]
+    fn explicit_hosts() {
+        assert_eq!(host_address("::1", 1).as_deref(), Some("[::1]:1"));
+        assert_eq!(host_address("[::1]", 1).as_deref(), Some("[::1]:1"));
+        assert_eq!(
+            host_address("chat.example.org", 7000).as_deref(),
+            Some("chat.example.org:7000")
+        );
+        assert_eq!(host_address("bad host", 1), None);
+        assert_eq!(host_address("-x", 1), None);
+        assert_eq!(host_address("", 1), None);
     }
 
     #[test]

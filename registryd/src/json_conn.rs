@@ -72,20 +72,15 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
             if port == 0 {
                 return Err(ErrorBody::new(code::BAD_REQUEST, "port must be 1-65535"));
             }
-            let ip = match host {
-                None => peer.ip().to_canonical(),
-                Some(h) => h
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse()
-                    .map_err(|_| {
-                        ErrorBody::new(
-                            code::BAD_REQUEST,
-                            format!("host {h:?} is not an IP address"),
-                        )
-                    })?,
+            let address = match host {
+                None => registry::format_address(peer.ip().to_canonical(), port),
+                Some(h) => registry::host_address(&h, port).ok_or_else(|| {
+                    ErrorBody::new(
+                        code::BAD_REQUEST,
+                        format!("host {h:?} is neither an IP address nor a DNS name"),
+                    )
+                })?,
             };
-            let address = registry::format_address(ip, port);
             table
                 .register(name, address.clone(), false)
                 .await

@@ -38,7 +38,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let table = Arc::new(Table::open(&config.db, config.ttl)?);
+    let (db, ttl) = (config.db.clone(), config.ttl);
+    let table = Arc::new(tokio::task::spawn_blocking(move || Table::open(&db, ttl)).await??);
     let local = listener.local_addr()?;
     info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), "registryd ready");
     let limit = Arc::new(Semaphore::new(config.max_connections));
@@ -68,7 +69,9 @@ pub async fn run(
         });
     }
     info!("registryd stopping");
-    table.close();
+    // Joining the writer thread blocks; keep it off the async workers.
+    let closing = table.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     Ok(())
 }
 

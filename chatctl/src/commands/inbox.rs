@@ -25,12 +25,22 @@ pub fn run(mut client: Client, json: bool, args: InboxArgs) -> Result<i32, Failu
     }
     match client.call(Request::Inbox {
         from,
-        limit: Some(args.limit),
+        limit: Some(args.limit.unwrap_or(20)),
         after: args.after,
     })? {
-        Response::Messages { messages } => {
+        Response::Messages {
+            messages,
+            truncated,
+        } => {
             for m in &messages {
                 print(json, m);
+            }
+            if truncated {
+                let hint = match messages.last() {
+                    Some(m) => format!("; continue with --after {}", m.seq),
+                    None => String::new(),
+                };
+                eprintln!("chatctl: more messages matched than fit in one reply{hint}");
             }
             Ok(exit::OK)
         }
@@ -46,7 +56,7 @@ fn follow(
 ) -> Result<i32, Failure> {
     crate::stdout_watch::exit_when_stdout_closes();
     client.set_streaming()?;
-    let backlog = if args.limit == 20 { 10 } else { args.limit };
+    let backlog = args.limit.unwrap_or(10);
     client.send(Request::Follow {
         from,
         backlog: Some(backlog),

@@ -75,6 +75,8 @@ async fn stream(
         )
         .await?;
     }
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     loop {
         seq.borrow_and_update();
         let q = InboxQuery {
@@ -108,7 +110,7 @@ async fn stream(
             _ = stop.cancelled() => return Ok(()),
             _ = conn_done.cancelled() => return Ok(()),
             r = seq.changed() => if r.is_err() { return Ok(()) },
-            _ = tokio::time::sleep(HEARTBEAT) => write_line(w, &ok(id, Response::Heartbeat)).await?,
+            _ = heartbeat.tick() => write_line(w, &ok(id, Response::Heartbeat)).await?,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use peerchat_proto::control::{InboxMessage, Response};
+use peerchat_proto::control::{InboxMessage, Response, MAX_MESSAGES_BYTES};
 use peerchat_proto::Name;
 
 use super::{store_error, ReplyFuture};
@@ -25,11 +25,36 @@ pub fn handle(
             after,
             limit: limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT),
         };
-        let rows = node.store.inbox(q).await.map_err(store_error)?;
+        let newest_first = q.after.is_none();
+        let mut rows = node.store.inbox(q).await.map_err(store_error)?;
+        let truncated = fit(&mut rows, newest_first);
         Ok(Response::Messages {
             messages: rows.into_iter().map(|r| to_wire(&node, r)).collect(),
+            truncated,
         })
     })
+}
+
+/// Cuts `rows` (oldest first) to at most MAX_MESSAGES_BYTES of bodies, keeping the newest when
+/// the caller asked for the newest, the oldest when paging forward. Returns whether it cut.
+fn fit(rows: &mut Vec<InboxRow>, keep_newest: bool) -> bool {
+    let mut total = 0usize;
+    let mut fits = |r: &&InboxRow| {
+        total += r.body.len();
+        total <= MAX_MESSAGES_BYTES
+    };
+    let keep = if keep_newest {
+        rows.iter().rev().take_while(&mut fits).count()
+    } else {
+        rows.iter().take_while(&mut fits).count()
+    };
+    let cut = keep < rows.len();
+    if keep_newest {
+        rows.drain(..rows.len() - keep);
+    } else {
+        rows.truncate(keep);
+    }
+    cut
 }
 
 pub fn to_wire(node: &Node, r: InboxRow) -> InboxMessage {

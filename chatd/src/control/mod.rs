@@ -105,18 +105,21 @@ async fn connection(stream: UnixStream, node: Arc<Node>, stop: CancellationToken
     ));
     let mut said_hello = false;
     let mut following = false;
+    // The whole hello must arrive within HELLO_TIMEOUT, however many lines it takes.
+    let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
     loop {
-        let timeout = if !said_hello {
-            HELLO_TIMEOUT
+        let deadline = if !said_hello {
+            hello_deadline
         } else if following {
-            Duration::MAX
+            // A follower's socket is only read to notice the client leaving.
+            tokio::time::Instant::now() + Duration::from_secs(365 * 86_400)
         } else {
-            IDLE_TIMEOUT
+            tokio::time::Instant::now() + IDLE_TIMEOUT
         };
         let next = tokio::select! {
             _ = stop.cancelled() => break,
             _ = conn_done.cancelled() => break,
-            n = tokio::time::timeout(timeout, lines.next()) => n,
+            n = tokio::time::timeout_at(deadline, lines.next()) => n,
         };
         let line = match next {
             Err(_) => {

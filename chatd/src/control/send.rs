@@ -82,6 +82,19 @@ async fn prepare(
     let msg_id = match msg_id {
         Some(id) => {
             validate_msg_id(&id)?;
+            // A retry of a recorded message must succeed even if names no longer resolve (or
+            // the registry is down): it is already accepted. The store re-checks atomically.
+            let known = node
+                .store
+                .outgoing_by_id(id.clone())
+                .await
+                .map_err(store_error)?;
+            if known.is_some() {
+                return node
+                    .store
+                    .submit_send(id, recipients, body)
+                    .map_err(store_error);
+            }
             id
         }
         None => uuid::Uuid::now_v7().to_string(),
@@ -92,7 +105,7 @@ async fn prepare(
             Ok(t) if t.legacy && !node.legacy => {
                 return Err(ErrorBody::new(
                     code::REFUSED,
-                    format!("{r} is a legacy (seed) peer: messages to it travel unencrypted and unacknowledged; start chatd with --legacy to allow that"),
+                    format!("{r} is a legacy (seed) peer: messages to it are unframed, unauthenticated and never acknowledged; start chatd with --legacy to allow that"),
                 ));
             }
             Ok(t) if t.legacy && body.len() > crate::legacy::MAX_LEGACY_BODY => {

@@ -170,18 +170,31 @@ fn run_batch(
             return Err(msg);
         }
     };
+    let mut failed: Option<String> = None;
     for job in batch {
+        if let Some(msg) = &failed {
+            // The transaction is lost; the remaining jobs hear why instead of running.
+            completions.push(job(Err(msg)).1);
+            continue;
+        }
         let mut sp = match tx.savepoint() {
             Ok(sp) => sp,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                let msg = e.to_string();
+                completions.push(job(Err(&msg)).1);
+                failed = Some(msg);
+                continue;
+            }
         };
         let (keep, done) = job(Ok(&sp));
         let r = if keep { sp.commit() } else { sp.rollback() };
-        if let Err(e) = r {
-            completions.push(done);
-            return Err(e.to_string());
-        }
         completions.push(done);
+        if let Err(e) = r {
+            failed = Some(e.to_string());
+        }
     }
-    tx.commit().map_err(|e| e.to_string())
+    match failed {
+        Some(msg) => Err(msg),
+        None => tx.commit().map_err(|e| e.to_string()),
+    }
 }

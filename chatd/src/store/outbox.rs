@@ -41,7 +41,11 @@ impl Store {
                 .query_row(params![msg_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
             if let Some((seq, recipients, old_body)) = existing {
-                if recipients != recipients_json || old_body != body {
+                let mut old: Vec<Name> = serde_json::from_str(&recipients).unwrap_or_default();
+                let mut new = to.clone();
+                old.sort();
+                new.sort();
+                if old != new || old_body != body {
                     return Err(StoreError::IdConflict(msg_id));
                 }
                 let mut recipients = states(conn, seq)?;
@@ -201,6 +205,34 @@ impl Store {
                        AND out_seq IN (SELECT seq FROM outbox WHERE created_at_ms < ?2)",
                 )?
                 .execute(params![recipient.as_str(), cutoff_ms as i64, why, now])?)
+        })
+        .await
+    }
+
+    /// Whether `recipient` has anything left to deliver.
+    pub async fn has_pending(&self, recipient: Name) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries
+                     WHERE recipient = ?1 AND state IN ('queued','sent') AND final = 0)",
+                )?
+                .query_row(params![recipient.as_str()], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    /// Looks up a message by id (for idempotent sends): its recipients and body.
+    pub async fn outgoing_by_id(
+        &self,
+        msg_id: String,
+    ) -> Result<Option<(Vec<Name>, String)>, StoreError> {
+        self.call(move |conn| {
+            let row: Option<(String, String)> = conn
+                .prepare_cached("SELECT recipients, body FROM outbox WHERE msg_id = ?1")?
+                .query_row(params![msg_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(row.map(|(r, b)| (serde_json::from_str(&r).unwrap_or_default(), b)))
         })
         .await
     }

@@ -31,6 +31,15 @@ impl Store {
         .await
     }
 
+    pub async fn forget_peer(&self, name: String) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached("DELETE FROM peers WHERE name = ?1")?
+                .execute(params![name])?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn load_peers(&self) -> Result<Vec<CachedPeer>, StoreError> {
         self.call(|conn| {
             Ok(conn

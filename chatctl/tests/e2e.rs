@@ -1,0 +1,372 @@
+//! End-to-end: real registryd and chatd processes on loopback, driven through the real chatctl.
+
+use std::time::{Duration, Instant};
+
+use peerchat_testkit::{json_lines, wait_for, Net, Registry};
+
+const T: Duration = Duration::from_secs(10);
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn two_nodes_chat_both_ways() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let out = pa.ctl(&["send", "pb", "hello", "there"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = pb.ctl(&["send", "pa", "hi back"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(pb.wait_inbox(1, T), vec!["hello there"]);
+    assert_eq!(pa.wait_inbox(1, T), vec!["hi back"]);
+    let m = &pb.inbox()[0];
+    assert_eq!(m["from"], "pa");
+    assert_eq!(m["to"], "pb");
+    assert_eq!(m["seq"], 1);
+    for k in ["id", "sent_at", "received_at"] {
+        assert!(m[k].is_string(), "{k} missing in {m}");
+    }
+    assert!(m["received_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn send_json_result_and_stdin_message() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let out = pa.ctl_stdin(&["--json", "send", "pb"], b"line one\nline two\n");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = json_lines(&out.stdout);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["to"], "pb");
+    assert_eq!(r[0]["state"], "queued");
+    assert!(r[0]["id"].is_string());
+    assert!(r[0]["error"].is_null());
+    assert_eq!(pb.wait_inbox(1, T), vec!["line one\nline two"]);
+    // An empty message is a usage error.
+    let out = pa.ctl_stdin(&["send", "pb", "-"], b"");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+#[test]
+fn follow_shows_a_new_message() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let mut follow = std::process::Command::new(peerchat_testkit::bin("chatctl"))
+        .arg("--socket")
+        .arg(&pb.socket)
+        .args(["--json", "inbox", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    // The follower is connected once chatd has it; sending before that is fine too (no gap),
+    // but then it arrives as backlog. Either way it must show up within 5 s.
+    let out = pa.ctl(&["send", "pb", "live message"]);
+    assert_eq!(code(&out), 0);
+    let line = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("follow printed nothing within 5 s");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["body"], "live message");
+    // A second message arrives on the same stream.
+    pa.ctl(&["send", "pb", "second"]);
+    let line = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("second message");
+    assert!(line.contains("second"));
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+#[test]
+fn follow_exits_when_stdout_closes() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    pa.ctl(&["send", "pa", "to myself"]);
+    pa.wait_inbox(1, T);
+    // `chatctl inbox --follow | head -1`: head exits after one line; chatctl must follow quickly.
+    let start = Instant::now();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' --socket '{}' inbox --follow | head -1",
+            peerchat_testkit::bin("chatctl").display(),
+            pa.socket.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("to myself"));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn thousand_piped_lines_arrive_in_order() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let input: String = (1..=1000).map(|i| format!("message {i}\n\n")).collect();
+    let out = pa.ctl_stdin(&["--json", "send", "-l", "pb"], input.as_bytes());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        json_lines(&out.stdout).len(),
+        1000,
+        "one result per non-blank line"
+    );
+    let bodies = pb.wait_inbox(1000, Duration::from_secs(30));
+    let want: Vec<String> = (1..=1000).map(|i| format!("message {i}")).collect();
+    assert_eq!(bodies, want);
+}
+
+#[test]
+fn unknown_name_and_no_daemon_exit_codes() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let out = pa.ctl(&["send", "nobody", "hi"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("nobody"));
+    let out = pa.ctl(&["--json", "send", "nobody", "hi"]);
+    assert_eq!(code(&out), 4);
+    assert_eq!(json_lines(&out.stdout)[0]["error"]["code"], "unknown_name");
+    let out = pa.ctl(&["send", "bad name!", "hi"]);
+    assert_eq!(code(&out), 2);
+
+    let missing = net.dir.path().join("missing.sock");
+    let out = peerchat_testkit::chatctl(&missing, &["send", "pa", "hi"], None);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&missing.display().to_string()),
+        "lists the path tried"
+    );
+    let out = peerchat_testkit::chatctl(&missing, &["--json", "status"], None);
+    assert_eq!(code(&out), 3);
+    assert_eq!(json_lines(&out.stdout)[0]["error"]["code"], "not_running");
+}
+
+#[test]
+fn registry_kill9_then_restart_keeps_every_name() {
+    let net = Net::new();
+    let mut pa = net.node("pa");
+    let mut pb = net.node("pb");
+    pa.daemon.terminate(T);
+    pb.daemon.terminate(T);
+    let dir = net.dir.path().to_path_buf();
+    let addr = net.registry.addr;
+    let mut net = net;
+    net.registry.daemon.kill9();
+    let reg = Registry::start_on(&dir, &addr.to_string());
+    // Ask the restarted registry directly, in its own protocol.
+    for name in ["pa", "pb"] {
+        let reply = registry_request(
+            reg.addr,
+            &format!(r#"{{"id":1,"op":"lookup","name":"{name}"}}"#),
+        );
+        assert!(reply.contains(r#""type":"record""#), "{name}: {reply}");
+        assert!(
+            reply.contains(r#""online":false"#),
+            "stopped nodes show offline: {reply}"
+        );
+    }
+    // And the nodes come back and chat through it.
+    pa.restart();
+    pb.restart();
+    assert_eq!(code(&pa.ctl(&["send", "pb", "after restart"])), 0);
+    assert_eq!(pb.wait_inbox(1, T), vec!["after restart"]);
+}
+
+fn registry_request(addr: std::net::SocketAddr, line: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut out = String::new();
+    r.read_line(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn chatd_kill9_and_restart_keeps_its_inbox() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let mut pb = net.node("pb");
+    for i in 0..20 {
+        assert_eq!(code(&pa.ctl(&["send", "pb", &format!("m{i}")])), 0);
+    }
+    pb.wait_inbox(20, T);
+    pb.daemon.kill9();
+    assert!(pb.socket.exists(), "a crash leaves the socket behind");
+    pb.restart(); // the stale socket must not block the restart
+    let bodies = pb.bodies();
+    assert_eq!(bodies, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn messages_to_a_stopped_peer_arrive_after_it_returns() {
+    let net = Net::new();
+    let pa = net.node_with("pa", &["--retry-initial", "0.1", "--retry-max", "0.5"]);
+    let mut pb = net.node("pb");
+    pb.daemon.terminate(T);
+    for i in 0..5 {
+        assert_eq!(
+            code(&pa.ctl(&["send", "pb", &format!("while down {i}")])),
+            0
+        );
+    }
+    pb.restart();
+    let want: Vec<String> = (0..5).map(|i| format!("while down {i}")).collect();
+    assert_eq!(pb.wait_inbox(5, T), want);
+}
+
+#[test]
+fn sigterm_stops_quickly_and_removes_the_socket() {
+    let net = Net::new();
+    let mut pa = net.node("pa");
+    let took = pa.daemon.terminate(Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    assert!(!pa.socket.exists());
+    assert!(
+        pa.daemon
+            .log_text()
+            .contains("told the registry we are offline"),
+        "{}",
+        pa.daemon.log_text()
+    );
+}
+
+#[test]
+fn second_chatd_on_the_same_database_is_refused() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let out = std::process::Command::new(peerchat_testkit::bin("chatd"))
+        .args([
+            "--name",
+            "pa2",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry",
+            &net.registry.addr.to_string(),
+        ])
+        .arg("--socket")
+        .arg(net.dir.path().join("other.sock"))
+        .arg("--db")
+        .arg(&pa.db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("another chatd"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "daemons print nothing on stdout");
+}
+
+#[test]
+fn too_long_socket_path_is_a_clear_error() {
+    let net = Net::new();
+    let long = net.dir.path().join("x".repeat(120));
+    let out = std::process::Command::new(peerchat_testkit::bin("chatd"))
+        .args([
+            "--name",
+            "pz",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry",
+            &net.registry.addr.to_string(),
+        ])
+        .arg("--socket")
+        .arg(&long)
+        .arg("--db")
+        .arg(net.dir.path().join("pz.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Unix sockets allow at most"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn registry_down_keeps_known_peers_reachable() {
+    let mut net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    assert_eq!(code(&pa.ctl(&["send", "pb", "before"])), 0);
+    pb.wait_inbox(1, T);
+    net.registry.daemon.kill9();
+    assert_eq!(code(&pa.ctl(&["send", "pb", "during outage"])), 0);
+    assert_eq!(pb.wait_inbox(2, T), vec!["before", "during outage"]);
+    // A name never seen cannot be resolved now: a clear error, not a hang or an accept.
+    let out = pa.ctl(&["send", "stranger", "hi"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("registry"), "{}", stderr(&out));
+    let out = pa.ctl(&["--json", "status"]);
+    assert_eq!(json_lines(&out.stdout)[0]["registry_reachable"], false);
+    let peers = pa.ctl(&["--json", "peers"]);
+    assert!(String::from_utf8_lossy(&peers.stdout).contains("pb"));
+}
+
+#[test]
+fn peers_and_status_report_the_network() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let _pb = net.node("pb");
+    let out = pa.ctl(&["--json", "peers"]);
+    let peers = json_lines(&out.stdout);
+    let names: Vec<&str> = peers.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["pa", "pb"]);
+    assert!(peers.iter().all(|p| p["online"] == true));
+    let out = pa.ctl(&["--json", "status"]);
+    let s = &json_lines(&out.stdout)[0];
+    assert_eq!(s["name"], "pa");
+    assert_eq!(s["registry_reachable"], true);
+    assert_eq!(s["address"], pa.listen.to_string());
+    wait_for(T, "human peers table", || {
+        let out = pa.ctl(&["peers"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("NAME")
+            .then_some(())
+    });
+}
+
+#[test]
+fn head_closing_the_pipe_exits_quietly() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    // Far more output than a pipe buffer holds, so chatctl really meets the closed pipe.
+    let input: String = (0..3000).map(|i| format!("{i:0>60}\n")).collect();
+    pa.ctl_stdin(&["send", "-l", "pa"], input.as_bytes());
+    pa.wait_inbox(3000, Duration::from_secs(30));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' --socket '{}' inbox --limit 3000 | head -1",
+            peerchat_testkit::bin("chatctl").display(),
+            pa.socket.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

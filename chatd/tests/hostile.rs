@@ -1,0 +1,149 @@
+//! Hostile input on chatd's peer port and control socket: malformed JSON, random bytes, a 10 MB
+//! line, oversized frames and silent connections must leave chatd serving.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use peerchat_testkit::{wait_for, Net, Node};
+
+const T: Duration = Duration::from_secs(10);
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    // xorshift: deterministic noise without a dependency.
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes `data` (ignoring errors: the daemon may hang up first) and reads what comes back
+/// until EOF or timeout.
+fn poke<S: Read + Write>(mut s: S, data: &[u8]) -> Vec<u8> {
+    let _ = s.write_all(data);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn tcp(addr: std::net::SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+fn unix(node: &Node) -> UnixStream {
+    let s = UnixStream::connect(&node.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+fn still_delivers(from: &Node, to: &Node, body: &str) {
+    let out = from.ctl(&["send", &to.name, body]);
+    assert!(
+        out.status.success(),
+        "send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(T, "delivery after abuse", || {
+        to.bodies().contains(&body.to_string()).then_some(())
+    });
+}
+
+#[test]
+fn peer_port_survives_garbage() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let mut pb = net.node("pb");
+    let addr = pb.listen;
+    let _silent = tcp(addr); // a silent connection held open throughout
+    poke(tcp(addr), &random_bytes(4096, 1));
+    poke(tcp(addr), b"{\"type\":\"hello\"");
+    let mut big = b"PEERCHAT/1\n".to_vec();
+    big.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]); // a 4 GiB frame announced
+    big.extend_from_slice(&random_bytes(1024, 2));
+    poke(tcp(addr), &big);
+    let mut bad_json = b"PEERCHAT/1\n".to_vec();
+    bad_json.extend_from_slice(&8u32.to_be_bytes());
+    bad_json.extend_from_slice(b"not json");
+    poke(tcp(addr), &bad_json);
+    // Hello for another name is refused with a reason.
+    let hello = br#"{"type":"hello","version":1,"from":"pa","to":"someone-else"}"#;
+    let mut wrong = b"PEERCHAT/1\n".to_vec();
+    wrong.extend_from_slice(&(hello.len() as u32).to_be_bytes());
+    wrong.extend_from_slice(hello);
+    let reply = poke(tcp(addr), &wrong);
+    assert!(
+        String::from_utf8_lossy(&reply).contains("wrong_name"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    // 10 MB of noise after a valid preamble.
+    let mut flood = b"PEERCHAT/1\n".to_vec();
+    flood.extend_from_slice(&random_bytes(10 << 20, 3));
+    poke(tcp(addr), &flood);
+    assert!(pb.daemon.is_running());
+    still_delivers(&pa, &pb, "still here");
+}
+
+#[test]
+fn control_socket_survives_garbage() {
+    let net = Net::new();
+    let mut pa = net.node("pa");
+    let _silent = unix(&pa);
+    let r = poke(unix(&pa), b"this is not json\n");
+    assert!(String::from_utf8_lossy(&r).contains("bad_request"));
+    let r = poke(unix(&pa), b"{\"id\":1,\"op\":\"status\"}\n");
+    assert!(
+        String::from_utf8_lossy(&r).contains("hello_first"),
+        "hello is required first"
+    );
+    let r = poke(unix(&pa), b"{\"id\":1,\"op\":\"hello\",\"version\":99}\n");
+    assert!(String::from_utf8_lossy(&r).contains("version_mismatch"));
+    poke(unix(&pa), &random_bytes(100_000, 4));
+    let mut line = vec![b'a'; 10 << 20];
+    line.push(b'\n');
+    let r = poke(unix(&pa), &line);
+    assert!(
+        String::from_utf8_lossy(&r).contains("longer than"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    // A valid session afterwards: hello, then a request whose body is way over the limit.
+    let big = format!(
+        "{{\"id\":1,\"op\":\"hello\",\"version\":1}}\n{{\"id\":2,\"op\":\"send\",\"to\":[\"pa\"],\"body\":\"{}\"}}\n",
+        "x".repeat(100_000)
+    );
+    let mut s = unix(&pa);
+    s.write_all(big.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.contains("too_large"), "{out}");
+    assert!(pa.daemon.is_running());
+    let pb = net.node("pb");
+    still_delivers(&pb, &pa, "control still fine");
+}
+
+#[test]
+fn silent_control_connection_is_closed_after_the_hello_timeout() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let mut s = UnixStream::connect(&pa.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a reply");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Quick start: build peerchat and bring up a local network on embedded defaults — a registry and
+# two nodes (alice, bob) on free loopback ports in a temporary directory, no root, no systemd —
+# send a first message through it, and print how to continue and how to stop.
+#
+#   bash scripts/demo.sh            # start
+#   bash scripts/demo.sh stop DIR   # stop the network started in DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "stop" ]]; then
+    dir="${2:?usage: demo.sh stop DIR}"
+    [[ -f "$dir/pids" ]] || { echo "no pids file in $dir" >&2; exit 1; }
+    kill -TERM $(cat "$dir/pids") 2>/dev/null || true
+    echo "stopped the peerchat demo in $dir"
+    exit 0
+fi
+
+echo "building (cargo build --release) ..." >&2
+cargo build --release --locked --bins -q
+bin="$PWD/target/release"
+dir="$(mktemp -d "${TMPDIR:-/tmp}/peerchat-demo.XXXXXX")"
+: > "$dir/pids"
+
+fail() {
+    echo "demo: $*" >&2
+    echo "logs are in $dir" >&2
+    kill -TERM $(cat "$dir/pids") 2>/dev/null || true
+    exit 1
+}
+
+# Polls (up to 10 s) until "$@" succeeds.
+wait_until() {
+    for _ in $(seq 1 100); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+setsid "$bin/registryd" --listen 127.0.0.1:0 --db "$dir/registry.db" >/dev/null 2>"$dir/registryd.log" </dev/null &
+echo $! >> "$dir/pids"
+wait_until grep -q "registryd ready" "$dir/registryd.log" || fail "registryd did not start"
+registry="$(grep -o 'listen=[^ ]*' "$dir/registryd.log" | head -1 | cut -d= -f2)"
+
+for name in alice bob; do
+    setsid "$bin/chatd" --name "$name" --listen 127.0.0.1:0 --registry "$registry" \
+        --socket "$dir/$name.sock" --db "$dir/$name.db" >/dev/null 2>"$dir/$name.log" </dev/null &
+    echo $! >> "$dir/pids"
+done
+for name in alice bob; do
+    wait_until "$bin/chatctl" --socket "$dir/$name.sock" status || fail "chatd $name did not start"
+done
+
+"$bin/chatctl" --socket "$dir/alice.sock" send bob "hello bob, this is alice" >/dev/null
+for _ in $(seq 1 100); do
+    out="$("$bin/chatctl" --socket "$dir/bob.sock" inbox)"
+    [[ -n "$out" ]] && break
+    sleep 0.1
+done
+[[ -n "$out" ]] || fail "the first message did not arrive"
+
+cat <<EOT
+peerchat is running in $dir
+  registry  $registry
+  alice     socket $dir/alice.sock
+  bob       socket $dir/bob.sock
+
+alice sent bob a first message; bob's inbox:
+$out
+
+Continue as alice:
+  export PATH="$bin:\$PATH"
+  export CHATD_SOCKET="$dir/alice.sock"
+  chatctl send bob "how are you?"
+  chatctl peers
+  CHATD_SOCKET="$dir/bob.sock" chatctl inbox --follow
+
+Stop everything:
+  bash scripts/demo.sh stop "$dir"
+EOT
