@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start: build peerchat and bring up a local network on embedded defaults — a registry and
-# two nodes (alice, bob) on free loopback ports in a temporary directory, no root, no systemd —
+# three nodes (alice, bob, carol) on free loopback ports in a temporary directory, no root, no systemd —
 # send a first message through it, and print how to continue and how to stop.
 #
 #   bash scripts/demo.sh            # start
@@ -43,36 +43,56 @@ echo $! >> "$dir/pids"
 wait_until grep -q "registryd ready" "$dir/registryd.log" || fail "registryd did not start"
 registry="$(grep -o 'listen=[^ ]*' "$dir/registryd.log" | head -1 | cut -d= -f2)"
 
-for name in alice bob; do
+for name in alice bob carol; do
     setsid "$bin/chatd" --name "$name" --listen 127.0.0.1:0 --registry "$registry" \
         --socket "$dir/$name.sock" --db "$dir/$name.db" >/dev/null 2>"$dir/$name.log" </dev/null &
     echo $! >> "$dir/pids"
 done
-for name in alice bob; do
+for name in alice bob carol; do
     wait_until "$bin/chatctl" --socket "$dir/$name.sock" status || fail "chatd $name did not start"
 done
 
-"$bin/chatctl" --socket "$dir/alice.sock" send bob "hello bob, this is alice" >/dev/null
-for _ in $(seq 1 100); do
-    out="$("$bin/chatctl" --socket "$dir/bob.sock" inbox)"
-    [[ -n "$out" ]] && break
-    sleep 0.1
-done
-[[ -n "$out" ]] || fail "the first message did not arrive"
+ctl() { local who="$1"; shift; "$bin/chatctl" --socket "$dir/$who.sock" "$@"; }
+
+# Polls (up to 10 s) until NODE's inbox holds at least N messages.
+wait_inbox() {
+    for _ in $(seq 1 100); do
+        [[ "$(ctl "$1" --json inbox | wc -l)" -ge "$2" ]] && return 0
+        sleep 0.1
+    done
+    fail "messages did not arrive at $1"
+}
+
+ctl alice send bob "hello bob, this is alice" >/dev/null
+ctl alice group create friends bob carol >/dev/null
+ctl alice send @friends "dinner at eight?" >/dev/null
+ctl carol broadcast "carol here, hi all" >/dev/null
+wait_inbox bob 3
+wait_inbox carol 1
+wait_inbox alice 1
+bob_inbox="$(ctl bob inbox)"
+alice_inbox="$(ctl alice inbox)"
+groups="$(ctl alice group list)"
 
 cat <<EOT
 peerchat is running in $dir
   registry  $registry
   alice     socket $dir/alice.sock
   bob       socket $dir/bob.sock
+  carol     socket $dir/carol.sock
 
-alice sent bob a first message; bob's inbox:
-$out
+alice sent bob a first message, then one to her group ($groups);
+carol broadcast to everyone. bob's inbox:
+$bob_inbox
+alice's inbox:
+$alice_inbox
 
 Continue as alice:
   export PATH="$bin:\$PATH"
   export CHATD_SOCKET="$dir/alice.sock"
   chatctl send bob "how are you?"
+  chatctl send @friends "see you"
+  chatctl broadcast "hello everyone"
   chatctl peers
   CHATD_SOCKET="$dir/bob.sock" chatctl inbox --follow
 

@@ -55,6 +55,7 @@ pub enum Command {
 Examples:
   chatctl send pb hello world        # the words form one message: \"hello world\"
   chatctl send pb,pc \"to both\"       # one message, two recipients
+  chatctl send @ops \"deploy done\"    # every member of group ops
   chatctl send pb < notes.txt        # stdin as one message (also with `-` as the message)
   seq 1000 | chatctl send -l pb      # each line is its own message, pipelined
 
@@ -79,11 +80,76 @@ Examples:
     /// Show this node: name, address, registry, uptime, message counts
     #[command(after_help = "Examples:\n  chatctl status\n  chatctl --json status")]
     Status,
+    /// Send a message to every name the registry lists (online or not), except this node
+    #[command(after_help = concat!("\
+Examples:
+  chatctl broadcast \"maintenance at 18:00\"
+  echo \"deploy done\" | chatctl broadcast
+
+Each recipient gets its own delivery state; one that fails does not block the others.
+
+", exit_codes!()))]
+    Broadcast(BroadcastArgs),
+    /// Manage groups (named recipient lists kept by the local chatd)
+    #[command(subcommand, after_help = concat!("\
+Examples:
+  chatctl group create ops alice bob
+  chatctl group add ops carol
+  chatctl send @ops \"disk almost full\"
+  chatctl group show ops
+
+", exit_codes!()))]
+    Group(GroupCommand),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BroadcastArgs {
+    /// The message (words are joined with spaces); none or `-` reads stdin
+    #[arg(
+        value_name = "MESSAGE",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub message: Vec<String>,
+    /// Send each line of stdin as its own message (blank lines are skipped)
+    #[arg(short = 'l', long)]
+    pub lines: bool,
+    /// Message id for an idempotent send
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Create a group, optionally with members
+    Create {
+        group: String,
+        #[arg(value_name = "MEMBER")]
+        members: Vec<String>,
+    },
+    /// Add members to a group
+    Add {
+        group: String,
+        #[arg(value_name = "MEMBER", required = true)]
+        members: Vec<String>,
+    },
+    /// Remove members from a group
+    Remove {
+        group: String,
+        #[arg(value_name = "MEMBER", required = true)]
+        members: Vec<String>,
+    },
+    /// Delete a group
+    Delete { group: String },
+    /// List groups and their members
+    List,
+    /// Show one group's members
+    Show { group: String },
 }
 
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
-    /// Recipient name, or several separated by commas
+    /// Recipients: NAME, @GROUP, or several separated by commas (pa,pb,@ops)
     #[arg(value_name = "TO")]
     pub to: String,
     /// The message (words are joined with spaces); none or `-` reads stdin

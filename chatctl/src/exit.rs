@@ -10,7 +10,6 @@ pub const NOT_RUNNING: i32 = 3;
 pub const UNKNOWN_NAME: i32 = 4;
 #[allow(dead_code)] // returned by `send --wait` (next step)
 pub const WAIT_EXPIRED: i32 = 5;
-#[allow(dead_code)] // returned by `send --wait` (next step)
 pub const FAILED: i32 = 6;
 pub const REFUSED: i32 = 7;
 

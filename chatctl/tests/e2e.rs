@@ -370,3 +370,118 @@ fn head_closing_the_pipe_exits_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn groups_lifecycle_and_group_send() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let pc = net.node("pc");
+    assert_eq!(code(&pa.ctl(&["group", "create", "ops", "pb"])), 0);
+    let out = pa.ctl(&["group", "create", "ops"]);
+    assert_eq!(
+        code(&out),
+        7,
+        "a second create is a conflict: {}",
+        stderr(&out)
+    );
+    assert_eq!(code(&pa.ctl(&["group", "add", "ops", "pc", "ghost"])), 0);
+    assert_eq!(code(&pa.ctl(&["group", "remove", "ops", "ghost"])), 0);
+    let out = pa.ctl(&["--json", "group", "show", "ops"]);
+    assert_eq!(
+        json_lines(&out.stdout)[0]["members"],
+        serde_json::json!(["pb", "pc"])
+    );
+    assert_eq!(code(&pa.ctl(&["group", "show", "nope"])), 4);
+    assert_eq!(code(&pa.ctl(&["group", "add", "nope", "pb"])), 4);
+
+    // One message id, one result per recipient; pb also named directly is sent once.
+    let out = pa.ctl(&["--json", "send", "pb,@ops", "to the team"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = json_lines(&out.stdout);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0]["id"], r[1]["id"]);
+    let to: Vec<&str> = r.iter().map(|x| x["to"].as_str().unwrap()).collect();
+    assert_eq!(to, vec!["pb", "pc"]);
+    assert_eq!(pb.wait_inbox(1, T), vec!["to the team"]);
+    assert_eq!(pc.wait_inbox(1, T), vec!["to the team"]);
+    let m = &pc.inbox()[0];
+    assert_eq!(m["recipients"], serde_json::json!(["pb", "pc"]));
+
+    let out = pa.ctl(&["--json", "group", "list"]);
+    assert_eq!(json_lines(&out.stdout).len(), 1);
+    assert_eq!(code(&pa.ctl(&["group", "delete", "ops"])), 0);
+    assert_eq!(code(&pa.ctl(&["send", "@ops", "gone"])), 4);
+}
+
+#[test]
+fn a_failing_group_member_does_not_block_the_others() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    assert_eq!(
+        code(&pa.ctl(&["group", "create", "g", "pb", "never-registered"])),
+        0
+    );
+    let out = pa.ctl(&["--json", "send", "@g", "hello group"]);
+    assert_eq!(
+        code(&out),
+        6,
+        "a recipient failed at once: {}",
+        stderr(&out)
+    );
+    let r = json_lines(&out.stdout);
+    let ghost = r.iter().find(|x| x["to"] == "never-registered").unwrap();
+    assert_eq!(ghost["state"], "failed");
+    assert!(ghost["error"].as_str().unwrap().contains("unknown name"));
+    assert_eq!(pb.wait_inbox(1, T), vec!["hello group"]);
+    // Typed by name, an unknown recipient refuses the whole send instead.
+    let out = pa.ctl(&["send", "pb,never-registered", "typo"]);
+    assert_eq!(code(&out), 4);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(pb.bodies(), vec!["hello group"], "nothing half-sent");
+}
+
+#[test]
+fn broadcast_reaches_every_other_name_online_or_not() {
+    let net = Net::new();
+    let pa = net.node_with("pa", &["--retry-initial", "0.1", "--retry-max", "0.3"]);
+    let pb = net.node("pb");
+    let mut pc = net.node("pc");
+    pc.daemon.terminate(T);
+    let out = pa.ctl(&["--json", "broadcast", "all", "hands"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let to: Vec<String> = json_lines(&out.stdout)
+        .iter()
+        .map(|x| x["to"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        to,
+        vec!["pb", "pc"],
+        "everyone but ourselves, offline included"
+    );
+    assert_eq!(pb.wait_inbox(1, T), vec!["all hands"]);
+    pc.restart();
+    assert_eq!(pc.wait_inbox(1, T), vec!["all hands"]);
+    assert!(pa.bodies().is_empty());
+}
+
+#[test]
+fn order_holds_per_recipient_with_mixed_sends() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let pc = net.node("pc");
+    pa.ctl(&["group", "create", "both", "pb", "pc"]);
+    let mut input = String::new();
+    for i in 0..300 {
+        input.push_str(&format!("m{i}\n"));
+    }
+    assert_eq!(
+        code(&pa.ctl_stdin(&["send", "-l", "@both"], input.as_bytes())),
+        0
+    );
+    let want: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    assert_eq!(pb.wait_inbox(300, T), want);
+    assert_eq!(pc.wait_inbox(300, T), want);
+}

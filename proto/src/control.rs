@@ -53,9 +53,15 @@ pub struct RequestLine {
 pub enum Request {
     /// Must come first on every connection.
     Hello { version: u32 },
-    /// Accept one message for one or more recipients.
+    /// Accept one message for one or more recipients: the names in `to`, the members of each
+    /// group in `groups`, and with `broadcast` every name the registry lists except our own.
     Send {
+        #[serde(default)]
         to: Vec<Name>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<Name>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        broadcast: bool,
         body: String,
         /// Client-chosen message id, making the send idempotent; chatd picks one if absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +89,22 @@ pub enum Request {
     Peers,
     /// This node: name, addresses, registry, uptime, counts.
     Status,
+    /// Create a group (refused if it exists), optionally with members.
+    GroupCreate {
+        group: Name,
+        #[serde(default)]
+        members: Vec<Name>,
+    },
+    /// Add members to an existing group.
+    GroupAdd { group: Name, members: Vec<Name> },
+    /// Remove members from an existing group.
+    GroupRemove { group: Name, members: Vec<Name> },
+    /// Delete a group.
+    GroupDelete { group: Name },
+    /// Every group with its members.
+    GroupList,
+    /// One group with its members.
+    GroupShow { group: Name },
 }
 
 /// Successful replies, tagged by `type`.
@@ -115,6 +137,18 @@ pub enum Response {
         from_cache: bool,
     },
     Status(NodeStatus),
+    Groups {
+        groups: Vec<GroupInfo>,
+    },
+    Group(GroupInfo),
+    Done,
+}
+
+/// A named set of recipients kept by the local chatd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: Name,
+    pub members: Vec<Name>,
 }
 
 /// Delivery state of one recipient of an outgoing message.
@@ -232,7 +266,14 @@ mod tests {
     fn send_request_shape() {
         let r = parse_request(br#"{"id":3,"op":"send","to":["pb"],"body":"hi"}"#).unwrap();
         assert_eq!(r.id, 3);
-        assert!(matches!(r.request, Request::Send { msg_id: None, .. }));
+        assert!(matches!(
+            r.request,
+            Request::Send {
+                msg_id: None,
+                broadcast: false,
+                ..
+            }
+        ));
         assert!(parse_request(br#"{"id":3,"op":"send","to":["p b"],"body":"hi"}"#).is_err());
         assert!(parse_request(br#"{"id":3,"op":"send","to":[],"body":"hi","x":1}"#).is_err());
     }

@@ -1,5 +1,6 @@
 //! One module per command; [`run`] is the single dispatch.
 
+mod group;
 mod inbox;
 mod peers;
 mod send;
@@ -17,5 +18,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Inbox(args) => inbox::run(Client::connect(socket)?, cli.json, args),
         Command::Peers => peers::run(Client::connect(socket)?, cli.json),
         Command::Status => status::run(Client::connect(socket)?, cli.json),
+        Command::Broadcast(args) => send::run_broadcast(socket, cli.json, args),
+        Command::Group(cmd) => group::run(Client::connect(socket)?, cli.json, cmd),
     }
 }

@@ -1,19 +1,39 @@
-//! `chatctl send`: one message from the arguments or stdin, or (`-l`) one per stdin line,
-//! pipelined: a thread writes requests while this one reads the replies in order.
+//! `chatctl send` and `chatctl broadcast`: one message from the arguments or stdin, or (`-l`)
+//! one per stdin line, pipelined: a thread writes requests while this one reads the replies.
 
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::sync::mpsc;
 
-use peerchat_proto::control::{Request, RequestLine, Response};
+use peerchat_proto::control::{DeliveryState, Request, RequestLine, Response};
 use peerchat_proto::envelope::to_line;
 use peerchat_proto::{Name, MAX_BODY_BYTES};
 use serde::Serialize;
 
-use crate::cli::SendArgs;
+use crate::cli::{BroadcastArgs, SendArgs};
 use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
+
+/// Whom to send to, as parsed from the command line.
+#[derive(Clone)]
+struct Targets {
+    to: Vec<Name>,
+    groups: Vec<Name>,
+    broadcast: bool,
+}
+
+impl Targets {
+    fn request(&self, body: String, msg_id: Option<String>) -> Request {
+        Request::Send {
+            to: self.to.clone(),
+            groups: self.groups.clone(),
+            broadcast: self.broadcast,
+            body,
+            msg_id,
+        }
+    }
+}
 
 #[derive(Serialize)]
 struct ResultLine<'a> {
@@ -24,57 +44,93 @@ struct ResultLine<'a> {
 }
 
 pub fn run(socket: Option<&Path>, json: bool, args: SendArgs) -> Result<i32, Failure> {
-    let to = parse_recipients(&args.to)?;
-    if args.lines {
-        if !args.message.is_empty() && args.message != ["-"] {
+    let targets = parse_targets(&args.to)?;
+    send(socket, json, targets, args.message, args.lines, args.id)
+}
+
+pub fn run_broadcast(
+    socket: Option<&Path>,
+    json: bool,
+    args: BroadcastArgs,
+) -> Result<i32, Failure> {
+    let targets = Targets {
+        to: Vec::new(),
+        groups: Vec::new(),
+        broadcast: true,
+    };
+    send(socket, json, targets, args.message, args.lines, args.id)
+}
+
+fn send(
+    socket: Option<&Path>,
+    json: bool,
+    targets: Targets,
+    message: Vec<String>,
+    lines: bool,
+    id: Option<String>,
+) -> Result<i32, Failure> {
+    let from_stdin = message.is_empty() || message == ["-"];
+    if lines {
+        if !from_stdin {
             return Err(Failure::usage(
                 "with --lines the messages come from stdin; give no MESSAGE",
             ));
         }
-        if args.id.is_some() {
+        if id.is_some() {
             return Err(Failure::usage(
                 "--id names one message; it cannot be used with --lines",
             ));
         }
-        return send_lines(Client::connect(socket)?, json, to);
+        return send_lines(Client::connect(socket)?, json, targets);
     }
-    let body = if args.message.is_empty() || args.message == ["-"] {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| Failure::io("reading stdin", e))?;
-        let mut s = String::from_utf8(buf)
-            .map_err(|_| Failure::new(exit::OTHER, "bad_input", "stdin is not valid UTF-8"))?;
-        if s.ends_with('\n') {
-            s.pop();
-            if s.ends_with('\r') {
-                s.pop();
-            }
-        }
-        s
+    let body = if from_stdin {
+        read_stdin_message()?
     } else {
-        args.message.join(" ")
+        message.join(" ")
     };
     check_body(&body)?;
     let mut client = Client::connect(socket)?;
-    let reply = client.call(Request::Send {
-        to,
-        body,
-        msg_id: args.id,
-    })?;
-    print_result(json, &reply);
-    Ok(exit::OK)
+    let reply = client.call(targets.request(body, id))?;
+    Ok(print_result(json, &reply))
 }
 
-fn parse_recipients(s: &str) -> Result<Vec<Name>, Failure> {
-    let names: Vec<&str> = s.split(',').filter(|n| !n.is_empty()).collect();
-    if names.is_empty() {
+fn read_stdin_message() -> Result<String, Failure> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| Failure::io("reading stdin", e))?;
+    let mut s = String::from_utf8(buf)
+        .map_err(|_| Failure::new(exit::OTHER, "bad_input", "stdin is not valid UTF-8"))?;
+    // `echo text | chatctl send` means "text", not "text\n".
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    Ok(s)
+}
+
+/// `pa,pb,@ops` → names and groups.
+fn parse_targets(s: &str) -> Result<Targets, Failure> {
+    let mut t = Targets {
+        to: Vec::new(),
+        groups: Vec::new(),
+        broadcast: false,
+    };
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (list, raw) = match part.strip_prefix('@') {
+            Some(g) => (&mut t.groups, g),
+            None => (&mut t.to, part),
+        };
+        let n = Name::new(raw)
+            .map_err(|e| Failure::usage(format!("invalid recipient {part:?}: {e}")))?;
+        list.push(n);
+    }
+    if t.to.is_empty() && t.groups.is_empty() {
         return Err(Failure::usage("no recipient given"));
     }
-    names
-        .into_iter()
-        .map(|n| Name::new(n).map_err(|e| Failure::usage(format!("invalid recipient {n:?}: {e}"))))
-        .collect()
+    Ok(t)
 }
 
 fn check_body(body: &str) -> Result<(), Failure> {
@@ -94,9 +150,14 @@ fn check_body(body: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_result(json: bool, reply: &Response) {
+/// Prints one line per recipient; returns the exit code (6 if any recipient already failed).
+fn print_result(json: bool, reply: &Response) -> i32 {
+    let mut code = exit::OK;
     if let Response::Accepted { id, recipients } = reply {
         for r in recipients {
+            if r.state == DeliveryState::Failed {
+                code = exit::FAILED;
+            }
             if json {
                 output::json(&ResultLine {
                     id,
@@ -105,10 +166,14 @@ fn print_result(json: bool, reply: &Response) {
                     error: r.error.as_deref(),
                 });
             } else {
-                output::line(&format!("{id} {} {}", r.to, r.state.as_str()));
+                match &r.error {
+                    Some(e) => output::line(&format!("{id} {} {}: {e}", r.to, r.state.as_str())),
+                    None => output::line(&format!("{id} {} {}", r.to, r.state.as_str())),
+                }
             }
         }
     }
+    code
 }
 
 /// What the writer thread tells the reader: a request went out for this line, or a line was
@@ -119,7 +184,7 @@ enum Sent {
     Done(Option<Failure>),
 }
 
-fn send_lines(mut client: Client, json: bool, to: Vec<Name>) -> Result<i32, Failure> {
+fn send_lines(mut client: Client, json: bool, targets: Targets) -> Result<i32, Failure> {
     let mut writer = client.writer()?;
     let (tx, rx) = mpsc::channel::<Sent>();
     let first_id = client.next_id();
@@ -144,13 +209,9 @@ fn send_lines(mut client: Client, json: bool, to: Vec<Name>) -> Result<i32, Fail
                 let _ = tx.send(Sent::Local(n, f));
                 continue;
             }
-            let req = Request::Send {
-                to: to.clone(),
-                body: line.to_string(),
-                msg_id: None,
-            };
+            let request = targets.request(line.to_string(), None);
             if writer
-                .write_all(&to_line(&RequestLine { id, request: req }))
+                .write_all(&to_line(&RequestLine { id, request }))
                 .is_err()
             {
                 break; // the reader will see the connection end
@@ -163,26 +224,24 @@ fn send_lines(mut client: Client, json: bool, to: Vec<Name>) -> Result<i32, Fail
         let _ = tx.send(Sent::Done(None));
     });
     let mut code = exit::OK;
+    let mut note = |c: i32| {
+        if code == exit::OK {
+            code = c;
+        }
+    };
     for event in rx {
         match event {
-            Sent::Request(n) => {
-                let reply = client.recv()?;
-                match reply.outcome.into_result() {
-                    Ok(r) => print_result(json, &r),
-                    Err(e) => {
-                        let f = Failure::from(e);
-                        report_line(json, n, &f);
-                        if code == exit::OK {
-                            code = f.exit;
-                        }
-                    }
+            Sent::Request(n) => match client.recv()?.outcome.into_result() {
+                Ok(r) => note(print_result(json, &r)),
+                Err(e) => {
+                    let f = Failure::from(e);
+                    report_line(json, n, &f);
+                    note(f.exit);
                 }
-            }
+            },
             Sent::Local(n, f) => {
                 report_line(json, n, &f);
-                if code == exit::OK {
-                    code = f.exit;
-                }
+                note(f.exit);
             }
             Sent::Done(None) => break,
             Sent::Done(Some(f)) => return Err(f),

@@ -7,6 +7,7 @@
 //! A `follow` request hands the writer the stream instead.
 
 mod follow;
+mod groups;
 mod inbox;
 mod peers;
 mod send;
@@ -226,10 +227,34 @@ async fn connection(stream: UnixStream, node: Arc<Node>, stop: CancellationToken
 /// future resolves to the reply.
 async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
     match request {
-        Request::Send { to, body, msg_id } => send::handle(node, to, body, msg_id).await,
+        Request::Send {
+            to,
+            groups,
+            broadcast,
+            body,
+            msg_id,
+        } => {
+            send::handle(
+                node,
+                send::Targets {
+                    to,
+                    groups,
+                    broadcast,
+                },
+                body,
+                msg_id,
+            )
+            .await
+        }
         Request::Inbox { from, limit, after } => inbox::handle(node, from, limit, after),
         Request::Peers => peers::handle(node),
         Request::Status => status::handle(node),
+        r @ (Request::GroupCreate { .. }
+        | Request::GroupAdd { .. }
+        | Request::GroupRemove { .. }
+        | Request::GroupDelete { .. }
+        | Request::GroupList
+        | Request::GroupShow { .. }) => groups::handle(node, r),
         Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
             code::INTERNAL,
             "handled by the connection",

@@ -1,5 +1,10 @@
-//! `send`: validate, resolve every recipient, queue the message in the outbox (order-sensitive,
-//! done before the next request is read), and reply once it is committed.
+//! `send`: validate, expand groups and broadcast, resolve every recipient, queue the message in
+//! the outbox (order-sensitive, done before the next request is read), and reply once it is
+//! committed.
+//!
+//! Names the user typed are strict: an unknown or refused name refuses the whole send, so a typo
+//! never half-sends. Names that came from a group or a broadcast are lenient: one that cannot be
+//! used is recorded as `failed` with the reason, and the others still get the message.
 
 use std::sync::Arc;
 
@@ -13,13 +18,20 @@ use crate::resolver::ResolveError;
 /// Most recipients of one message.
 pub const MAX_RECIPIENTS: usize = 1024;
 
+/// Whom a send is for, as the client said it.
+pub struct Targets {
+    pub to: Vec<Name>,
+    pub groups: Vec<Name>,
+    pub broadcast: bool,
+}
+
 pub async fn handle(
     node: &Arc<Node>,
-    to: Vec<Name>,
+    targets: Targets,
     body: String,
     msg_id: Option<String>,
 ) -> ReplyFuture {
-    match prepare(node, to, body, msg_id).await {
+    match prepare(node, targets, body, msg_id).await {
         Err(e) => super::ready(Err(e)),
         Ok(rx) => {
             let node = node.clone();
@@ -48,7 +60,7 @@ type Committed =
 
 async fn prepare(
     node: &Node,
-    to: Vec<Name>,
+    targets: Targets,
     body: String,
     msg_id: Option<String>,
 ) -> Result<Committed, ErrorBody> {
@@ -64,14 +76,12 @@ async fn prepare(
             ),
         ));
     }
-    let mut recipients: Vec<Name> = Vec::with_capacity(to.len());
-    for n in to {
-        if !recipients.contains(&n) {
-            recipients.push(n);
-        }
-    }
+    let (recipients, strict) = expand(node, targets).await?;
     if recipients.is_empty() {
-        return Err(ErrorBody::new(code::BAD_REQUEST, "no recipient"));
+        return Err(ErrorBody::new(
+            code::BAD_REQUEST,
+            "no recipient (empty group, or nobody else registered)",
+        ));
     }
     if recipients.len() > MAX_RECIPIENTS {
         return Err(ErrorBody::new(
@@ -92,7 +102,7 @@ async fn prepare(
             if known.is_some() {
                 return node
                     .store
-                    .submit_send(id, recipients, body)
+                    .submit_send(id, recipients, Vec::new(), body)
                     .map_err(store_error);
             }
             id
@@ -100,28 +110,36 @@ async fn prepare(
         None => uuid::Uuid::now_v7().to_string(),
     };
     let mut unknown = Vec::new();
+    let mut failed: Vec<(Name, String)> = Vec::new();
     for r in &recipients {
-        match node.resolver.resolve(r).await {
-            Ok(t) if t.legacy && !node.legacy => {
-                return Err(ErrorBody::new(
-                    code::REFUSED,
-                    format!("{r} is a legacy (seed) peer: messages to it are unframed, unauthenticated and never acknowledged; start chatd with --legacy to allow that"),
-                ));
+        let is_strict = strict.contains(r);
+        let problem = match node.resolver.resolve(r).await {
+            Ok(t) if t.legacy && !node.legacy => Some(ErrorBody::new(
+                code::REFUSED,
+                format!("{r} is a legacy (seed) peer: messages to it are unframed, unauthenticated and never acknowledged; start chatd with --legacy to allow that"),
+            )),
+            Ok(t) if t.legacy && body.len() > crate::legacy::MAX_LEGACY_BODY => Some(ErrorBody::new(
+                code::TOO_LARGE,
+                format!("{r} is a legacy (seed) peer, which takes at most {} bytes", crate::legacy::MAX_LEGACY_BODY),
+            )),
+            Ok(_) => None,
+            Err(ResolveError::Unknown(n)) if is_strict => {
+                unknown.push(n.to_string());
+                None
             }
-            Ok(t) if t.legacy && body.len() > crate::legacy::MAX_LEGACY_BODY => {
-                return Err(ErrorBody::new(
-                    code::TOO_LARGE,
-                    format!(
-                        "{r} is a legacy (seed) peer, which takes at most {} bytes",
-                        crate::legacy::MAX_LEGACY_BODY
-                    ),
-                ));
-            }
-            Ok(_) => {}
-            Err(ResolveError::Unknown(n)) => unknown.push(n.to_string()),
-            Err(e @ ResolveError::Unavailable { .. }) => {
+            Err(e @ ResolveError::Unknown(_)) => Some(ErrorBody::new(code::UNKNOWN_NAME, e.to_string())),
+            // Not resolvable now: a typed name is refused; an expanded one is queued and the
+            // delivery engine keeps trying to resolve it.
+            Err(e @ ResolveError::Unavailable { .. }) if is_strict => {
                 return Err(ErrorBody::new(code::REGISTRY_UNAVAILABLE, e.to_string()));
             }
+            Err(ResolveError::Unavailable { .. }) => None,
+        };
+        if let Some(p) = problem {
+            if is_strict {
+                return Err(p);
+            }
+            failed.push((r.clone(), p.message));
         }
     }
     if !unknown.is_empty() {
@@ -134,9 +152,52 @@ async fn prepare(
             ),
         ));
     }
+    if failed.len() == recipients.len() {
+        let reasons: Vec<String> = failed.iter().map(|(_, e)| e.clone()).collect();
+        return Err(ErrorBody::new(
+            code::REFUSED,
+            format!("no recipient can take this message: {}", reasons.join("; ")),
+        ));
+    }
     node.store
-        .submit_send(msg_id, recipients, body)
+        .submit_send(msg_id, recipients, failed, body)
         .map_err(store_error)
+}
+
+/// The recipient list (deduplicated, in the order given) and which of them were typed by name.
+async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, Vec<Name>), ErrorBody> {
+    let mut all: Vec<Name> = Vec::new();
+    let push = |n: Name, all: &mut Vec<Name>| {
+        if !all.contains(&n) {
+            all.push(n);
+        }
+    };
+    for n in &t.to {
+        push(n.clone(), &mut all);
+    }
+    let strict = all.clone();
+    for g in t.groups {
+        let info = node
+            .store
+            .group_show(g)
+            .await
+            .map_err(super::groups::group_error)?;
+        for m in info.members {
+            push(m, &mut all);
+        }
+    }
+    if t.broadcast {
+        let records = node.registry.list().await.map_err(|e| {
+            ErrorBody::new(
+                code::REGISTRY_UNAVAILABLE,
+                format!("broadcast needs the registry's list of names: {e}"),
+            )
+        })?;
+        for r in records.into_iter().filter(|r| r.name != node.name) {
+            push(r.name, &mut all);
+        }
+    }
+    Ok((all, strict))
 }
 
 fn validate_msg_id(id: &str) -> Result<(), ErrorBody> {

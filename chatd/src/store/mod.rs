@@ -5,6 +5,7 @@
 //! failing job rolls back alone. A job's reply is sent only after the transaction committed, so
 //! "the store said ok" always means "it is on disk".
 
+mod groups;
 mod inbox;
 mod outbox;
 mod peers;
@@ -17,6 +18,7 @@ use peerchat_db::rusqlite::{self, Connection};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
+pub use groups::GroupError;
 pub use inbox::{InboxQuery, InboxRow, Received};
 pub use outbox::{Outgoing, SendOutcome};
 pub use peers::CachedPeer;

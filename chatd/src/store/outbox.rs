@@ -32,6 +32,7 @@ impl Store {
         &self,
         msg_id: String,
         to: Vec<Name>,
+        failed: Vec<(Name, String)>,
         body: String,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
         self.submit(move |conn| {
@@ -50,11 +51,7 @@ impl Store {
                 }
                 let mut recipients = states(conn, seq)?;
                 recipients.sort_by_key(|r| to.iter().position(|t| *t == r.to));
-                return Ok(SendOutcome {
-                    recipients,
-                    msg_id,
-                    created: false,
-                });
+                return Ok(SendOutcome { recipients, msg_id, created: false });
             }
             let now = peerchat_db::now_ms() as i64;
             conn.prepare_cached(
@@ -63,19 +60,17 @@ impl Store {
             .execute(params![msg_id, recipients_json, body, now])?;
             let seq = conn.last_insert_rowid();
             let mut ins = conn.prepare_cached(
-                "INSERT INTO deliveries (out_seq, recipient, state, updated_at_ms) VALUES (?1, ?2, 'queued', ?3)",
+                "INSERT INTO deliveries (out_seq, recipient, state, last_error, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for r in &to {
-                ins.execute(params![seq, r.as_str(), now])?;
+            let mut states = Vec::with_capacity(to.len());
+            for r in to {
+                let error = failed.iter().find(|(n, _)| *n == r).map(|(_, e)| e.clone());
+                let state = if error.is_some() { DeliveryState::Failed } else { DeliveryState::Queued };
+                ins.execute(params![seq, r.as_str(), state.as_str(), error, now])?;
+                states.push(RecipientState { to: r, state, error });
             }
-            Ok(SendOutcome {
-                recipients: to
-                    .into_iter()
-                    .map(|to| RecipientState { to, state: DeliveryState::Queued, error: None })
-                    .collect(),
-                msg_id,
-                created: true,
-            })
+            Ok(SendOutcome { recipients: states, msg_id, created: true })
         })
     }
 

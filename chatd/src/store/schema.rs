@@ -43,4 +43,14 @@ pub const MIGRATIONS: &[&str] = &[
         legacy INTEGER NOT NULL,
         resolved_at_ms INTEGER NOT NULL
     ) STRICT;",
+    // 2: groups kept by this node.
+    "CREATE TABLE groups (
+        name TEXT PRIMARY KEY NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE group_members (
+        group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+        member TEXT NOT NULL,
+        PRIMARY KEY (group_name, member)
+    ) STRICT, WITHOUT ROWID;",
 ];

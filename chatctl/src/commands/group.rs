@@ -1,0 +1,72 @@
+//! `chatctl group …`: named recipient lists kept by the local chatd.
+
+use peerchat_proto::control::{GroupInfo, Request, Response};
+use peerchat_proto::Name;
+
+use crate::cli::GroupCommand;
+use crate::client::Client;
+use crate::exit::{self, Failure};
+use crate::output;
+
+fn name(s: &str, what: &str) -> Result<Name, Failure> {
+    Name::new(s.trim_start_matches('@'))
+        .map_err(|e| Failure::usage(format!("invalid {what} {s:?}: {e}")))
+}
+
+fn names(v: &[String]) -> Result<Vec<Name>, Failure> {
+    v.iter().map(|s| name(s, "member")).collect()
+}
+
+pub fn run(mut client: Client, json: bool, cmd: GroupCommand) -> Result<i32, Failure> {
+    let request = match &cmd {
+        GroupCommand::Create { group, members } => Request::GroupCreate {
+            group: name(group, "group")?,
+            members: names(members)?,
+        },
+        GroupCommand::Add { group, members } => Request::GroupAdd {
+            group: name(group, "group")?,
+            members: names(members)?,
+        },
+        GroupCommand::Remove { group, members } => Request::GroupRemove {
+            group: name(group, "group")?,
+            members: names(members)?,
+        },
+        GroupCommand::Delete { group } => Request::GroupDelete {
+            group: name(group, "group")?,
+        },
+        GroupCommand::List => Request::GroupList,
+        GroupCommand::Show { group } => Request::GroupShow {
+            group: name(group, "group")?,
+        },
+    };
+    match client.call(request)? {
+        Response::Group(g) => print(json, &g),
+        Response::Groups { groups } => {
+            for g in &groups {
+                print(json, g);
+            }
+        }
+        Response::Done => {
+            if json {
+                output::json(&serde_json::json!({"ok": true}));
+            }
+        }
+        other => {
+            return Err(Failure::new(
+                exit::OTHER,
+                "protocol",
+                format!("unexpected reply from chatd: {other:?}"),
+            ))
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn print(json: bool, g: &GroupInfo) {
+    if json {
+        output::json(g);
+    } else {
+        let members: Vec<&str> = g.members.iter().map(Name::as_str).collect();
+        output::line(&format!("{}: {}", g.name, members.join(" ")));
+    }
+}
