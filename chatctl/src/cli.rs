@@ -58,6 +58,8 @@ Examples:
   chatctl send @ops \"deploy done\"    # every member of group ops
   chatctl send pb < notes.txt        # stdin as one message (also with `-` as the message)
   seq 1000 | chatctl send -l pb      # each line is its own message, pipelined
+  chatctl send --wait=30 pb \"ping\"  # exit 0 once delivered, 5 if still pending after 30 s
+  chatctl send --id job-42 pb done   # idempotent: a retry with the same id is not a duplicate
 
 Accepted means chatd has recorded the message; delivery continues in the background and
 survives restarts of either side.
@@ -77,9 +79,32 @@ Examples:
     /// List the names the registry knows, with presence
     #[command(after_help = "Examples:\n  chatctl peers\n  chatctl --json peers")]
     Peers,
-    /// Show this node: name, address, registry, uptime, message counts
-    #[command(after_help = "Examples:\n  chatctl status\n  chatctl --json status")]
-    Status,
+    /// Show this node (name, address, registry, uptime, counts), or with ID one sent message
+    #[command(after_help = concat!("\
+Examples:
+  chatctl status                      # this node
+  chatctl status 01a2…                # each recipient's state and attempts for one message
+  chatctl --json status
+
+", exit_codes!()))]
+    Status {
+        /// A message id (as printed by `send`)
+        #[arg(value_name = "ID")]
+        id: Option<String>,
+    },
+    /// List outgoing messages not yet delivered (queued or sent)
+    #[command(after_help = "Examples:\n  chatctl outbox\n  chatctl --json outbox | jq -r .id")]
+    Outbox {
+        /// At most this many entries
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Stop retrying a message (its undelivered recipients become `cancelled`)
+    #[command(after_help = concat!("Examples:\n  chatctl cancel 01a2…\n\n", exit_codes!()))]
+    Cancel {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
     /// Send a message to every name the registry lists (online or not), except this node
     #[command(after_help = concat!("\
 Examples:
@@ -117,6 +142,9 @@ pub struct BroadcastArgs {
     /// Message id for an idempotent send
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
+    /// Wait until delivered (exit 0), failed (6), or SECS passed (5); no SECS: no limit
+    #[arg(long, value_name = "SECS", num_args = 0..=1, require_equals = true)]
+    pub wait: Option<Option<f64>>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -165,6 +193,9 @@ pub struct SendArgs {
     /// Message id for an idempotent send: the same id, recipients and body are accepted only once
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
+    /// Wait until delivered (exit 0), failed (6), or SECS passed (5); no SECS: no limit
+    #[arg(long, value_name = "SECS", num_args = 0..=1, require_equals = true)]
+    pub wait: Option<Option<f64>>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -485,3 +485,103 @@ fn order_holds_per_recipient_with_mixed_sends() {
     assert_eq!(pb.wait_inbox(300, T), want);
     assert_eq!(pc.wait_inbox(300, T), want);
 }
+
+#[test]
+fn wait_reports_delivered_expired_and_failed() {
+    let net = Net::new();
+    let pa = net.node_with(
+        "pa",
+        &[
+            "--retry-initial",
+            "0.1",
+            "--retry-max",
+            "0.2",
+            "--message-lifetime",
+            "3",
+        ],
+    );
+    let mut pb = net.node("pb");
+    let out = pa.ctl(&["--json", "send", "--wait", "pb", "waited"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json_lines(&out.stdout)[0]["state"], "delivered");
+
+    pb.daemon.terminate(T);
+    let start = Instant::now();
+    let out = pa.ctl(&["--json", "send", "--wait=0.5", "pb", "nobody home"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let id = json_lines(&out.stdout)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Still undelivered: in the outbox, with attempts and the last error.
+    let out = pa.ctl(&["--json", "outbox"]);
+    let entries = json_lines(&out.stdout);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["id"], id.as_str());
+    wait_for(T, "a failed attempt recorded", || {
+        let out = pa.ctl(&["--json", "status", &id]);
+        let info = &json_lines(&out.stdout)[0];
+        let r = &info["recipients"][0];
+        (r["attempts"].as_u64().unwrap_or(0) >= 1 && r["error"].is_string()).then_some(())
+    });
+
+    // Past its lifetime the message fails, and --wait says so.
+    let out = pa.ctl(&["send", "--wait=20", "pb", "will expire"]);
+    assert_eq!(code(&out), 6, "{}", String::from_utf8_lossy(&out.stdout));
+    let out = pa.ctl(&["--json", "status", &id]);
+    assert_eq!(
+        json_lines(&out.stdout)[0]["recipients"][0]["state"],
+        "failed"
+    );
+    assert_eq!(code(&pa.ctl(&["status", "no-such-id"])), 4);
+}
+
+#[test]
+fn cancel_stops_retries() {
+    let net = Net::new();
+    let pa = net.node_with("pa", &["--retry-initial", "0.1", "--retry-max", "0.2"]);
+    let mut pb = net.node("pb");
+    pb.daemon.terminate(T);
+    let out = pa.ctl(&["--json", "send", "pb", "never mind"]);
+    let id = json_lines(&out.stdout)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(code(&pa.ctl(&["send", "pb", "this one counts"])), 0);
+    let out = pa.ctl(&["--json", "cancel", &id]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        json_lines(&out.stdout)[0]["recipients"][0]["state"],
+        "cancelled"
+    );
+    pb.restart();
+    assert_eq!(pb.wait_inbox(1, T), vec!["this one counts"]);
+    let out = pa.ctl(&["--json", "outbox"]);
+    assert!(json_lines(&out.stdout).is_empty(), "nothing left pending");
+    assert_eq!(
+        pb.bodies(),
+        vec!["this one counts"],
+        "the cancelled message never arrived"
+    );
+}
+
+#[test]
+fn send_with_id_is_idempotent() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    for _ in 0..3 {
+        let out = pa.ctl(&["send", "--id", "job-42", "pb", "exactly once"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let out = pa.ctl(&["send", "--id", "job-42", "pb", "a different body"]);
+    assert_eq!(code(&out), 7, "same id, other body: {}", stderr(&out));
+    assert_eq!(pb.wait_inbox(1, T), vec!["exactly once"]);
+    assert_eq!(
+        code(&pa.ctl(&["send", "--wait=10", "--id", "job-43", "pb", "later"])),
+        0
+    );
+    assert_eq!(pb.bodies(), vec!["exactly once", "later"]);
+}

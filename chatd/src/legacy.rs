@@ -45,7 +45,12 @@ pub async fn receive(
     if buf.is_empty() {
         return Ok(());
     }
-    let body = String::from_utf8_lossy(&buf).into_owned();
+    let mut body = String::from_utf8_lossy(&buf).into_owned();
+    // Replacement characters (for invalid or cut-off UTF-8) are 3 bytes each and can push the
+    // text past the limit; cut back on a character boundary.
+    while body.len() > MAX_LEGACY_BODY {
+        body.pop();
+    }
     let now = peerchat_db::now_ms();
     let msg = WireMessage {
         id: uuid::Uuid::now_v7().to_string(),

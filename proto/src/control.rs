@@ -105,6 +105,22 @@ pub enum Request {
     GroupList,
     /// One group with its members.
     GroupShow { group: Name },
+    /// Undelivered outgoing messages (queued, sent), oldest first.
+    Outbox {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// One outgoing message: each recipient's state and attempts.
+    MessageStatus { msg_id: String },
+    /// Waits until every recipient of `msg_id` reached a final state (delivered, failed,
+    /// cancelled, or sent to a legacy peer), or `timeout_ms` passed; replies with the states.
+    Wait {
+        msg_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Stops retrying every recipient of `msg_id` not yet delivered (state `cancelled`).
+    Cancel { msg_id: String },
 }
 
 /// Successful replies, tagged by `type`.
@@ -140,8 +156,47 @@ pub enum Response {
     Groups {
         groups: Vec<GroupInfo>,
     },
+    Outbox {
+        entries: Vec<OutboxEntry>,
+    },
+    MessageInfo(MessageInfo),
     Group(GroupInfo),
     Done,
+}
+
+/// One undelivered (message, recipient) pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub to: Name,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// An outgoing message and where each of its recipients stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    pub id: String,
+    pub created_at: String,
+    pub recipients: Vec<RecipientDetail>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipientDetail {
+    pub to: Name,
+    pub state: DeliveryState,
+    /// Transmissions so far (0 while nothing was sent yet).
+    pub attempts: u32,
+    /// The last delivery error, if any.
+    pub error: Option<String>,
+    pub updated_at: String,
+    /// Nothing more will happen to this recipient: delivered, failed, cancelled, or `sent` to a
+    /// legacy peer (which never acknowledges).
+    #[serde(rename = "final")]
+    pub done: bool,
 }
 
 /// A named set of recipients kept by the local chatd.

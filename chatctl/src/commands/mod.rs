@@ -2,6 +2,7 @@
 
 mod group;
 mod inbox;
+mod outbox;
 mod peers;
 mod send;
 mod status;
@@ -17,7 +18,10 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Send(args) => send::run(socket, cli.json, args),
         Command::Inbox(args) => inbox::run(Client::connect(socket)?, cli.json, args),
         Command::Peers => peers::run(Client::connect(socket)?, cli.json),
-        Command::Status => status::run(Client::connect(socket)?, cli.json),
+        Command::Status { id: None } => status::run(Client::connect(socket)?, cli.json),
+        Command::Status { id: Some(id) } => outbox::status(Client::connect(socket)?, cli.json, id),
+        Command::Outbox { limit } => outbox::list(Client::connect(socket)?, cli.json, limit),
+        Command::Cancel { id } => outbox::cancel(Client::connect(socket)?, cli.json, id),
         Command::Broadcast(args) => send::run_broadcast(socket, cli.json, args),
         Command::Group(cmd) => group::run(Client::connect(socket)?, cli.json, cmd),
     }

@@ -36,8 +36,8 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
         .unwrap_or(7)
         .max(7);
     output::line(&format!(
-        "{:w$}  {:a$}  {:7}  LAST SEEN",
-        "NAME", "ADDRESS", "ONLINE"
+        "{:w$}  {:a$}  {:6}  {:6}  LAST SEEN",
+        "NAME", "ADDRESS", "ONLINE", "KIND"
     ));
     for p in &peers {
         let online = match p.online {
@@ -45,16 +45,13 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
             Some(false) => "no",
             None => "?",
         };
-        let online = if p.legacy {
-            format!("{online} (legacy)")
-        } else {
-            online.to_string()
-        };
+        let kind = if p.legacy { "legacy" } else { "node" };
         output::line(&format!(
-            "{:w$}  {:a$}  {:7}  {}",
+            "{:w$}  {:a$}  {:6}  {:6}  {}",
             p.name.as_str(),
             p.address,
             online,
+            kind,
             p.last_seen.as_deref().unwrap_or("-")
         ));
     }

@@ -45,7 +45,15 @@ struct ResultLine<'a> {
 
 pub fn run(socket: Option<&Path>, json: bool, args: SendArgs) -> Result<i32, Failure> {
     let targets = parse_targets(&args.to)?;
-    send(socket, json, targets, args.message, args.lines, args.id)
+    send(
+        socket,
+        json,
+        targets,
+        args.message,
+        args.lines,
+        args.id,
+        args.wait,
+    )
 }
 
 pub fn run_broadcast(
@@ -58,7 +66,35 @@ pub fn run_broadcast(
         groups: Vec::new(),
         broadcast: true,
     };
-    send(socket, json, targets, args.message, args.lines, args.id)
+    send(
+        socket,
+        json,
+        targets,
+        args.message,
+        args.lines,
+        args.id,
+        args.wait,
+    )
+}
+
+/// `--wait` (`Some(None)`: no limit) as a deadline.
+fn wait_deadline(wait: Option<Option<f64>>) -> Result<Option<Option<std::time::Instant>>, Failure> {
+    Ok(match wait {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(s)) if s.is_finite() && s >= 0.0 => Some(Some(
+            std::time::Instant::now() + std::time::Duration::from_secs_f64(s),
+        )),
+        Some(Some(_)) => return Err(Failure::usage("--wait takes a number of seconds")),
+    })
+}
+
+/// Seconds left until `deadline` (for one more wait request).
+fn left(deadline: Option<std::time::Instant>) -> Option<f64> {
+    deadline.map(|d| {
+        d.saturating_duration_since(std::time::Instant::now())
+            .as_secs_f64()
+    })
 }
 
 fn send(
@@ -68,7 +104,9 @@ fn send(
     message: Vec<String>,
     lines: bool,
     id: Option<String>,
+    wait: Option<Option<f64>>,
 ) -> Result<i32, Failure> {
+    let deadline = wait_deadline(wait)?;
     let from_stdin = message.is_empty() || message == ["-"];
     if lines {
         if !from_stdin {
@@ -81,7 +119,7 @@ fn send(
                 "--id names one message; it cannot be used with --lines",
             ));
         }
-        return send_lines(Client::connect(socket)?, json, targets);
+        return send_lines(Client::connect(socket)?, json, targets, deadline);
     }
     let body = if from_stdin {
         read_stdin_message()?
@@ -91,7 +129,12 @@ fn send(
     check_body(&body)?;
     let mut client = Client::connect(socket)?;
     let reply = client.call(targets.request(body, id))?;
-    Ok(print_result(json, &reply))
+    match (deadline, &reply) {
+        (Some(d), Response::Accepted { id, .. }) => {
+            super::outbox::wait(&mut client, json, id, left(d))
+        }
+        _ => Ok(print_result(json, &reply)),
+    }
 }
 
 fn read_stdin_message() -> Result<String, Failure> {
@@ -184,7 +227,12 @@ enum Sent {
     Done(Option<Failure>),
 }
 
-fn send_lines(mut client: Client, json: bool, targets: Targets) -> Result<i32, Failure> {
+fn send_lines(
+    mut client: Client,
+    json: bool,
+    targets: Targets,
+    deadline: Option<Option<std::time::Instant>>,
+) -> Result<i32, Failure> {
     let mut writer = client.writer()?;
     let (tx, rx) = mpsc::channel::<Sent>();
     let first_id = client.next_id();
@@ -229,9 +277,11 @@ fn send_lines(mut client: Client, json: bool, targets: Targets) -> Result<i32, F
             code = c;
         }
     };
+    let mut accepted = Vec::new();
     for event in rx {
         match event {
             Sent::Request(n) => match client.recv()?.outcome.into_result() {
+                Ok(Response::Accepted { id, .. }) if deadline.is_some() => accepted.push(id),
                 Ok(r) => note(print_result(json, &r)),
                 Err(e) => {
                     let f = Failure::from(e);
@@ -245,6 +295,12 @@ fn send_lines(mut client: Client, json: bool, targets: Targets) -> Result<i32, F
             }
             Sent::Done(None) => break,
             Sent::Done(Some(f)) => return Err(f),
+        }
+    }
+    if let Some(d) = deadline {
+        for id in accepted {
+            let c = super::outbox::wait(&mut client, json, &id, left(d))?;
+            note(c);
         }
     }
     Ok(code)

@@ -9,6 +9,7 @@
 mod follow;
 mod groups;
 mod inbox;
+mod outbox;
 mod peers;
 mod send;
 mod status;
@@ -255,6 +256,10 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         | Request::GroupDelete { .. }
         | Request::GroupList
         | Request::GroupShow { .. }) => groups::handle(node, r),
+        Request::Outbox { limit } => outbox::list(node, limit),
+        Request::MessageStatus { msg_id } => outbox::status(node, msg_id),
+        Request::Wait { msg_id, timeout_ms } => outbox::wait(node, msg_id, timeout_ms),
+        Request::Cancel { msg_id } => outbox::cancel(node, msg_id),
         Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
             code::INTERNAL,
             "handled by the connection",

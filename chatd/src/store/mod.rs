@@ -20,7 +20,7 @@ use tracing::{debug, error};
 
 pub use groups::GroupError;
 pub use inbox::{InboxQuery, InboxRow, Received};
-pub use outbox::{Outgoing, SendOutcome};
+pub use outbox::{DeliveryRow, Outgoing, SendOutcome};
 pub use peers::CachedPeer;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub struct Store {
     /// Highest inbox sequence number committed so far; followers wait on it.
     inbox_seq: watch::Receiver<i64>,
     inbox_seq_tx: std::sync::Arc<watch::Sender<i64>>,
+    /// Bumped after every committed change of a delivery state (for `wait`).
+    deliveries_tx: std::sync::Arc<watch::Sender<u64>>,
 }
 
 /// Joins the DB thread; dropping every [`Store`] handle lets it finish its queue and stop.
@@ -75,11 +77,13 @@ impl Store {
             .spawn(move || db_loop(conn, rx))
             .map_err(|e| StoreError::Commit(format!("cannot start the database thread: {e}")))?;
         let (seq_tx, seq_rx) = watch::channel(max_seq);
+        let (deliveries_tx, _) = watch::channel(0u64);
         Ok((
             Store {
                 jobs: tx,
                 inbox_seq: seq_rx,
                 inbox_seq_tx: std::sync::Arc::new(seq_tx),
+                deliveries_tx: std::sync::Arc::new(deliveries_tx),
             },
             StoreThread(Some(thread)),
         ))
@@ -120,6 +124,15 @@ impl Store {
 
     pub fn inbox_seq(&self) -> watch::Receiver<i64> {
         self.inbox_seq.clone()
+    }
+
+    /// Changes whenever a delivery state changed (after the commit).
+    pub fn delivery_changes(&self) -> watch::Receiver<u64> {
+        self.deliveries_tx.subscribe()
+    }
+
+    fn bump_deliveries(&self) {
+        self.deliveries_tx.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     fn publish_inbox_seq(&self, seq: i64) {

@@ -122,16 +122,20 @@ impl Store {
 
     /// Sent to a peer that never acknowledges (a seed peer): `sent` is the final state.
     pub async fn mark_sent_final(&self, recipient: Name, seq: i64) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            let now = peerchat_db::now_ms() as i64;
-            conn.prepare_cached(
-                "UPDATE deliveries SET state = 'sent', final = 1, updated_at_ms = ?3
+        let this = self.clone();
+        let r = self
+            .call(move |conn| {
+                let now = peerchat_db::now_ms() as i64;
+                conn.prepare_cached(
+                    "UPDATE deliveries SET state = 'sent', final = 1, updated_at_ms = ?3
                  WHERE out_seq = ?1 AND recipient = ?2",
-            )?
-            .execute(params![seq, recipient.as_str(), now])?;
-            Ok(())
-        })
-        .await
+                )?
+                .execute(params![seq, recipient.as_str(), now])?;
+                Ok(())
+            })
+            .await;
+        this.bump_deliveries();
+        r
     }
 
     pub async fn mark_failed(
@@ -151,7 +155,8 @@ impl Store {
         state: DeliveryState,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        self.call(move |conn| {
+        let this = self.clone();
+        let r = self.call(move |conn| {
             let now = peerchat_db::now_ms() as i64;
             let mut up = conn.prepare_cached(
                 "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5
@@ -162,11 +167,15 @@ impl Store {
             }
             Ok(())
         })
-        .await
+        .await;
+        this.bump_deliveries();
+        r
     }
 
     /// A link to `recipient` failed: whatever was `sent` is back to `queued` (it may or may not
-    /// have arrived; the receiver's dedup makes the retry safe) and the error is kept.
+    /// have arrived; the receiver's dedup makes the retry safe) and the error is kept. Messages
+    /// that never got onto the link count the failed attempt too (sent ones were counted when
+    /// they were written).
     pub async fn note_link_failure(
         &self,
         recipient: Name,
@@ -175,7 +184,8 @@ impl Store {
         self.call(move |conn| {
             let now = peerchat_db::now_ms() as i64;
             conn.prepare_cached(
-                "UPDATE deliveries SET state = 'queued', last_error = ?2, updated_at_ms = ?3
+                "UPDATE deliveries SET attempts = attempts + (state = 'queued'), state = 'queued',
+                        last_error = ?2, updated_at_ms = ?3
                  WHERE recipient = ?1 AND state IN ('queued','sent') AND final = 0",
             )?
             .execute(params![recipient.as_str(), error, now])?;
@@ -191,17 +201,23 @@ impl Store {
         cutoff_ms: u64,
         why: String,
     ) -> Result<usize, StoreError> {
-        self.call(move |conn| {
-            let now = peerchat_db::now_ms() as i64;
-            Ok(conn
+        let this = self.clone();
+        let r = self
+            .call(move |conn| {
+                let now = peerchat_db::now_ms() as i64;
+                Ok(conn
                 .prepare_cached(
                     "UPDATE deliveries SET state = 'failed', last_error = ?3, updated_at_ms = ?4
                      WHERE recipient = ?1 AND state IN ('queued','sent') AND final = 0
                        AND out_seq IN (SELECT seq FROM outbox WHERE created_at_ms < ?2)",
                 )?
                 .execute(params![recipient.as_str(), cutoff_ms as i64, why, now])?)
-        })
-        .await
+            })
+            .await;
+        if matches!(r, Ok(n) if n > 0) {
+            this.bump_deliveries();
+        }
+        r
     }
 
     /// Whether `recipient` has anything left to deliver.
@@ -270,6 +286,111 @@ impl Store {
             Ok(c)
         })
         .await
+    }
+}
+
+/// One recipient of an outgoing message, as stored.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub msg_id: String,
+    pub to: Name,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub done: bool,
+}
+
+const DELIVERY_COLUMNS: &str =
+    "o.msg_id, d.recipient, d.state, d.attempts, d.last_error, o.created_at_ms,
+     d.updated_at_ms, d.final";
+
+fn delivery_row(
+    r: &peerchat_db::rusqlite::Row<'_>,
+) -> peerchat_db::rusqlite::Result<Option<DeliveryRow>> {
+    let to: String = r.get(1)?;
+    let state: String = r.get(2)?;
+    let (Ok(to), Some(state)) = (Name::new(to), DeliveryState::parse(&state)) else {
+        return Ok(None);
+    };
+    let is_final: bool = r.get(7)?;
+    Ok(Some(DeliveryRow {
+        msg_id: r.get(0)?,
+        to,
+        state,
+        attempts: r.get::<_, i64>(3)?.max(0) as u32,
+        error: r.get(4)?,
+        created_at_ms: r.get::<_, i64>(5)? as u64,
+        updated_at_ms: r.get::<_, i64>(6)? as u64,
+        done: is_final || !matches!(state, DeliveryState::Queued | DeliveryState::Sent),
+    }))
+}
+
+impl Store {
+    /// Every recipient of one message, in the order they were given; `None` if no such message.
+    pub async fn message_detail(
+        &self,
+        msg_id: String,
+    ) -> Result<Option<Vec<DeliveryRow>>, StoreError> {
+        self.call(move |conn| {
+            let order: Option<String> = conn
+                .prepare_cached("SELECT recipients FROM outbox WHERE msg_id = ?1")?
+                .query_row(params![msg_id], |r| r.get(0))
+                .optional()?;
+            let Some(order) = order else { return Ok(None) };
+            let order: Vec<Name> = serde_json::from_str(&order).unwrap_or_default();
+            let mut rows: Vec<DeliveryRow> = conn
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM outbox o JOIN deliveries d ON d.out_seq = o.seq
+                     WHERE o.msg_id = ?1"
+                ))?
+                .query_map(params![msg_id], delivery_row)?
+                .filter_map(|r| r.transpose())
+                .collect::<Result<_, _>>()?;
+            rows.sort_by_key(|r| order.iter().position(|n| *n == r.to));
+            Ok(Some(rows))
+        })
+        .await
+    }
+
+    /// Undelivered (queued or sent) recipients, oldest message first.
+    pub async fn outbox_pending(&self, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.call(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
+                     WHERE d.state IN ('queued','sent') AND d.final = 0
+                     ORDER BY d.out_seq, d.recipient LIMIT ?1"
+                ))?
+                .query_map(params![limit as i64], delivery_row)?
+                .filter_map(|r| r.transpose())
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Cancels every undelivered recipient of `msg_id`. `None` if there is no such message.
+    pub async fn cancel(&self, msg_id: String) -> Result<Option<usize>, StoreError> {
+        let this = self.clone();
+        let r = self
+            .call(move |conn| {
+                let seq: Option<i64> = conn
+                    .prepare_cached("SELECT seq FROM outbox WHERE msg_id = ?1")?
+                    .query_row(params![msg_id], |r| r.get(0))
+                    .optional()?;
+                let Some(seq) = seq else { return Ok(None) };
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = 'cancelled', updated_at_ms = ?2
+                         WHERE out_seq = ?1 AND state IN ('queued','sent') AND final = 0",
+                    )?
+                    .execute(params![seq, peerchat_db::now_ms() as i64])?;
+                Ok(Some(n))
+            })
+            .await;
+        this.bump_deliveries();
+        r
     }
 }
 

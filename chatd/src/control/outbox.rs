@@ -1,0 +1,127 @@
+//! `outbox`, `message_status`, `wait` and `cancel`: what happened to messages we sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerchat_proto::control::{code, MessageInfo, OutboxEntry, RecipientDetail, Response};
+use peerchat_proto::ErrorBody;
+
+use super::{store_error, ReplyFuture};
+use crate::node::Node;
+use crate::store::DeliveryRow;
+use crate::time::rfc3339;
+
+pub const DEFAULT_LIMIT: u32 = 1000;
+
+pub fn list(node: &Arc<Node>, limit: Option<u32>) -> ReplyFuture {
+    let node = node.clone();
+    Box::pin(async move {
+        let rows = node
+            .store
+            .outbox_pending(limit.unwrap_or(DEFAULT_LIMIT).min(super::inbox::MAX_LIMIT))
+            .await
+            .map_err(store_error)?;
+        let entries = rows
+            .into_iter()
+            .map(|r| OutboxEntry {
+                id: r.msg_id,
+                to: r.to,
+                state: r.state,
+                attempts: r.attempts,
+                error: r.error,
+                created_at: rfc3339(r.created_at_ms),
+                updated_at: rfc3339(r.updated_at_ms),
+            })
+            .collect();
+        Ok(Response::Outbox { entries })
+    })
+}
+
+async fn info(node: &Node, msg_id: &str) -> Result<MessageInfo, ErrorBody> {
+    let rows = node
+        .store
+        .message_detail(msg_id.to_string())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ErrorBody::new(
+                code::NOT_FOUND,
+                format!("no outgoing message with id {msg_id}"),
+            )
+        })?;
+    Ok(to_info(msg_id, rows))
+}
+
+fn to_info(msg_id: &str, rows: Vec<DeliveryRow>) -> MessageInfo {
+    MessageInfo {
+        id: msg_id.to_string(),
+        created_at: rows
+            .first()
+            .map(|r| rfc3339(r.created_at_ms))
+            .unwrap_or_default(),
+        recipients: rows
+            .into_iter()
+            .map(|r| RecipientDetail {
+                to: r.to,
+                state: r.state,
+                attempts: r.attempts,
+                error: r.error,
+                updated_at: rfc3339(r.updated_at_ms),
+                done: r.done,
+            })
+            .collect(),
+    }
+}
+
+pub fn status(node: &Arc<Node>, msg_id: String) -> ReplyFuture {
+    let node = node.clone();
+    Box::pin(async move { Ok(Response::MessageInfo(info(&node, &msg_id).await?)) })
+}
+
+pub fn cancel(node: &Arc<Node>, msg_id: String) -> ReplyFuture {
+    let node = node.clone();
+    Box::pin(async move {
+        match node
+            .store
+            .cancel(msg_id.clone())
+            .await
+            .map_err(store_error)?
+        {
+            None => Err(ErrorBody::new(
+                code::NOT_FOUND,
+                format!("no outgoing message with id {msg_id}"),
+            )),
+            Some(n) => {
+                tracing::info!(id = %msg_id, recipients = n, "message cancelled");
+                Ok(Response::MessageInfo(info(&node, &msg_id).await?))
+            }
+        }
+    })
+}
+
+/// Replies when every recipient is final, or when the timeout passes (the reply then shows
+/// who is still pending; the client turns that into its exit code).
+pub fn wait(node: &Arc<Node>, msg_id: String, timeout_ms: Option<u64>) -> ReplyFuture {
+    let node = node.clone();
+    Box::pin(async move {
+        let deadline = timeout_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+        let mut changes = node.store.delivery_changes();
+        loop {
+            changes.borrow_and_update();
+            let info = info(&node, &msg_id).await?;
+            if info.recipients.iter().all(|r| r.done) {
+                return Ok(Response::MessageInfo(info));
+            }
+            let until =
+                deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return Ok(Response::MessageInfo(info)) },
+                _ = tokio::time::sleep_until(until) => {
+                    if deadline.is_some() {
+                        return Ok(Response::MessageInfo(info));
+                    }
+                }
+            }
+        }
+    })
+}
