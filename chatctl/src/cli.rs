@@ -73,6 +73,7 @@ Examples:
   chatctl inbox --from pa --limit 100
   chatctl inbox --after 41           # everything after sequence number 41
   chatctl inbox --follow             # like tail -f
+  chatctl inbox --follow --cursor-file ~/.pc-cursor   # resumable: no gap, no repeat
 
 ", exit_codes!()))]
     Inbox(InboxArgs),
@@ -210,7 +211,12 @@ pub struct InboxArgs {
     /// Only messages after this sequence number (exclusive)
     #[arg(long, value_name = "SEQ")]
     pub after: Option<i64>,
-    /// Keep printing new messages as they arrive (starts with the newest 10, or --after)
+    /// Resume after the sequence number kept in this file, and update it (atomically) after
+    /// every printed message
+    #[arg(long, value_name = "FILE")]
+    pub cursor_file: Option<std::path::PathBuf>,
+    /// Keep printing new messages as they arrive (starts with the newest 10, or --after);
+    /// reconnects by itself when chatd restarts
     #[arg(short = 'f', long)]
     pub follow: bool,
 }

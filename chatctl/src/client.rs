@@ -18,6 +18,8 @@ pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next_id: u64,
+    /// Bytes of a reply line read before a read timeout; kept for the next `recv`.
+    partial: Vec<u8>,
     pub socket: PathBuf,
 }
 
@@ -78,6 +80,7 @@ impl Client {
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| Failure::io("control socket", e))?;
         let mut c = Client {
+            partial: Vec::new(),
             reader: BufReader::new(stream),
             writer,
             next_id: 1,
@@ -119,23 +122,32 @@ impl Client {
 
     /// Reads the next reply line.
     pub fn recv(&mut self) -> Result<Reply<Response>, Failure> {
-        let mut line = Vec::new();
+        let room = (control::MAX_REPLY_LINE as u64).saturating_sub(self.partial.len() as u64);
         let n = (&mut self.reader)
-            .take(control::MAX_REPLY_LINE as u64)
-            .read_until(b'\n', &mut line)
+            .take(room)
+            .read_until(b'\n', &mut self.partial)
             .map_err(|e| match e.kind() {
+                // What was read so far stays in `partial` for the next call.
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                     Failure::new(exit::OTHER, "timeout", "chatd did not answer in time")
                 }
                 _ => Failure::io("reading from chatd", e),
             })?;
-        if n == 0 {
+        if n == 0 || !self.partial.ends_with(b"\n") {
+            if self.partial.len() as u64 >= control::MAX_REPLY_LINE as u64 {
+                return Err(Failure::new(
+                    exit::OTHER,
+                    "protocol",
+                    "reply line from chatd is too long",
+                ));
+            }
             return Err(Failure::new(
                 exit::OTHER,
                 "disconnected",
                 "chatd closed the connection",
             ));
         }
+        let line = std::mem::take(&mut self.partial);
         serde_json::from_slice(&line).map_err(|e| {
             Failure::new(
                 exit::OTHER,
@@ -161,9 +173,14 @@ impl Client {
 
     /// For streams (follow): no reply timeout.
     pub fn set_streaming(&mut self) -> Result<(), Failure> {
+        self.set_read_timeout(None)
+    }
+
+    /// `recv` gives up with code `timeout` after this long (the partial line is kept).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), Failure> {
         self.reader
             .get_ref()
-            .set_read_timeout(None)
+            .set_read_timeout(t)
             .map_err(|e| Failure::io("control socket", e))
     }
 }

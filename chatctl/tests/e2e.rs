@@ -585,3 +585,226 @@ fn send_with_id_is_idempotent() {
     );
     assert_eq!(pb.bodies(), vec!["exactly once", "later"]);
 }
+
+/// A `chatctl --json inbox --follow` process whose printed lines arrive on a channel.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Follower {
+    fn start(node: &peerchat_testkit::Node, extra: &[&str]) -> Follower {
+        let mut child = std::process::Command::new(peerchat_testkit::bin("chatctl"))
+            .arg("--socket")
+            .arg(&node.socket)
+            .args(["--json", "inbox", "--follow"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(serde_json::from_str(&line).unwrap());
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// The next `n` bodies printed (panics after 10 s without one).
+    fn take(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let v = self
+                    .lines
+                    .recv_timeout(T)
+                    .expect("follower printed nothing");
+                v["body"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    /// A clean stop (SIGTERM, like Ctrl-C): chatctl finishes the message in hand first.
+    fn stop(mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "a follow stopped by SIGTERM exits 0: {status:?}"
+        );
+    }
+}
+
+#[test]
+fn cursor_file_follow_survives_chatd_restart_and_resumes() {
+    let net = Net::new();
+    let pa = net.node_with("pa", &["--retry-initial", "0.1", "--retry-max", "0.3"]);
+    let mut pb = net.node("pb");
+    let cursor = net.dir.path().join("cursor");
+    let cursor_arg = cursor.to_str().unwrap();
+    let f = Follower::start(&pb, &["--cursor-file", cursor_arg]);
+    let batch =
+        |range: std::ops::Range<u32>| -> Vec<String> { range.map(|i| format!("m{i}")).collect() };
+    let send = |range: std::ops::Range<u32>| {
+        let input: String = range.map(|i| format!("m{i}\n")).collect();
+        assert_eq!(
+            code(&pa.ctl_stdin(&["send", "-l", "pb"], input.as_bytes())),
+            0
+        );
+    };
+    // The follower may connect after the first messages; they then come as its backlog.
+    send(0..10);
+    assert_eq!(f.take(10), batch(0..10));
+    // The cursor is written right after each message is printed.
+    wait_for(T, "cursor file at seq 10", || {
+        (std::fs::read_to_string(&cursor).unwrap_or_default().trim() == "10").then_some(())
+    });
+
+    // chatd goes away and comes back: the follower reconnects by itself, without a gap.
+    pb.daemon.terminate(T);
+    send(10..20);
+    pb.restart();
+    assert_eq!(f.take(10), batch(10..20));
+    f.stop();
+
+    // A new chatctl with the same cursor file starts right after the last printed message.
+    send(20..25);
+    pb.wait_inbox(25, T);
+    let f = Follower::start(&pb, &["--cursor-file", cursor_arg]);
+    assert_eq!(f.take(5), batch(20..25));
+    assert!(
+        f.lines.recv_timeout(Duration::from_millis(300)).is_err(),
+        "no repeats"
+    );
+    f.stop();
+
+    // --after does the same by hand; a plain inbox honours the cursor file too.
+    let out = pb.ctl(&["--json", "inbox", "--after", "23"]);
+    let bodies: Vec<_> = json_lines(&out.stdout)
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bodies, batch(23..25));
+}
+
+#[test]
+fn retention_by_count_keeps_the_newest() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let mut pb = net.node("pb");
+    let input: String = (0..10).map(|i| format!("r{i}\n")).collect();
+    assert_eq!(
+        code(&pa.ctl_stdin(&["send", "-l", "pb"], input.as_bytes())),
+        0
+    );
+    pb.wait_inbox(10, T);
+    let out = pb.ctl(&["--json", "send", "--wait=10", "pa", "from pb"]);
+    let old_id = json_lines(&out.stdout)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    pb.daemon.terminate(T);
+    pb.extra = vec!["--retention-count".into(), "5".into()];
+    pb.restart(); // retention runs at start
+    wait_for(T, "retention to run", || {
+        (pb.bodies().len() == 5).then_some(())
+    });
+    let inbox = pb.inbox();
+    let bodies: Vec<&str> = inbox.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, vec!["r5", "r6", "r7", "r8", "r9"]);
+    assert_eq!(inbox[0]["seq"], 6, "sequence numbers are never reused");
+    // The one delivered outgoing message is within the count and stays.
+    assert_eq!(code(&pb.ctl(&["status", &old_id])), 0);
+}
+
+/// A small tmpfs mounted for one test; unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(path))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_refuses_sends_and_recovers() {
+    let net = Net::new();
+    let Some(disk) = SmallDisk::mount(net.dir.path().join("small"), "4m") else {
+        eprintln!(
+            "SKIPPED full_disk_refuses_sends_and_recovers: cannot mount a tmpfs here (needs root)"
+        );
+        return;
+    };
+    let pb = net.node("pb");
+    let db = disk.0.join("pa.db");
+    let mut pa =
+        peerchat_testkit::Node::start_at(net.dir.path(), "pa", net.registry.addr, &db, &[]);
+    // Fill what is left of the disk.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // Sends fail with a storage error at some point (WAL pages already on disk may still take
+    // a few), and nothing is accepted by mistake.
+    let body = "x".repeat(60_000);
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for _ in 0..200 {
+        let out = pa.ctl(&["--json", "send", "pb", &body]);
+        if code(&out) == 0 {
+            accepted.push(
+                json_lines(&out.stdout)[0]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        } else {
+            refused = Some(out);
+            break;
+        }
+    }
+    let out = refused.expect("a full disk must refuse sends");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = &json_lines(&out.stdout)[0]["error"];
+    assert_eq!(err["code"], "storage", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("full"), "{err}");
+    assert!(pa.daemon.is_running(), "chatd stays up");
+    // Space comes back: chatd recovers by itself.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(T, "sends to work again", || {
+        (code(&pa.ctl(&["send", "pb", "after the disk was freed"])) == 0).then_some(())
+    });
+    let bodies = pb.wait_inbox(accepted.len() + 1, Duration::from_secs(30));
+    assert_eq!(bodies.last().unwrap(), "after the disk was freed");
+    assert_eq!(
+        bodies.len(),
+        accepted.len() + 1,
+        "every accepted message arrived, nothing else"
+    );
+    pa.daemon.terminate(T);
+}

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 pub use delivery::RetryPolicy;
 pub use paths::default_socket;
+pub use store::Retention;
 
 /// Longest message id (caller-chosen ids included).
 pub const MAX_MSG_ID: usize = 128;
@@ -51,6 +52,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Accept and send the seed's unframed, unauthenticated messages.
     pub legacy: bool,
+    /// What to remove and when (default: keep everything).
+    pub retention: Retention,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
                 lifetime: Duration::from_secs(7 * 24 * 3600),
             },
             legacy: false,
+            retention: Retention::default(),
         }
     }
 }
@@ -163,6 +167,13 @@ pub async fn run(
         }
         Err(e) => warn!(error = %e, "could not list pending deliveries"),
     }
+    if !config.retention.keeps_everything() {
+        tasks.spawn(prune_periodically(
+            store.clone(),
+            config.retention.clone(),
+            stop.clone(),
+        ));
+    }
     info!(name = %config.name, listen = %listen, socket = %config.socket.display(), db = %config.db.display(), legacy = config.legacy, "chatd ready");
 
     shutdown.await;
@@ -188,6 +199,29 @@ pub async fn run(
     .await;
     info!("chatd stopped");
     Ok(())
+}
+
+/// How often retention runs (also once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+async fn prune_periodically(store: store::Store, retention: Retention, stop: CancellationToken) {
+    loop {
+        match store.prune(retention.clone()).await {
+            Ok(p) if p.inbox + p.outbox > 0 => {
+                info!(
+                    inbox = p.inbox,
+                    outbox = p.outbox,
+                    "retention removed old messages"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "retention failed; will try again"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
 }
 
 /// A future that completes on the first SIGTERM or SIGINT (installed with signal-hook).

@@ -56,6 +56,14 @@ struct Args {
     /// Give up on (fail) a message not delivered within this many seconds (default: 7 days)
     #[arg(long, default_value_t = 604_800, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     message_lifetime: u64,
+    /// Remove inbox messages, and delivered/failed/cancelled outgoing ones, older than this many
+    /// seconds (default: keep everything). Undelivered messages are never removed.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    retention_age: Option<u64>,
+    /// Keep at most this many inbox messages and this many finished outgoing messages (default:
+    /// all)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    retention_count: Option<u64>,
 }
 
 fn main() {
@@ -131,6 +139,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     config.retry.initial = std::time::Duration::from_secs_f64(args.retry_initial);
     config.retry.max = std::time::Duration::from_secs_f64(args.retry_max.max(args.retry_initial));
     config.retry.lifetime = std::time::Duration::from_secs(args.message_lifetime);
+    config.retention = chatd::Retention {
+        max_age: args.retention_age.map(std::time::Duration::from_secs),
+        max_count: args.retention_count,
+    };
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async {

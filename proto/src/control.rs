@@ -143,8 +143,12 @@ pub enum Response {
         #[serde(default)]
         truncated: bool,
     },
-    /// The follow stream has started; `message` and `heartbeat` lines follow.
-    Following,
+    /// The follow stream has started; `message` and `heartbeat` lines follow. New messages are
+    /// those with `seq > after` (the backlog, if any, comes first); a client that reconnects
+    /// resumes with `after` = the last seq it printed, or this value if it printed none.
+    Following {
+        after: i64,
+    },
     Message(InboxMessage),
     Heartbeat,
     Peers {
@@ -337,11 +341,11 @@ mod tests {
     fn replies_are_ok_or_error() {
         let ok: ControlReply = Reply {
             id: 1,
-            outcome: Outcome::Ok(Response::Following),
+            outcome: Outcome::Ok(Response::Following { after: 4 }),
         };
         assert_eq!(
             to_line(&ok),
-            b"{\"id\":1,\"ok\":{\"type\":\"following\"}}\n"
+            b"{\"id\":1,\"ok\":{\"type\":\"following\",\"after\":4}}\n"
         );
         let err: ControlReply = Reply {
             id: 2,

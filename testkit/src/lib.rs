@@ -192,8 +192,19 @@ impl Node {
     }
 
     pub fn start_with(dir: &Path, name: &str, registry: SocketAddr, extra: &[&str]) -> Node {
+        Node::start_at(dir, name, registry, &dir.join(format!("{name}.db")), extra)
+    }
+
+    /// Like [`Node::start_with`], with the database at `db`.
+    pub fn start_at(
+        dir: &Path,
+        name: &str,
+        registry: SocketAddr,
+        db: &Path,
+        extra: &[&str],
+    ) -> Node {
         let socket = dir.join(format!("{name}.sock"));
-        let db = dir.join(format!("{name}.db"));
+        let db = db.to_path_buf();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (daemon, listen) =
             Node::spawn(dir, name, registry, &socket, &db, "127.0.0.1:0", &extra);

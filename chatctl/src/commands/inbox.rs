@@ -1,4 +1,15 @@
 //! `chatctl inbox`: list received messages, or follow new ones like `tail -f`.
+//!
+//! A follow survives chatd restarts: when the connection drops it reconnects by itself and
+//! resumes right after the last message it printed. With `--cursor-file` that position is also
+//! kept on disk (written atomically after every printed message), so a new chatctl resumes where
+//! the last one stopped: no gap, and no repeat after a clean exit (after a kill -9 of chatctl, at
+//! most the last printed message repeats).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use peerchat_proto::control::{InboxMessage, Request, Response};
 use peerchat_proto::Name;
@@ -8,7 +19,7 @@ use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
 
-pub fn run(mut client: Client, json: bool, args: InboxArgs) -> Result<i32, Failure> {
+pub fn run(socket: Option<&Path>, json: bool, args: InboxArgs) -> Result<i32, Failure> {
     let from = match &args.from {
         Some(f) if f.starts_with("legacy:") => {
             return Err(Failure::usage(
@@ -20,13 +31,39 @@ pub fn run(mut client: Client, json: bool, args: InboxArgs) -> Result<i32, Failu
         }
         None => None,
     };
+    let cursor = args.cursor_file.as_deref().map(Cursor::open).transpose()?;
+    let after = match (&cursor, args.after) {
+        (_, Some(a)) => Some(a),
+        (Some(c), None) => c.seq,
+        (None, None) => None,
+    };
+    let client = Client::connect(socket)?;
     if args.follow {
-        return follow(client, json, from, &args);
+        return follow(
+            client,
+            socket,
+            json,
+            from,
+            args.limit.unwrap_or(10),
+            after,
+            cursor,
+        );
     }
+    list(client, json, from, args.limit.unwrap_or(20), after, cursor)
+}
+
+fn list(
+    mut client: Client,
+    json: bool,
+    from: Option<Name>,
+    limit: u32,
+    after: Option<i64>,
+    mut cursor: Option<Cursor>,
+) -> Result<i32, Failure> {
     match client.call(Request::Inbox {
         from,
-        limit: Some(args.limit.unwrap_or(20)),
-        after: args.after,
+        limit: Some(limit),
+        after,
     })? {
         Response::Messages {
             messages,
@@ -34,6 +71,9 @@ pub fn run(mut client: Client, json: bool, args: InboxArgs) -> Result<i32, Failu
         } => {
             for m in &messages {
                 print(json, m);
+                if let Some(c) = cursor.as_mut() {
+                    c.save(m.seq)?;
+                }
             }
             if truncated {
                 let hint = match messages.last() {
@@ -50,25 +90,135 @@ pub fn run(mut client: Client, json: bool, args: InboxArgs) -> Result<i32, Failu
 
 fn follow(
     mut client: Client,
+    socket: Option<&Path>,
     json: bool,
     from: Option<Name>,
-    args: &InboxArgs,
+    backlog: u32,
+    mut after: Option<i64>,
+    mut cursor: Option<Cursor>,
 ) -> Result<i32, Failure> {
     crate::stdout_watch::exit_when_stdout_closes();
-    client.set_streaming()?;
-    let backlog = args.limit.unwrap_or(10);
-    client.send(Request::Follow {
-        from,
-        backlog: Some(backlog),
-        after: args.after,
-    })?;
+    // Ctrl-C / SIGTERM end the follow between two messages, never between printing one and
+    // saving the cursor, so a clean exit never repeats a message.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| Failure::io("installing signal handlers", e))?;
+    }
     loop {
-        let reply = client.recv()?;
-        match reply.outcome.into_result().map_err(Failure::from)? {
-            Response::Following | Response::Heartbeat => {}
-            Response::Message(m) => print(json, &m),
-            other => return Err(unexpected(&other)),
+        client.set_read_timeout(Some(STOP_POLL))?;
+        client.send(Request::Follow {
+            from: from.clone(),
+            backlog: Some(backlog),
+            after,
+        })?;
+        // Read until the connection drops; protocol errors end the command.
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(exit::OK);
+            }
+            let reply = match client.recv() {
+                Ok(r) => r,
+                Err(f) if f.code == "timeout" => continue,
+                Err(f) if f.code == "disconnected" || f.code == "io" => break,
+                Err(f) => return Err(f),
+            };
+            match reply.outcome.into_result().map_err(Failure::from)? {
+                // Where to resume if we lose the connection before printing anything.
+                Response::Following { after: start } => {
+                    if after.is_none() {
+                        after = Some(start);
+                    }
+                }
+                Response::Heartbeat => {}
+                Response::Message(m) => {
+                    print(json, &m);
+                    after = Some(m.seq);
+                    if let Some(c) = cursor.as_mut() {
+                        c.save(m.seq)?;
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
         }
+        eprintln!("chatctl: lost the connection to chatd; reconnecting");
+        client = match reconnect(socket, &stop) {
+            Some(c) => c,
+            None => return Ok(exit::OK),
+        };
+    }
+}
+
+/// Tries to connect until chatd answers again (backoff 100 ms doubling to 2 s); `None` if we
+/// were asked to stop meanwhile.
+fn reconnect(socket: Option<&Path>, stop: &AtomicBool) -> Option<Client> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(
+                STOP_POLL.min(until.saturating_duration_since(std::time::Instant::now())),
+            );
+        }
+        if let Ok(c) = Client::connect(socket) {
+            return Some(c);
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// How often a follow checks whether it was asked to stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// The last printed sequence number, kept in a file replaced atomically (temp file + rename).
+struct Cursor {
+    path: PathBuf,
+    tmp: PathBuf,
+    seq: Option<i64>,
+}
+
+impl Cursor {
+    fn open(path: &Path) -> Result<Cursor, Failure> {
+        let seq = match std::fs::read_to_string(path) {
+            Ok(s) => Some(s.trim().parse::<i64>().map_err(|_| {
+                Failure::new(
+                    exit::OTHER,
+                    "bad_cursor",
+                    format!(
+                        "cursor file {} does not hold a sequence number",
+                        path.display()
+                    ),
+                )
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Failure::io(
+                    &format!("reading cursor file {}", path.display()),
+                    e,
+                ))
+            }
+        };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        Ok(Cursor {
+            path: path.to_path_buf(),
+            tmp: PathBuf::from(tmp),
+            seq,
+        })
+    }
+
+    fn save(&mut self, seq: i64) -> Result<(), Failure> {
+        let write = || -> std::io::Result<()> {
+            std::fs::write(&self.tmp, format!("{seq}\n"))?;
+            std::fs::rename(&self.tmp, &self.path)
+        };
+        write()
+            .map_err(|e| Failure::io(&format!("writing cursor file {}", self.path.display()), e))?;
+        self.seq = Some(seq);
+        Ok(())
     }
 }
 

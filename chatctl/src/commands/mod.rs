@@ -16,7 +16,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
     let socket = cli.socket.as_deref();
     match cli.command {
         Command::Send(args) => send::run(socket, cli.json, args),
-        Command::Inbox(args) => inbox::run(Client::connect(socket)?, cli.json, args),
+        Command::Inbox(args) => inbox::run(socket, cli.json, args),
         Command::Peers => peers::run(Client::connect(socket)?, cli.json),
         Command::Status { id: None } => status::run(Client::connect(socket)?, cli.json),
         Command::Status { id: Some(id) } => outbox::status(Client::connect(socket)?, cli.json, id),

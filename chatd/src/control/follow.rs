@@ -67,7 +67,7 @@ async fn stream(
             return write_line(w, &reply).await;
         }
     };
-    write_line(w, &ok(id, Response::Following)).await?;
+    write_line(w, &ok(id, Response::Following { after: cursor })).await?;
     for r in backlog {
         write_line(
             w,

@@ -64,7 +64,8 @@ impl Store {
                 let now = peerchat_db::now_ms() as i64;
                 let mut insert = conn.prepare_cached(
                     "INSERT INTO inbox (sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                     WHERE NOT EXISTS (SELECT 1 FROM inbox_seen WHERE sender = ?1 AND msg_id = ?2)
                      ON CONFLICT (sender, msg_id) DO NOTHING",
                 )?;
                 let mut fresh = Vec::with_capacity(batch.len());

@@ -9,6 +9,7 @@ mod groups;
 mod inbox;
 mod outbox;
 mod peers;
+mod retention;
 mod schema;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ pub use groups::GroupError;
 pub use inbox::{InboxQuery, InboxRow, Received};
 pub use outbox::{DeliveryRow, Outgoing, SendOutcome};
 pub use peers::CachedPeer;
+pub use retention::Retention;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

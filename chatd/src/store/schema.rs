@@ -53,4 +53,11 @@ pub const MIGRATIONS: &[&str] = &[
         member TEXT NOT NULL,
         PRIMARY KEY (group_name, member)
     ) STRICT, WITHOUT ROWID;",
+    // 3: dedup keys of inbox rows removed by retention, so a late resend is still recognised.
+    "CREATE TABLE inbox_seen (
+        sender TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (sender, msg_id)
+    ) STRICT, WITHOUT ROWID;",
 ];
