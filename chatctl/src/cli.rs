@@ -22,6 +22,7 @@ macro_rules! exit_codes {
 /// Talk to the local peerchat daemon (chatd): send messages, read the inbox, list peers.
 #[derive(Parser, Debug)]
 #[command(
+    name = "chatctl",
     version,
     after_help = concat!("\
 Examples:
@@ -126,6 +127,24 @@ Examples:
 
 ", exit_codes!()))]
     Group(GroupCommand),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  chatctl completions bash > /etc/bash_completion.d/chatctl\n  chatctl completions zsh > ~/.zfunc/_chatctl\n  chatctl completions fish > ~/.config/fish/completions/chatctl.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Check that everything chatd needs works: socket, registry, database, clock
+    #[command(after_help = concat!("\
+Examples:
+  chatctl doctor
+  chatctl --json doctor
+
+Each check prints ok or FAIL with a hint; the exit status is 1 if any check fails.
+
+", exit_codes!()))]
+    Doctor,
 }
 
 #[derive(clap::Args, Debug)]

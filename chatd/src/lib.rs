@@ -4,6 +4,7 @@
 //! only parses arguments, sets up logging and calls it; tests call it in-process or run the
 //! binary. See `docs/ARCHITECTURE.md` for the map of modules.
 
+pub mod cli;
 mod control;
 mod delivery;
 mod legacy;
@@ -54,6 +55,8 @@ pub struct Config {
     pub legacy: bool,
     /// What to remove and when (default: keep everything).
     pub retention: Retention,
+    /// Group allowed to use the control socket (mode 0660); `None`: owner only (0600).
+    pub socket_group: Option<String>,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             },
             legacy: false,
             retention: Retention::default(),
+            socket_group: None,
         }
     }
 }
@@ -91,7 +95,7 @@ pub async fn run(
         .await
         .context("opening the database")?
         .context("opening the database")?;
-    let control_listener = paths::bind_control(&config.socket)?;
+    let control_listener = paths::bind_control(&config.socket, config.socket_group.as_deref())?;
     let listen = listener
         .local_addr()
         .context("reading the peer listener's address")?;
@@ -175,9 +179,11 @@ pub async fn run(
         ));
     }
     info!(name = %config.name, listen = %listen, socket = %config.socket.display(), db = %config.db.display(), legacy = config.legacy, "chatd ready");
+    peerchat_daemon::notify::ready();
 
     shutdown.await;
     info!("chatd stopping");
+    peerchat_daemon::notify::stopping();
     stop.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
@@ -222,23 +228,4 @@ async fn prune_periodically(store: store::Store, retention: Retention, stop: Can
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
         }
     }
-}
-
-/// A future that completes on the first SIGTERM or SIGINT (installed with signal-hook).
-pub fn shutdown_on_signals() -> std::io::Result<impl Future<Output = ()>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<i32>();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                let _ = tx.send(sig);
-            }
-        })?;
-    Ok(async move {
-        if let Ok(sig) = rx.await {
-            info!(signal = sig, "shutdown requested");
-        }
-    })
 }

@@ -46,6 +46,8 @@ pub enum ClaimError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("no group named {0:?} (--socket-group)")]
+    UnknownGroup(String),
     #[error("cannot bind control socket {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -90,8 +92,13 @@ pub fn lock_database(db: &Path) -> Result<File, ClaimError> {
 const MAX_SOCKET_PATH: usize = 107;
 
 /// Binds the control socket: a live socket at `path` is refused, a stale one (left by a crash) is
-/// replaced. A directory we create is mode 0700; the socket is mode 0600.
-pub fn bind_control(path: &Path) -> Result<tokio::net::UnixListener, ClaimError> {
+/// replaced. A directory we create is mode 0700 and the socket 0600; with a group, 0750 and
+/// 0660, both owned by that group, so its members may use chatctl.
+pub fn bind_control(
+    path: &Path,
+    group: Option<&str>,
+) -> Result<tokio::net::UnixListener, ClaimError> {
+    let gid = group.map(group_id).transpose()?;
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
         return Err(ClaimError::SocketPathTooLong {
@@ -128,8 +135,26 @@ pub fn bind_control(path: &Path) -> Result<tokio::net::UnixListener, ClaimError>
         source,
     };
     let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_err)?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(bind_err)?;
+    }
     Ok(listener)
+}
+
+/// The id of group `name` (from the system's group database).
+fn group_id(name: &str) -> Result<u32, ClaimError> {
+    let unknown = || ClaimError::UnknownGroup(name.to_string());
+    let cname = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: getgrnam gets a valid NUL-terminated string; the returned record is read at once,
+    // before any other call that could overwrite it (startup is single-threaded here).
+    let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
+    if gr.is_null() {
+        return Err(unknown());
+    }
+    // SAFETY: non-null pointer to a group record, see above.
+    Ok(unsafe { (*gr).gr_gid })
 }
 
 /// Removes our socket file, unless something else already replaced it.

@@ -121,6 +121,8 @@ pub enum Request {
     },
     /// Stops retrying every recipient of `msg_id` not yet delivered (state `cancelled`).
     Cancel { msg_id: String },
+    /// Runs SQLite's integrity check on chatd's database.
+    CheckDatabase,
 }
 
 /// Successful replies, tagged by `type`.
@@ -164,6 +166,11 @@ pub enum Response {
         entries: Vec<OutboxEntry>,
     },
     MessageInfo(MessageInfo),
+    DatabaseCheck {
+        ok: bool,
+        /// `ok`, or what the integrity check found.
+        detail: String,
+    },
     Group(GroupInfo),
     Done,
 }

@@ -75,6 +75,16 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     serde_json::to_vec(frame).unwrap_or_default()
 }
 
+/// A whole frame as it goes on the wire: the u32 big-endian length, then the payload. (chatd
+/// uses a codec for this; simple clients such as `chatctl doctor` use this function.)
+pub fn frame_bytes(frame: &Frame) -> Vec<u8> {
+    let payload = encode(frame);
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
 pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
     Ok(serde_json::from_slice(payload)?)
 }

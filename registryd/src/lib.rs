@@ -3,6 +3,7 @@
 //! Entry point: [`run`], which serves a bound listener until `shutdown` resolves. `main` only
 //! parses arguments, sets up logging and calls it; tests call it in-process.
 
+pub mod cli;
 mod json_conn;
 mod legacy_conn;
 mod table;
@@ -42,6 +43,7 @@ pub async fn run(
     let table = Arc::new(tokio::task::spawn_blocking(move || Table::open(&db, ttl)).await??);
     let local = listener.local_addr()?;
     info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), "registryd ready");
+    peerchat_daemon::notify::ready();
     let limit = Arc::new(Semaphore::new(config.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -69,6 +71,7 @@ pub async fn run(
         });
     }
     info!("registryd stopping");
+    peerchat_daemon::notify::stopping();
     // Joining the writer thread blocks; keep it off the async workers.
     let closing = table.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
@@ -91,23 +94,4 @@ async fn serve(stream: TcpStream, peer: std::net::SocketAddr, table: Arc<Table>)
     } else {
         legacy_conn::serve(stream, peer, table).await
     }
-}
-
-/// A future that completes on the first SIGTERM or SIGINT (installed with signal-hook).
-pub fn shutdown_on_signals() -> std::io::Result<impl Future<Output = ()>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<i32>();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                let _ = tx.send(sig);
-            }
-        })?;
-    Ok(async move {
-        if let Ok(sig) = rx.await {
-            info!(signal = sig, "shutdown requested");
-        }
-    })
 }

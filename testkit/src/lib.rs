@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod checker;
+
 /// The directory holding the workspace's built binaries (next to the test executable's `deps`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");

@@ -1,5 +1,6 @@
 //! One module per command; [`run`] is the single dispatch.
 
+mod doctor;
 mod group;
 mod inbox;
 mod outbox;
@@ -24,5 +25,13 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Cancel { id } => outbox::cancel(Client::connect(socket)?, cli.json, id),
         Command::Broadcast(args) => send::run_broadcast(socket, cli.json, args),
         Command::Group(cmd) => group::run(Client::connect(socket)?, cli.json, cmd),
+        Command::Doctor => doctor::run(socket, cli.json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = crate::cli::Cli::command();
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut cmd, "chatctl", &mut out);
+            Ok(crate::exit::OK)
+        }
     }
 }

@@ -260,6 +260,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         Request::MessageStatus { msg_id } => outbox::status(node, msg_id),
         Request::Wait { msg_id, timeout_ms } => outbox::wait(node, msg_id, timeout_ms),
         Request::Cancel { msg_id } => outbox::cancel(node, msg_id),
+        Request::CheckDatabase => status::check_database(node),
         Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
             code::INTERNAL,
             "handled by the connection",

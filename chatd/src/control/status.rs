@@ -23,3 +23,16 @@ pub fn handle(node: &Arc<Node>) -> ReplyFuture {
         }))
     })
 }
+
+/// `check_database`: SQLite's `PRAGMA integrity_check` (for `chatctl doctor`).
+pub fn check_database(node: &Arc<Node>) -> ReplyFuture {
+    let node = node.clone();
+    Box::pin(async move {
+        let rows = node.store.integrity_check().await.map_err(store_error)?;
+        let ok = rows.len() == 1 && rows[0] == "ok";
+        Ok(Response::DatabaseCheck {
+            ok,
+            detail: rows.join("; "),
+        })
+    })
+}

@@ -57,3 +57,16 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// `PRAGMA integrity_check`: `["ok"]` or the problems found.
+    pub async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        self.call(|conn| {
+            Ok(conn
+                .prepare("PRAGMA integrity_check")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}

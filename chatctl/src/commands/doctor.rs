@@ -1,0 +1,273 @@
+//! `chatctl doctor`: checks the control socket, the registry, the peer port as others see it,
+//! the database, and the clock; prints ok/FAIL with a hint for each, exit 1 if any failed.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use peerchat_proto::control::{NodeStatus, PeerInfo, Request, Response};
+use peerchat_proto::peer::{self, Frame};
+use peerchat_proto::Name;
+use serde::Serialize;
+
+use crate::client::{candidates, Client};
+use crate::exit::{self, Failure};
+use crate::output;
+
+#[derive(Serialize)]
+struct Check {
+    check: &'static str,
+    ok: bool,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
+}
+
+fn ok(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        ok: true,
+        detail: detail.into(),
+        hint: None,
+    }
+}
+
+fn fail(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    Check {
+        check,
+        ok: false,
+        detail: detail.into(),
+        hint: Some(hint.into()),
+    }
+}
+
+pub fn run(socket: Option<&Path>, json: bool) -> Result<i32, Failure> {
+    let mut checks = Vec::new();
+    let client = socket_checks(socket, &mut checks);
+    if let Some(mut client) = client {
+        let status = match client.call(Request::Status) {
+            Ok(Response::Status(s)) => Some(s),
+            _ => None,
+        };
+        if let Some(status) = &status {
+            registry_checks(&mut client, status, &mut checks);
+        }
+        checks.push(match client.call(Request::CheckDatabase) {
+            Ok(Response::DatabaseCheck { ok: true, .. }) => {
+                ok("database", "integrity check passed")
+            }
+            Ok(Response::DatabaseCheck { detail, .. }) => fail(
+                "database",
+                format!("integrity check found: {detail}"),
+                "stop chatd, back up the database, and restore it or start with a fresh --db",
+            ),
+            Ok(_) | Err(_) => fail(
+                "database",
+                "chatd could not run the check",
+                "see chatd's log",
+            ),
+        });
+        checks.push(clock_check(status.as_ref()));
+    }
+    let mut code = exit::OK;
+    for c in &checks {
+        if !c.ok {
+            code = exit::OTHER;
+        }
+        if json {
+            output::json(c);
+        } else {
+            let hint = c
+                .hint
+                .as_deref()
+                .map(|h| format!("\n       hint: {h}"))
+                .unwrap_or_default();
+            output::line(&format!(
+                "{} {:9} {}{hint}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.check,
+                c.detail
+            ));
+        }
+    }
+    Ok(code)
+}
+
+fn socket_checks(socket: Option<&Path>, checks: &mut Vec<Check>) -> Option<Client> {
+    let paths = candidates(socket);
+    let Some(path) = paths.iter().find(|p| p.exists()) else {
+        let tried: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        checks.push(fail(
+            "socket",
+            format!("no control socket at {}", tried.join(", ")),
+            "start chatd (`systemctl start chatd` or `chatd --name NAME`) or set --socket / $CHATD_SOCKET",
+        ));
+        return None;
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o002 != 0 => checks.push(fail(
+            "socket",
+            format!(
+                "{} is world-writable (mode {:o})",
+                path.display(),
+                m.permissions().mode() & 0o777
+            ),
+            "restart chatd; it creates the socket 0600 (0660 with --socket-group)",
+        )),
+        Ok(m) => checks.push(ok(
+            "socket",
+            format!(
+                "{} exists, mode {:o}",
+                path.display(),
+                m.permissions().mode() & 0o777
+            ),
+        )),
+        Err(e) => checks.push(fail(
+            "socket",
+            format!("{}: {e}", path.display()),
+            "check the path",
+        )),
+    }
+    match Client::connect(Some(path)) {
+        Ok(c) => {
+            checks.push(ok(
+                "socket",
+                "chatd answers and speaks our protocol version",
+            ));
+            Some(c)
+        }
+        Err(f) => {
+            checks.push(fail(
+                "socket",
+                f.message,
+                "is chatd running? see `systemctl status chatd` or its log",
+            ));
+            None
+        }
+    }
+}
+
+fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Check>) {
+    if !status.registry_reachable {
+        checks.push(fail(
+            "registry",
+            format!("{} is unreachable from chatd", status.registry),
+            "start registryd, or fix chatd's --registry; known peers are still reached from the cache",
+        ));
+        return;
+    }
+    checks.push(ok("registry", format!("{} reachable", status.registry)));
+    let peers = match client.call(Request::Peers) {
+        Ok(Response::Peers {
+            peers,
+            from_cache: false,
+        }) => peers,
+        _ => {
+            checks.push(fail("registry", "could not list names", "see chatd's log"));
+            return;
+        }
+    };
+    let me: Option<&PeerInfo> = peers.iter().find(|p| p.name == status.name);
+    match me {
+        Some(p) if p.address == status.address && p.online == Some(true) => checks.push(ok(
+            "registry",
+            format!("{} resolves to us ({})", status.name, p.address),
+        )),
+        Some(p) => checks.push(fail(
+            "registry",
+            format!(
+                "{} resolves to {} (online: {:?}), but we registered {:?}",
+                status.name, p.address, p.online, status.address
+            ),
+            "another node may hold the name, or the lease lapsed; check chatd's log",
+        )),
+        None => checks.push(fail(
+            "registry",
+            format!("{} is not registered", status.name),
+            "chatd retries registration with backoff; check its log for the reason",
+        )),
+    }
+    checks.push(port_check(&status.name, &status.address));
+}
+
+/// Connects to our registered address the way a peer would and expects our Welcome.
+fn port_check(name: &Name, address: &str) -> Check {
+    let probe = || -> Result<Name, String> {
+        let addr = address
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("address does not resolve")?;
+        let mut s =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(|e| e.to_string())?;
+        let hello = Frame::Hello {
+            version: peer::VERSION,
+            from: Name::new("chatctl-doctor").map_err(|e| e.to_string())?,
+            to: name.clone(),
+        };
+        s.write_all(peer::PREAMBLE).map_err(|e| e.to_string())?;
+        s.write_all(&peer::frame_bytes(&hello))
+            .map_err(|e| e.to_string())?;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).map_err(|e| e.to_string())?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > peer::MAX_FRAME {
+            return Err("oversized reply".into());
+        }
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).map_err(|e| e.to_string())?;
+        match peer::decode(&payload).map_err(|e| e.to_string())? {
+            Frame::Welcome { name, .. } => Ok(name),
+            Frame::Refused { message, .. } => Err(format!("refused: {message}")),
+            _ => Err("unexpected reply".into()),
+        }
+    };
+    match probe() {
+        Ok(n) if n == *name => ok("peer port", format!("{address} answers as {n}")),
+        Ok(n) => fail(
+            "peer port",
+            format!("{address} answers as {n}, not {name}"),
+            "another node holds this address; check --advertise",
+        ),
+        Err(e) => fail(
+            "peer port",
+            format!("{address} does not answer as a peer: {e}"),
+            "a firewall or NAT may block it; set --advertise to an address others can reach",
+        ),
+    }
+}
+
+fn clock_check(status: Option<&NodeStatus>) -> Check {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // 2025-01-01: anything earlier means the clock was never set.
+    if now < 1_735_689_600 {
+        return fail(
+            "clock",
+            "the system clock is before 2025",
+            "enable NTP (timedatectl set-ntp true)",
+        );
+    }
+    if let Some(s) = status {
+        let started = humantime::parse_rfc3339(&s.started_at)
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        if let Some(started) = started {
+            if started > now + 5 || now.saturating_sub(started) > s.uptime_secs + 60 {
+                return fail(
+                    "clock",
+                    "the clock jumped since chatd started",
+                    "enable NTP; timestamps of messages may be off",
+                );
+            }
+        }
+    }
+    ok("clock", "looks sane")
+}

@@ -1,0 +1,75 @@
+//! registryd's command line (also read from `REGISTRYD_*` variables and the TOML config file).
+//! Public so man pages can be generated from it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use peerchat_daemon::logging::LogFormat;
+
+/// peerchat name registry: maps NAME to the address of the node that holds it.
+///
+/// Nodes (chatd) register NAME -> IP:PORT as a lease they renew; others look names up. The table
+/// lives in SQLite and survives restarts. The seed's text protocol (`reg NAME PORT`, `get NAME`)
+/// is answered on the same port.
+///
+/// Every option can also be set in the config file (long name with `_`, e.g. `ttl = 60`) or the
+/// environment (`REGISTRYD_TTL=60`). Precedence: command line > environment > file > defaults.
+/// The file is read at start only: restart registryd to apply changes (SIGHUP is logged and
+/// otherwise ignored).
+#[derive(Parser, Debug)]
+#[command(
+    name = "registryd",
+    version,
+    after_help = "\
+Examples:
+  registryd                                  # 0.0.0.0:8888, database in the state directory
+  registryd --listen 127.0.0.1:9000 --db /tmp/reg.db --ttl 30
+  registryd --check-config /etc/peerchat/registryd.toml
+
+Files: the config file is --config, else $XDG_CONFIG_HOME/peerchat/registryd.toml when it exists;
+the system unit passes /etc/peerchat/registryd.toml. The database is STATE_DIR/registry.db, where
+STATE_DIR is $STATE_DIRECTORY, else $XDG_STATE_HOME/peerchat, else ~/.local/state/peerchat.
+Logs go to stderr; level by --log-level or RUST_LOG.
+Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a startup or configuration error,
+2 on a usage error."
+)]
+pub struct Args {
+    /// Configuration file (TOML)
+    #[arg(long, value_name = "PATH", env = "REGISTRYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Check the configuration file PATH and exit (0 valid, 1 invalid, with the line)
+    #[arg(long, value_name = "PATH", exclusive = true)]
+    pub check_config: Option<PathBuf>,
+    /// Address to listen on
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8888",
+        value_name = "ADDR",
+        env = "REGISTRYD_LISTEN"
+    )]
+    pub listen: SocketAddr,
+    /// SQLite database file [default: STATE_DIR/registry.db]
+    #[arg(long, value_name = "PATH", env = "REGISTRYD_DB")]
+    pub db: Option<PathBuf>,
+    /// Seconds a registration stays online without renewal
+    #[arg(long, default_value_t = 90, value_name = "SECS", env = "REGISTRYD_TTL",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ttl: u64,
+    /// Most client connections served at once
+    #[arg(long, default_value_t = 1024, value_name = "N", env = "REGISTRYD_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Log level or filter (error, warn, info, debug, trace) [default: $RUST_LOG, else info]
+    #[arg(long, value_name = "LEVEL", env = "REGISTRYD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT",
+        env = "REGISTRYD_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
