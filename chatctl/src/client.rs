@@ -2,7 +2,6 @@
 //! version), then sends requests and reads replies (possibly pipelined).
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,13 +9,14 @@ use peerchat_proto::control::{self, Request, RequestLine, Response};
 use peerchat_proto::envelope::{to_line, Reply};
 
 use crate::exit::{self, Failure};
+use crate::platform::{self, Stream};
 
 /// Replies to ordinary requests must come within this time.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    reader: BufReader<Stream>,
+    writer: Stream,
     next_id: u64,
     /// Bytes of a reply line read before a read timeout; kept for the next `recv`.
     partial: Vec<u8>,
@@ -32,22 +32,14 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("CHATD_SOCKET").filter(|s| !s.is_empty()) {
         return vec![PathBuf::from(p)];
     }
-    let mut v = Vec::new();
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|s| !s.is_empty()) {
-        let p = PathBuf::from(d).join("peerchat/chatd.sock");
-        if p.exists() {
-            v.push(p);
-        }
-    }
-    v.push(PathBuf::from("/run/chatd/chatd.sock"));
-    v
+    platform::default_endpoints()
 }
 
 impl Client {
     pub fn connect(explicit: Option<&Path>) -> Result<Client, Failure> {
         let mut tried = Vec::new();
         for path in candidates(explicit) {
-            match UnixStream::connect(&path) {
+            match platform::connect(&path) {
                 Ok(stream) => return Client::hello(stream, path),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     return Err(Failure::new(
@@ -72,12 +64,11 @@ impl Client {
         ))
     }
 
-    fn hello(stream: UnixStream, socket: PathBuf) -> Result<Client, Failure> {
+    fn hello(stream: Stream, socket: PathBuf) -> Result<Client, Failure> {
         let writer = stream
             .try_clone()
             .map_err(|e| Failure::io("control socket", e))?;
-        stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
+        platform::set_read_timeout(&stream, Some(REPLY_TIMEOUT))
             .map_err(|e| Failure::io("control socket", e))?;
         let mut c = Client {
             partial: Vec::new(),
@@ -114,7 +105,7 @@ impl Client {
     }
 
     /// A second handle for writing while this one reads (for pipelining from another thread).
-    pub fn writer(&self) -> Result<UnixStream, Failure> {
+    pub fn writer(&self) -> Result<Stream, Failure> {
         self.writer
             .try_clone()
             .map_err(|e| Failure::io("control socket", e))
@@ -178,9 +169,7 @@ impl Client {
 
     /// `recv` gives up with code `timeout` after this long (the partial line is kept).
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), Failure> {
-        self.reader
-            .get_ref()
-            .set_read_timeout(t)
+        platform::set_read_timeout(self.reader.get_ref(), t)
             .map_err(|e| Failure::io("control socket", e))
     }
 }

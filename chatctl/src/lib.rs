@@ -7,7 +7,7 @@ mod client;
 mod commands;
 mod exit;
 mod output;
-mod stdout_watch;
+mod platform;
 
 use clap::Parser;
 

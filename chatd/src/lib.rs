@@ -12,6 +12,7 @@ mod node;
 mod paths;
 mod peer_conn;
 mod peer_server;
+mod platform;
 mod registry_client;
 mod resolver;
 mod store;
@@ -30,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use delivery::RetryPolicy;
-pub use paths::default_socket;
+pub use platform::default_socket;
 pub use store::Retention;
 
 /// Longest message id (caller-chosen ids included).
@@ -95,7 +96,7 @@ pub async fn run(
         .await
         .context("opening the database")?
         .context("opening the database")?;
-    let control_listener = paths::bind_control(&config.socket, config.socket_group.as_deref())?;
+    let control_listener = platform::bind_control(&config.socket, config.socket_group.as_deref())?;
     let listen = listener
         .local_addr()
         .context("reading the peer listener's address")?;
@@ -193,7 +194,7 @@ pub async fn run(
         warn!("some work did not finish within the shutdown grace period; it will resume at the next start");
     }
     let _ = tokio::time::timeout(Duration::from_millis(1500), lease).await;
-    paths::remove_socket(&config.socket);
+    platform::remove_socket(&config.socket);
     drop(node);
     drop(delivery);
     drop(store);

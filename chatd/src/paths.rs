@@ -1,30 +1,12 @@
-//! Where chatd keeps things, and the two exclusive resources it claims at start: the database
-//! (by a lock file next to it) and the control socket.
+//! The exclusive resources chatd claims at start: the database (by a lock file next to it) and
+//! the control socket (bound in `platform`).
 
 use std::fs::File;
-use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// `$RUNTIME_DIRECTORY/chatd.sock`, else `$XDG_RUNTIME_DIR/peerchat/chatd.sock`, else
-/// `/run/chatd/chatd.sock`.
-pub fn default_socket() -> PathBuf {
-    let env = |v: &str| {
-        std::env::var_os(v)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(d) = env("RUNTIME_DIRECTORY") {
-        let s = d.to_string_lossy().into_owned();
-        return PathBuf::from(s.split(':').next().unwrap_or(&s)).join("chatd.sock");
-    }
-    if let Some(d) = env("XDG_RUNTIME_DIR") {
-        return d.join("peerchat/chatd.sock");
-    }
-    PathBuf::from("/run/chatd/chatd.sock")
-}
-
 #[derive(Debug, thiserror::Error)]
+// Socket paths, directories and groups only exist on Unix.
+#[cfg_attr(windows, allow(dead_code))]
 pub enum ClaimError {
     #[error("cannot open lock file {path}: {source}")]
     LockFile {
@@ -84,84 +66,6 @@ pub fn lock_database(db: &Path) -> Result<File, ClaimError> {
         }),
         Err(std::fs::TryLockError::Error(source)) => {
             Err(ClaimError::LockFile { path: lock, source })
-        }
-    }
-}
-
-/// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
-const MAX_SOCKET_PATH: usize = 107;
-
-/// Binds the control socket: a live socket at `path` is refused, a stale one (left by a crash) is
-/// replaced. A directory we create is mode 0700 and the socket 0600; with a group, 0750 and
-/// 0660, both owned by that group, so its members may use chatctl.
-pub fn bind_control(
-    path: &Path,
-    group: Option<&str>,
-) -> Result<tokio::net::UnixListener, ClaimError> {
-    let gid = group.map(group_id).transpose()?;
-    let len = path.as_os_str().len();
-    if len > MAX_SOCKET_PATH {
-        return Err(ClaimError::SocketPathTooLong {
-            path: path.to_path_buf(),
-            len,
-            max: MAX_SOCKET_PATH,
-        });
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|source| ClaimError::SocketDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
-                |source| ClaimError::SocketDir {
-                    path: dir.to_path_buf(),
-                    source,
-                },
-            )?;
-        }
-    }
-    if path.exists() {
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(ClaimError::SocketInUse(path.to_path_buf())),
-            Err(_) => {
-                // Nobody answers: a leftover from a crash.
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
-    let bind_err = |source| ClaimError::Bind {
-        path: path.to_path_buf(),
-        source,
-    };
-    let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
-    let mode = if gid.is_some() { 0o660 } else { 0o600 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_err)?;
-    if let Some(gid) = gid {
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(bind_err)?;
-    }
-    Ok(listener)
-}
-
-/// The id of group `name` (from the system's group database).
-fn group_id(name: &str) -> Result<u32, ClaimError> {
-    let unknown = || ClaimError::UnknownGroup(name.to_string());
-    let cname = std::ffi::CString::new(name).map_err(|_| unknown())?;
-    // SAFETY: getgrnam gets a valid NUL-terminated string; the returned record is read at once,
-    // before any other call that could overwrite it (startup is single-threaded here).
-    let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
-    if gr.is_null() {
-        return Err(unknown());
-    }
-    // SAFETY: non-null pointer to a group record, see above.
-    Ok(unsafe { (*gr).gr_gid })
-}
-
-/// Removes our socket file, unless something else already replaced it.
-pub fn remove_socket(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove the control socket");
         }
     }
 }

@@ -3,9 +3,20 @@
 
 use std::future::Future;
 
+#[cfg(unix)]
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+/// Windows: Ctrl-C (or the service stopping) ends the daemon.
+#[cfg(not(unix))]
+pub fn shutdown_on_signals(_daemon: &'static str) -> std::io::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    })
+}
+
 /// A future that completes on the first SIGTERM or SIGINT (installed with signal-hook).
+#[cfg(unix)]
 pub fn shutdown_on_signals(daemon: &'static str) -> std::io::Result<impl Future<Output = ()>> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let (tx, rx) = tokio::sync::oneshot::channel::<i32>();

@@ -1,5 +1,7 @@
 //! Test helpers: each test gets a fresh directory and real daemons (the built binaries) on
 //! loopback with OS-chosen ports. Waiting is always polling with a deadline, never a fixed sleep.
+//! The tests drive Unix processes and sockets: on other systems this crate is empty.
+#![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

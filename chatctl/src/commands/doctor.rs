@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -107,21 +106,23 @@ fn socket_checks(socket: Option<&Path>, checks: &mut Vec<Check>) -> Option<Clien
         return None;
     };
     match std::fs::metadata(path) {
-        Ok(m) if m.permissions().mode() & 0o002 != 0 => checks.push(fail(
-            "socket",
-            format!(
-                "{} is world-writable (mode {:o})",
-                path.display(),
-                m.permissions().mode() & 0o777
-            ),
-            "restart chatd; it creates the socket 0600 (0660 with --socket-group)",
-        )),
+        Ok(m) if crate::platform::mode(&m).is_some_and(|mode| mode & 0o002 != 0) => {
+            checks.push(fail(
+                "socket",
+                format!(
+                    "{} is world-writable (mode {:o})",
+                    path.display(),
+                    crate::platform::mode(&m).unwrap_or(0)
+                ),
+                "restart chatd; it creates the socket 0600 (0660 with --socket-group)",
+            ))
+        }
         Ok(m) => checks.push(ok(
             "socket",
             format!(
                 "{} exists, mode {:o}",
                 path.display(),
-                m.permissions().mode() & 0o777
+                crate::platform::mode(&m).unwrap_or(0)
             ),
         )),
         Err(e) => checks.push(fail(

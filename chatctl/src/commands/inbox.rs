@@ -97,7 +97,7 @@ fn follow(
     mut after: Option<i64>,
     mut cursor: Option<Cursor>,
 ) -> Result<i32, Failure> {
-    crate::stdout_watch::exit_when_stdout_closes();
+    crate::platform::exit_when_stdout_closes();
     // Ctrl-C / SIGTERM end the follow between two messages, never between printing one and
     // saving the cursor, so a clean exit never repeats a message.
     let stop = Arc::new(AtomicBool::new(false));

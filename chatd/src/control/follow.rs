@@ -7,7 +7,7 @@ use std::time::Duration;
 use peerchat_proto::control::Response;
 use peerchat_proto::envelope::{Outcome, Reply};
 use peerchat_proto::Name;
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -25,7 +25,7 @@ pub struct FollowParams {
 }
 
 pub async fn run(
-    w: &mut OwnedWriteHalf,
+    w: &mut (impl AsyncWrite + Unpin),
     id: u64,
     p: FollowParams,
     node: &Node,
@@ -38,7 +38,7 @@ pub async fn run(
 }
 
 async fn stream(
-    w: &mut OwnedWriteHalf,
+    w: &mut (impl AsyncWrite + Unpin),
     id: u64,
     p: FollowParams,
     node: &Node,

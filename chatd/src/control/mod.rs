@@ -22,8 +22,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use peerchat_proto::control::{self, code, Request, Response};
 use peerchat_proto::envelope::{to_line, ErrorBody, Outcome, Reply};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::node::Node;
+use crate::platform::{ControlListener, ControlStream};
 
 pub use follow::FollowParams;
 
@@ -52,7 +52,7 @@ enum Pending {
 }
 
 pub async fn serve(
-    listener: UnixListener,
+    listener: ControlListener,
     node: Arc<Node>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -62,7 +62,7 @@ pub async fn serve(
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "control accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -92,8 +92,8 @@ pub async fn serve(
     }
 }
 
-async fn connection(stream: UnixStream, node: Arc<Node>, stop: CancellationToken) {
-    let (read, write) = stream.into_split();
+async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationToken) {
+    let (read, write) = tokio::io::split(stream);
     let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), vec![], control::MAX_LINE);
     let mut lines = FramedRead::new(read, codec);
     let (tx, rx) = mpsc::channel::<Pending>(PIPELINE_DEPTH);
@@ -273,7 +273,7 @@ fn ready(r: Result<Response, ErrorBody>) -> ReplyFuture {
 }
 
 async fn writer(
-    mut write: tokio::net::unix::OwnedWriteHalf,
+    mut write: WriteHalf<ControlStream>,
     mut rx: mpsc::Receiver<Pending>,
     node: Arc<Node>,
     stop: CancellationToken,
