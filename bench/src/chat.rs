@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::now_ns;
+use crate::unix_main::now_ns;
 
 /// Connects and says hello; returns the reader and writer halves.
 fn connect(socket: &Path) -> anyhow::Result<(BufReader<UnixStream>, UnixStream)> {

@@ -24,7 +24,7 @@ options:
   --keep             keep the directory with databases and logs (always kept on failure)
   --quiet            no progress on stderr";
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     match parse(std::env::args().skip(1).collect()) {
         Ok(config) => {
             eprintln!(
