@@ -60,6 +60,9 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, DbError> {
         .map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(open_err)?;
+    // Statement journals and sorts stay in memory instead of temp files.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_err)?;
     migrate(&mut conn, path, migrations)?;

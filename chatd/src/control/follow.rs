@@ -11,9 +11,10 @@ use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{store_error, write_line};
+use super::{flush, store_error, write_line};
 use crate::node::Node;
 use crate::store::InboxQuery;
+use peerchat_proto::envelope::to_line;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
 const PAGE: u32 = 256;
@@ -68,13 +69,14 @@ async fn stream(
         }
     };
     write_line(w, &ok(id, Response::Following { after: cursor })).await?;
+    let mut buf = Vec::new();
     for r in backlog {
-        write_line(
-            w,
-            &ok(id, Response::Message(super::inbox::to_wire(node, r))),
-        )
-        .await?;
+        buf.extend_from_slice(&to_line(&ok(
+            id,
+            Response::Message(super::inbox::to_wire(node, r)),
+        )));
     }
+    flush(w, &mut buf).await?;
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     loop {
@@ -95,14 +97,15 @@ async fn stream(
             }
         };
         let full = rows.len() as u32 == PAGE;
+        // One write per page.
         for r in rows {
             cursor = r.seq;
-            write_line(
-                w,
-                &ok(id, Response::Message(super::inbox::to_wire(node, r))),
-            )
-            .await?;
+            buf.extend_from_slice(&to_line(&ok(
+                id,
+                Response::Message(super::inbox::to_wire(node, r)),
+            )));
         }
+        flush(w, &mut buf).await?;
         if full {
             continue;
         }

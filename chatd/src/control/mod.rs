@@ -279,24 +279,66 @@ async fn writer(
     stop: CancellationToken,
     conn_done: CancellationToken,
 ) {
-    while let Some(p) = rx.recv().await {
+    use futures_util::FutureExt;
+    // Replies that are ready together go out in one write (pipelined clients send many at once).
+    let mut buf: Vec<u8> = Vec::new();
+    let mut next = rx.recv().await;
+    while let Some(p) = next.take() {
         match p {
-            Pending::Reply(id, fut) => {
-                let outcome: Outcome<Response> = fut.await.into();
-                if write_line(&mut write, &Reply { id, outcome })
-                    .await
-                    .is_err()
-                {
-                    break;
+            Pending::Reply(id, mut fut) => {
+                let result = match (&mut fut).now_or_never() {
+                    Some(r) => r,
+                    None => {
+                        // Not ready: send what we have before waiting.
+                        if flush(&mut write, &mut buf).await.is_err() {
+                            break;
+                        }
+                        fut.await
+                    }
+                };
+                let outcome: Outcome<Response> = result.into();
+                buf.extend_from_slice(&to_line(&Reply { id, outcome }));
+                next = if buf.len() < WRITE_BATCH {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+                if next.is_none() {
+                    if flush(&mut write, &mut buf).await.is_err() {
+                        break;
+                    }
+                    next = rx.recv().await;
                 }
             }
             Pending::Follow(id, params) => {
+                if flush(&mut write, &mut buf).await.is_err() {
+                    break;
+                }
                 follow::run(&mut write, id, params, &node, &stop, &conn_done).await;
                 break;
             }
         }
     }
     conn_done.cancel();
+}
+
+/// Most reply bytes gathered before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Writes and empties `buf` (bounded by [`WRITE_TIMEOUT`]).
+pub async fn flush<W: AsyncWrite + Unpin>(w: &mut W, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let r = match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client is not reading",
+        )),
+    };
+    buf.clear();
+    r
 }
 
 pub async fn write_line<W: AsyncWrite + Unpin>(

@@ -89,29 +89,50 @@ async fn prepare(
             format!("more than {MAX_RECIPIENTS} recipients"),
         ));
     }
-    let msg_id = match msg_id {
+    let (msg_id, caller_chose_id) = match msg_id {
         Some(id) => {
             validate_msg_id(&id)?;
-            // A retry of a recorded message must succeed even if names no longer resolve (or
-            // the registry is down): it is already accepted. The store re-checks atomically.
+            (id, true)
+        }
+        None => (uuid::Uuid::now_v7().to_string(), false),
+    };
+    match check_recipients(node, &recipients, &strict, &body).await {
+        Ok(failed) => node
+            .store
+            .submit_send(msg_id, recipients, failed, body)
+            .map_err(store_error),
+        // A retry of an already accepted message must succeed even if its names no longer
+        // resolve (or the registry is down). Looked up only here, so that ordinary pipelined
+        // sends with ids never wait for a read; the store re-checks the id atomically anyway.
+        Err(e) if caller_chose_id => {
             let known = node
                 .store
-                .outgoing_by_id(id.clone())
+                .outgoing_by_id(msg_id.clone())
                 .await
                 .map_err(store_error)?;
-            if known.is_some() {
-                return node
+            match known {
+                Some(_) => node
                     .store
-                    .submit_send(id, recipients, Vec::new(), body)
-                    .map_err(store_error);
+                    .submit_send(msg_id, recipients, Vec::new(), body)
+                    .map_err(store_error),
+                None => Err(e),
             }
-            id
         }
-        None => uuid::Uuid::now_v7().to_string(),
-    };
+        Err(e) => Err(e),
+    }
+}
+
+/// Resolves every recipient. Typed names that cannot be used refuse the send; expanded ones
+/// come back as (name, reason) to be recorded as failed.
+async fn check_recipients(
+    node: &Node,
+    recipients: &[Name],
+    strict: &[Name],
+    body: &str,
+) -> Result<Vec<(Name, String)>, ErrorBody> {
     let mut unknown = Vec::new();
     let mut failed: Vec<(Name, String)> = Vec::new();
-    for r in &recipients {
+    for r in recipients {
         let is_strict = strict.contains(r);
         let problem = match node.resolver.resolve(r).await {
             Ok(t) if t.legacy && !node.legacy => Some(ErrorBody::new(
@@ -159,9 +180,7 @@ async fn prepare(
             format!("no recipient can take this message: {}", reasons.join("; ")),
         ));
     }
-    node.store
-        .submit_send(msg_id, recipients, failed, body)
-        .map_err(store_error)
+    Ok(failed)
 }
 
 /// The recipient list (deduplicated, in the order given) and which of them were typed by name.
