@@ -46,7 +46,7 @@ impl Client {
                         exit::REFUSED,
                         "permission",
                         format!(
-                            "permission denied on {}: the socket belongs to another user; run chatctl as that user or ask the operator for access",
+                            "permission denied on {}: ask the operator to add you to the group that owns chatd's socket (peerchat, when installed from the package), then log in again",
                             path.display()
                         ),
                     ));

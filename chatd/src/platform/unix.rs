@@ -90,18 +90,30 @@ pub fn bind_control(path: &Path, group: Option<&str>) -> Result<ControlListener,
     Ok(ControlListener(listener))
 }
 
-/// The id of group `name` (from the system's group database).
+/// The id of group `name` (from the system's group database; the reentrant call, since the
+/// runtime's threads are already running).
 fn group_id(name: &str) -> Result<u32, ClaimError> {
     let unknown = || ClaimError::UnknownGroup(name.to_string());
     let cname = std::ffi::CString::new(name).map_err(|_| unknown())?;
-    // SAFETY: getgrnam gets a valid NUL-terminated string; the returned record is read at once,
-    // before any other call that could overwrite it (startup is single-threaded here).
-    let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
-    if gr.is_null() {
+    let mut buf: Vec<libc::c_char> = vec![0; 64 * 1024];
+    // SAFETY: an all-zero `group` is a valid value for getgrnam_r to fill in.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: a NUL-terminated name, our own `grp`, a
+    // buffer of the length we pass, and `result`.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
         return Err(unknown());
     }
-    // SAFETY: non-null pointer to a group record, see above.
-    Ok(unsafe { (*gr).gr_gid })
+    Ok(grp.gr_gid)
 }
 
 /// Removes our socket file, unless something else already replaced it.
