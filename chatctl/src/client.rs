@@ -77,9 +77,16 @@ impl Client {
             next_id: 1,
             socket,
         };
-        match c.call(Request::Hello {
+        // chatd may refuse us (credentials) and close before reading our hello: try to read its
+        // answer even when writing the hello failed.
+        let sent = c.send(Request::Hello {
             version: control::VERSION,
-        })? {
+        });
+        let reply = match (sent, c.recv()) {
+            (_, Ok(r)) => r.outcome.into_result().map_err(Failure::from)?,
+            (Err(f), Err(_)) | (Ok(_), Err(f)) => return Err(f),
+        };
+        match reply {
             Response::Hello { .. } => Ok(c),
             other => Err(Failure::new(
                 exit::OTHER,

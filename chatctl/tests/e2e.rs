@@ -808,3 +808,56 @@ fn full_disk_refuses_sends_and_recovers() {
     );
     pa.daemon.terminate(T);
 }
+
+#[test]
+fn another_user_is_refused_by_chatd_itself() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("SKIPPED another_user_is_refused_by_chatd_itself: needs root and setpriv");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let net = Net::new();
+    let pa = net.node("pa");
+    // A misconfigured, world-accessible socket: the file mode lets `nobody` connect, so it is
+    // chatd's credential check (SO_PEERCRED) that must refuse.
+    std::fs::set_permissions(net.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&pa.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let chatctl = peerchat_testkit::bin("chatctl");
+    let mut dir = chatctl.parent();
+    while let Some(d) = dir {
+        // The binary must be reachable by nobody as well.
+        let mode = std::fs::metadata(d)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o001 == 0 {
+            eprintln!(
+                "SKIPPED another_user_is_refused_by_chatd_itself: {} is not reachable by nobody",
+                d.display()
+            );
+            return;
+        }
+        dir = d.parent();
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(&chatctl)
+        .arg("--socket")
+        .arg(&pa.socket)
+        .args(["send", "pa", "let me in"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("permission denied: uid"),
+        "chatd's own refusal: {}",
+        stderr(&out)
+    );
+    assert!(pa.bodies().is_empty());
+    assert_eq!(code(&pa.ctl(&["status"])), 0, "the owner still gets in");
+}

@@ -70,6 +70,17 @@ pub async fn serve(
                 }
             },
         };
+        if let Err(why) = listener.authorize(&stream) {
+            warn!(reason = %why, "control connection refused");
+            let mut s = stream;
+            let reply: Reply<Response> = Reply {
+                id: 0,
+                outcome: Outcome::Err(ErrorBody::new(code::REFUSED, why)),
+            };
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), s.write_all(&to_line(&reply))).await;
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             let mut s = stream;
             let reply: Reply<Response> = Reply {

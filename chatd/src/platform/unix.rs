@@ -8,12 +8,65 @@ use crate::paths::ClaimError;
 
 pub type ControlStream = tokio::net::UnixStream;
 
-pub struct ControlListener(tokio::net::UnixListener);
+pub struct ControlListener {
+    listener: tokio::net::UnixListener,
+    /// Members of this group may connect, besides our own uid and root.
+    group: Option<u32>,
+}
 
 impl ControlListener {
     pub async fn accept(&self) -> std::io::Result<ControlStream> {
-        self.0.accept().await.map(|(s, _)| s)
+        self.listener.accept().await.map(|(s, _)| s)
     }
+
+    /// Checks the caller's credentials (SO_PEERCRED), so a socket with loose file permissions
+    /// still admits only our own uid, root, and members of `--socket-group`.
+    pub fn authorize(&self, s: &ControlStream) -> Result<(), String> {
+        let cred = s
+            .peer_cred()
+            .map_err(|e| format!("cannot read the caller's credentials: {e}"))?;
+        let uid = cred.uid();
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if uid == 0 || uid == me {
+            return Ok(());
+        }
+        if let Some(gid) = self.group {
+            if cred.gid() == gid || user_in_group(uid, gid) {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "permission denied: uid {uid} may not use this chatd (allowed: its own user, root{})",
+            if self.group.is_some() {
+                ", and members of its socket group"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+/// Whether `uid`'s group list (primary and supplementary, from the system's databases) has `gid`.
+fn user_in_group(uid: u32, gid: u32) -> bool {
+    let mut buf: Vec<libc::c_char> = vec![0; 64 * 1024];
+    // SAFETY: an all-zero `passwd` is a valid value for getpwuid_r to fill in.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: valid pointers to our own `pw`, a buffer of the length passed, and `result`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return false;
+    }
+    let mut groups: Vec<libc::gid_t> = vec![0; 256];
+    let mut n = groups.len() as libc::c_int;
+    // SAFETY: pw_name points into `buf`, still alive; `groups` holds `n` entries.
+    let rc = unsafe { libc::getgrouplist(pw.pw_name, pw.pw_gid, groups.as_mut_ptr(), &mut n) };
+    if rc < 0 {
+        return false;
+    }
+    groups.truncate(n.max(0) as usize);
+    groups.contains(&gid)
 }
 
 /// `$RUNTIME_DIRECTORY/chatd.sock`, else `$XDG_RUNTIME_DIR/peerchat/chatd.sock`, else
@@ -87,7 +140,10 @@ pub fn bind_control(path: &Path, group: Option<&str>) -> Result<ControlListener,
     if let Some(gid) = gid {
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(bind_err)?;
     }
-    Ok(ControlListener(listener))
+    Ok(ControlListener {
+        listener,
+        group: gid,
+    })
 }
 
 /// The id of group `name` (from the system's group database; the reentrant call, since the

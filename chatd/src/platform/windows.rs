@@ -16,6 +16,11 @@ pub struct ControlListener {
 }
 
 impl ControlListener {
+    /// The pipe rejects remote clients; local access is governed by the pipe's default ACL.
+    pub fn authorize(&self, _s: &ControlStream) -> Result<(), String> {
+        Ok(())
+    }
+
     pub async fn accept(&self) -> std::io::Result<ControlStream> {
         let mut next = self.next.lock().await;
         next.connect().await?;
