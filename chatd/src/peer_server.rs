@@ -28,6 +28,39 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_BATCH: usize = 512;
 /// Most peer connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Most peer connections from one source address at once, so one host cannot take every slot.
+pub const MAX_PER_ADDRESS: usize = 32;
+
+/// Open connections per source address; an entry leaves with its last connection.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's share of [`PerAddress`], given back on drop.
+struct AddressSlot(Arc<PerAddress>, std::net::IpAddr);
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
 
 pub struct PeerServer {
     pub name: Name,
@@ -42,6 +75,7 @@ pub async fn serve(
     tasks: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(PerAddress::default());
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -53,6 +87,10 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        let Some(slot) = per_address.take(peer.ip()) else {
+            debug!(%peer, "too many connections from this address; closing");
+            continue;
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, "peer connection limit reached; closing");
@@ -67,6 +105,7 @@ pub async fn serve(
                 Err(e) => info!(%peer, error = %e, "peer link ended"),
             }
             drop(permit);
+            drop(slot);
         });
     }
 }

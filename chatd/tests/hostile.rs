@@ -147,3 +147,48 @@ fn silent_control_connection_is_closed_after_the_hello_timeout() {
         "{took:?}"
     );
 }
+
+#[test]
+fn idle_sockets_from_one_address_do_not_lock_others_out() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    // 1,100 connections from 127.0.0.2 that never say anything (held open by a helper process):
+    // more than chatd's global limit, so only the per-address cap keeps room for others.
+    let script = format!(
+        "import socket,sys,time\n\
+         s=[]\n\
+         for i in range(1100):\n\
+         \x20   c=socket.socket(); c.bind(('127.0.0.2',0)); c.connect(('127.0.0.1',{}))\n\
+         \x20   s.append(c)\n\
+         print('ready', flush=True)\n\
+         time.sleep(30)\n",
+        pb.listen.port()
+    );
+    let Ok(mut holder) = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("SKIPPED idle_sockets_from_one_address_do_not_lock_others_out: no python3");
+        return;
+    };
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    );
+    assert_eq!(line.trim(), "ready", "the helper opened its connections");
+    // A legitimate sender from 127.0.0.1 still gets through, well before the idle ones time out.
+    let start = std::time::Instant::now();
+    still_delivers(&pa, &pb, "through the crowd");
+    // Without the cap it would only work once the silent ones hit the 10 s handshake timeout.
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        start.elapsed()
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
