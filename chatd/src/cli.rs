@@ -120,15 +120,3 @@ pub struct Args {
     )]
     pub log_format: LogFormat,
 }
-
-/// `$XDG_CONFIG_HOME/peerchat/NAME`, else `~/.config/peerchat/NAME`.
-pub fn user_config(name: &str) -> Option<PathBuf> {
-    let env = |v: &str| {
-        std::env::var_os(v)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-    };
-    env("XDG_CONFIG_HOME")
-        .or_else(|| env("HOME").map(|h| h.join(".config")))
-        .map(|d| d.join("peerchat").join(name))
-}

@@ -5,24 +5,9 @@ use chatd::cli::Args;
 use peerchat_proto::Name;
 
 fn main() {
-    let args: Args = match chatd_config() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("chatd: {e}");
-            std::process::exit(1);
-        }
-    };
+    let args: Args = peerchat_daemon::startup::load("chatd");
     if let Some(path) = &args.check_config {
-        match peerchat_daemon::config::check::<Args>(path) {
-            Ok(()) => {
-                eprintln!("{}: ok", path.display());
-                std::process::exit(0);
-            }
-            Err(e) => {
-                eprintln!("chatd: {e}");
-                std::process::exit(1);
-            }
-        }
+        peerchat_daemon::startup::check_and_exit::<Args>("chatd", path);
     }
     peerchat_daemon::logging::init(args.log_level.as_deref(), args.log_format);
     if let Err(e) = real_main(args) {
@@ -30,24 +15,6 @@ fn main() {
         eprintln!("chatd: {e:#}");
         std::process::exit(1);
     }
-}
-
-/// Command line > `CHATD_*` > config file (`--config`, else the user's default if it exists).
-fn chatd_config() -> Result<Args, peerchat_daemon::config::ConfigError> {
-    use peerchat_daemon::config::{parse, ConfigPath};
-    parse::<Args>(|m| {
-        if m.contains_id("check_config")
-            && m.get_one::<std::path::PathBuf>("check_config").is_some()
-        {
-            return ConfigPath::None;
-        }
-        match m.get_one::<std::path::PathBuf>("config") {
-            Some(p) => ConfigPath::Explicit(p.clone()),
-            None => {
-                chatd::cli::user_config("chatd.toml").map_or(ConfigPath::None, ConfigPath::Default)
-            }
-        }
-    })
 }
 
 fn parse_advertise(s: &str) -> anyhow::Result<(String, Option<u16>)> {

@@ -3,6 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A request: a client-chosen `id` (echoed in the reply) and the request's own fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestLine<R> {
+    #[serde(default)]
+    pub id: u64,
+    #[serde(flatten)]
+    pub request: R,
+}
+
 /// A reply to the request with the same `id`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply<R> {

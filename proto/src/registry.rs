@@ -23,13 +23,7 @@ pub mod code {
 }
 
 /// One request line: `{"id":N,"op":"...", ...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequestLine {
-    #[serde(default)]
-    pub id: u64,
-    #[serde(flatten)]
-    pub request: Request,
-}
+pub type RequestLine = crate::envelope::RequestLine<Request>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]

@@ -1,37 +1,12 @@
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use peerchat_daemon::config::{parse, ConfigPath};
 use registryd::cli::Args;
 
 fn main() {
-    let args = match parse::<Args>(|m| {
-        if m.get_one::<PathBuf>("check_config").is_some() {
-            return ConfigPath::None;
-        }
-        match m.get_one::<PathBuf>("config") {
-            Some(p) => ConfigPath::Explicit(p.clone()),
-            None => user_config().map_or(ConfigPath::None, ConfigPath::Default),
-        }
-    }) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("registryd: {e}");
-            std::process::exit(1);
-        }
-    };
+    let args: Args = peerchat_daemon::startup::load("registryd");
     if let Some(path) = &args.check_config {
-        match peerchat_daemon::config::check::<Args>(path) {
-            Ok(()) => {
-                eprintln!("{}: ok", path.display());
-                std::process::exit(0);
-            }
-            Err(e) => {
-                eprintln!("registryd: {e}");
-                std::process::exit(1);
-            }
-        }
+        peerchat_daemon::startup::check_and_exit::<Args>("registryd", path);
     }
     peerchat_daemon::logging::init(args.log_level.as_deref(), args.log_format);
     if let Err(e) = real_main(args) {
@@ -39,17 +14,6 @@ fn main() {
         eprintln!("registryd: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn user_config() -> Option<PathBuf> {
-    let env = |v: &str| {
-        std::env::var_os(v)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-    };
-    env("XDG_CONFIG_HOME")
-        .or_else(|| env("HOME").map(|h| h.join(".config")))
-        .map(|d| d.join("peerchat/registryd.toml"))
 }
 
 fn real_main(args: Args) -> anyhow::Result<()> {
