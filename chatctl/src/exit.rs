@@ -8,7 +8,6 @@ pub const OTHER: i32 = 1;
 pub const USAGE: i32 = 2;
 pub const NOT_RUNNING: i32 = 3;
 pub const UNKNOWN_NAME: i32 = 4;
-#[allow(dead_code)] // returned by `send --wait` (next step)
 pub const WAIT_EXPIRED: i32 = 5;
 pub const FAILED: i32 = 6;
 pub const REFUSED: i32 = 7;

@@ -22,7 +22,13 @@ pub fn main() -> i32 {
             } else {
                 exit::OK
             };
-            let _ = e.print();
+            if code == exit::USAGE && std::env::args().any(|a| a == "--json") {
+                let message = e.to_string();
+                let message = message.trim_end().trim_start_matches("error: ");
+                output::failure(true, &exit::Failure::usage(message));
+            } else {
+                let _ = e.print();
+            }
             return code;
         }
     };

@@ -149,6 +149,10 @@ fn unknown_name_and_no_daemon_exit_codes() {
     assert_eq!(json_lines(&out.stdout)[0]["error"]["code"], "unknown_name");
     let out = pa.ctl(&["send", "bad name!", "hi"]);
     assert_eq!(code(&out), 2);
+    // Usage errors in --json mode are JSON too, with the same exit code.
+    let out = pa.ctl(&["--json", "send"]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(json_lines(&out.stdout)[0]["error"]["code"], "usage");
 
     let missing = net.dir.path().join("missing.sock");
     let out = peerchat_testkit::chatctl(&missing, &["send", "pa", "hi"], None);

@@ -312,9 +312,10 @@ pub struct Counts {
 
 pub type ControlReply = Reply<Response>;
 
-/// Parses one request line; the error is ready to send back.
-pub fn parse_request(line: &[u8]) -> Result<RequestLine, ErrorBody> {
-    serde_json::from_slice(line).map_err(|e| ErrorBody::new(code::BAD_REQUEST, e.to_string()))
+/// Parses one request line; on error, the id to answer with (the client's, when the line is
+/// JSON with an `id`) and the error, ready to send back.
+pub fn parse_request(line: &[u8]) -> Result<RequestLine, (u64, ErrorBody)> {
+    crate::envelope::parse_request_line(line, code::BAD_REQUEST)
 }
 
 #[cfg(test)]
@@ -336,6 +337,14 @@ mod tests {
         ));
         assert!(parse_request(br#"{"id":3,"op":"send","to":["p b"],"body":"hi"}"#).is_err());
         assert!(parse_request(br#"{"id":3,"op":"send","to":[],"body":"hi","x":1}"#).is_err());
+        // A bad field is answered with the request's own id.
+        assert_eq!(
+            parse_request(br#"{"id":9,"op":"inbox","limit":-1}"#)
+                .unwrap_err()
+                .0,
+            9
+        );
+        assert_eq!(parse_request(b"not json").unwrap_err().0, 0);
     }
 
     #[test]

@@ -12,6 +12,21 @@ pub struct RequestLine<R> {
     pub request: R,
 }
 
+/// Parses a request line. A line that is JSON but not a valid request is answered with its own
+/// `id` (if it has a numeric one), so a pipelining client can tell which request failed.
+pub fn parse_request_line<R: serde::de::DeserializeOwned>(
+    line: &[u8],
+    code: &str,
+) -> Result<RequestLine<R>, (u64, ErrorBody)> {
+    serde_json::from_slice(line).map_err(|e| {
+        let id = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        (id, ErrorBody::new(code, e.to_string()))
+    })
+}
+
 /// A reply to the request with the same `id`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply<R> {

@@ -79,9 +79,10 @@ pub struct Record {
 
 pub type RegistryReply = Reply<Response>;
 
-/// Parses one request line; the error is ready to send back.
-pub fn parse_request(line: &[u8]) -> Result<RequestLine, ErrorBody> {
-    serde_json::from_slice(line).map_err(|e| ErrorBody::new(code::BAD_REQUEST, e.to_string()))
+/// Parses one request line; on error, the id to answer with (the client's, when the line is
+/// JSON with an `id`) and the error, ready to send back.
+pub fn parse_request(line: &[u8]) -> Result<RequestLine, (u64, ErrorBody)> {
+    crate::envelope::parse_request_line(line, code::BAD_REQUEST)
 }
 
 /// Formats `ip:port` the way addresses appear on the wire (`[v6]:port` for IPv6).

@@ -54,8 +54,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
                 id: req.id,
                 outcome: handle(req.request, peer, &table).await.into(),
             },
-            Err(e) => Reply {
-                id: 0,
+            Err((id, e)) => Reply {
+                id,
                 outcome: Outcome::Err(e),
             },
         };

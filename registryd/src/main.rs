@@ -10,7 +10,6 @@ fn main() {
     }
     peerchat_daemon::logging::init(args.log_level.as_deref(), args.log_format);
     if let Err(e) = real_main(args) {
-        tracing::error!("{e:#}");
         eprintln!("registryd: {e:#}");
         std::process::exit(1);
     }

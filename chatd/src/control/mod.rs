@@ -165,7 +165,7 @@ async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationTo
             continue;
         }
         let pending = match control::parse_request(line) {
-            Err(e) => Pending::Reply(0, ready(Err(e))),
+            Err((id, e)) => Pending::Reply(id, ready(Err(e))),
             Ok(req) => {
                 let id = req.id;
                 match (said_hello, req.request) {

@@ -158,10 +158,16 @@ impl Store {
         let this = self.clone();
         let r = self.call(move |conn| {
             let now = peerchat_db::now_ms() as i64;
-            let mut up = conn.prepare_cached(
+            // An acknowledgement is the truth: a message cancelled while it was already on the
+            // link and then acknowledged did arrive, so `delivered` overrides `cancelled`.
+            let sql = if state == DeliveryState::Delivered {
                 "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5
-                 WHERE out_seq = ?1 AND recipient = ?2 AND state IN ('queued','sent') AND final = 0",
-            )?;
+                 WHERE out_seq = ?1 AND recipient = ?2 AND state IN ('queued','sent','cancelled') AND final = 0"
+            } else {
+                "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5
+                 WHERE out_seq = ?1 AND recipient = ?2 AND state IN ('queued','sent') AND final = 0"
+            };
+            let mut up = conn.prepare_cached(sql)?;
             for seq in seqs {
                 up.execute(params![seq, recipient.as_str(), state.as_str(), error, now])?;
             }
