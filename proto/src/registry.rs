@@ -20,6 +20,8 @@ pub mod code {
     pub const CONFLICT: &str = "conflict";
     pub const STORAGE: &str = "storage";
     pub const BUSY: &str = "busy";
+    /// A rate or size limit (registrations per minute, number of names) was reached.
+    pub const LIMITED: &str = "limited";
 }
 
 /// One request line: `{"id":N,"op":"...", ...}`.

@@ -60,6 +60,15 @@ pub struct Args {
     #[arg(long, default_value_t = 1024, value_name = "N", env = "REGISTRYD_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Most names the registry holds; new names beyond it are refused
+    #[arg(long, default_value_t = 100_000, value_name = "N", env = "REGISTRYD_MAX_NAMES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_names: u64,
+    /// Most registrations (including renewals) per source address per minute (a node renews
+    /// every TTL/3, i.e. twice a minute by default: 120 allows 60 nodes behind one address)
+    #[arg(long, default_value_t = 120, value_name = "N", env = "REGISTRYD_REGISTER_RATE",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub register_rate: u32,
     /// Log level or filter (error, warn, info, debug, trace) [default: $RUST_LOG, else info]
     #[arg(long, value_name = "LEVEL", env = "REGISTRYD_LOG_LEVEL")]
     pub log_level: Option<String>,

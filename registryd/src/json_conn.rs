@@ -82,7 +82,7 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
                 })?,
             };
             table
-                .register(name, address.clone(), false)
+                .register(name, address.clone(), false, peer.ip().to_canonical())
                 .await
                 .map_err(to_body)?;
             Ok(Response::Registered {
@@ -112,6 +112,7 @@ fn to_body(e: TableError) -> ErrorBody {
     let c = match &e {
         TableError::NotFound(_) => code::NOT_FOUND,
         TableError::Conflict(_) => code::CONFLICT,
+        TableError::RateLimited(_) | TableError::Full(_) => code::LIMITED,
         TableError::Closed => code::BUSY,
         TableError::Open(_) | TableError::Storage(_) => code::STORAGE,
     };

@@ -34,7 +34,15 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
     let reply = match registry::parse_legacy(&buf) {
         Some(LegacyRequest::Reg { name, port }) => {
             let address = registry::format_address(peer.ip().to_canonical(), port);
-            match table.register(name.clone(), address.clone(), true).await {
+            match table
+                .register(
+                    name.clone(),
+                    address.clone(),
+                    true,
+                    peer.ip().to_canonical(),
+                )
+                .await
+            {
                 Ok(()) => address,
                 Err(e) => {
                     info!(%peer, name = %name, error = %e, "legacy registration refused");

@@ -6,6 +6,7 @@
 pub mod cli;
 mod json_conn;
 mod legacy_conn;
+mod limits;
 mod table;
 
 use std::future::Future;
@@ -17,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-pub use table::{Table, TableError};
+pub use table::{Limits, Table, TableError};
 
 /// How long a new connection may take to send its first complete request.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +32,7 @@ pub struct Config {
     pub db: PathBuf,
     pub ttl: Duration,
     pub max_connections: usize,
+    pub limits: Limits,
 }
 
 /// Serves registry requests on `listener` until `shutdown` completes.
@@ -39,8 +41,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (db, ttl) = (config.db.clone(), config.ttl);
-    let table = Arc::new(tokio::task::spawn_blocking(move || Table::open(&db, ttl)).await??);
+    let (db, ttl, limits) = (config.db.clone(), config.ttl, config.limits);
+    let table =
+        Arc::new(tokio::task::spawn_blocking(move || Table::open(&db, ttl, limits)).await??);
     let local = listener.local_addr()?;
     info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), "registryd ready");
     peerchat_daemon::notify::ready();

@@ -22,6 +22,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db")),
         ttl: Duration::from_secs(args.ttl),
         max_connections: args.max_connections as usize,
+        limits: registryd::Limits {
+            max_names: args.max_names as usize,
+            registrations_per_minute: args.register_rate,
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

@@ -43,6 +43,10 @@ pub enum TableError {
     NotFound(Name),
     #[error("name {0} is held by a peerchat node; a legacy registration cannot take it")]
     Conflict(Name),
+    #[error("too many registrations from this address (limit {0} per minute); try again later")]
+    RateLimited(u32),
+    #[error("the registry is full ({0} names); ask its operator to raise --max-names")]
+    Full(usize),
     #[error("storage error: {0}")]
     Storage(#[from] rusqlite::Error),
     #[error("the registry is shutting down")]
@@ -66,10 +70,20 @@ pub struct Table {
     writer: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     ttl: Duration,
+    rate: crate::limits::RateLimiter,
+}
+
+/// Abuse limits on registrations.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most names the table holds; registering a new name beyond it is refused.
+    pub max_names: usize,
+    /// Most registrations (new or renewals) per source address per minute.
+    pub registrations_per_minute: u32,
 }
 
 impl Table {
-    pub fn open(path: &Path, ttl: Duration) -> Result<Table, TableError> {
+    pub fn open(path: &Path, ttl: Duration, limits: Limits) -> Result<Table, TableError> {
         let conn = peerchat_db::open(path, MIGRATIONS)?;
         let mut map = HashMap::new();
         {
@@ -99,13 +113,14 @@ impl Table {
         let thread_map = map.clone();
         let thread = std::thread::Builder::new()
             .name("registry-db".into())
-            .spawn(move || writer_loop(conn, rx, thread_map))
+            .spawn(move || writer_loop(conn, rx, thread_map, limits.max_names))
             .map_err(|e| TableError::Storage(rusqlite::Error::ToSqlConversionFailure(e.into())))?;
         Ok(Table {
             map,
             writer: std::sync::Mutex::new(Some(tx)),
             thread: std::sync::Mutex::new(Some(thread)),
             ttl,
+            rate: crate::limits::RateLimiter::new(limits.registrations_per_minute),
         })
     }
 
@@ -152,12 +167,17 @@ impl Table {
         v
     }
 
+    /// Registers (or renews) `name` for a client at `source`.
     pub async fn register(
         &self,
         name: Name,
         address: String,
         legacy: bool,
+        source: std::net::IpAddr,
     ) -> Result<(), TableError> {
+        if !self.rate.allow(source) {
+            return Err(TableError::RateLimited(self.rate.per_minute()));
+        }
         self.write(Write::Register {
             name,
             address,
@@ -203,6 +223,7 @@ fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Job>,
     map: Arc<RwLock<HashMap<Name, Entry>>>,
+    max_names: usize,
 ) {
     while let Ok(first) = rx.recv() {
         // Batch whatever else is already waiting into the same transaction (group commit).
@@ -213,7 +234,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let results = apply_batch(&mut conn, &jobs, &map);
+        let results = apply_batch(&mut conn, &jobs, &map, max_names);
         for ((_, reply), result) in jobs.into_iter().zip(results) {
             let _ = reply.send(result);
         }
@@ -226,8 +247,11 @@ fn apply_batch(
     conn: &mut Connection,
     jobs: &[Job],
     map: &RwLock<HashMap<Name, Entry>>,
+    max_names: usize,
 ) -> Vec<Result<(), TableError>> {
     let now = now_ms();
+    // Names in the table as this batch goes along (for the --max-names limit).
+    let mut names = map.read().unwrap_or_else(|p| p.into_inner()).len();
     // Work on a copy of the affected entries so that later jobs in the batch see earlier ones.
     let mut pending: HashMap<Name, Option<Entry>> = HashMap::new();
     let current = |pending: &HashMap<Name, Option<Entry>>, name: &Name| -> Option<Entry> {
@@ -255,6 +279,12 @@ fn apply_batch(
                 let old = current(&pending, name);
                 if *legacy && old.as_ref().is_some_and(|e| !e.legacy) {
                     return Err(TableError::Conflict(name.clone()));
+                }
+                if old.is_none() {
+                    if names >= max_names {
+                        return Err(TableError::Full(max_names));
+                    }
+                    names += 1;
                 }
                 tx.execute(
                     "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms)
@@ -288,6 +318,7 @@ fn apply_batch(
                 current(&pending, name).ok_or_else(|| TableError::NotFound(name.clone()))?;
                 tx.execute("DELETE FROM names WHERE name = ?1", params![name.as_str()])?;
                 pending.insert(name.clone(), None);
+                names = names.saturating_sub(1);
                 Ok(())
             }
         })();

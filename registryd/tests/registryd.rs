@@ -186,3 +186,61 @@ fn hostile_input_leaves_it_serving() {
     let r = ask(addr, &[r#"{"id":7,"op":"register","name":"ok","port":1}"#]);
     assert_eq!(r[0]["ok"]["type"], "registered");
 }
+
+#[test]
+fn registration_rate_and_name_count_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(peerchat_testkit::bin("registryd"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--register-rate",
+            "3",
+            "--max-names",
+            "2",
+            "--db",
+        ])
+        .arg(dir.path().join("r.db"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr: SocketAddr = peerchat_testkit::log_field(&line, "listen")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = ask(
+        addr,
+        &[
+            r#"{"id":1,"op":"register","name":"a","port":1}"#,
+            r#"{"id":2,"op":"register","name":"b","port":1}"#,
+            r#"{"id":3,"op":"register","name":"c","port":1}"#,
+            r#"{"id":4,"op":"register","name":"a","port":2}"#,
+            r#"{"id":5,"op":"lookup","name":"a"}"#,
+        ],
+    );
+    assert_eq!(r[0]["ok"]["type"], "registered");
+    assert_eq!(r[1]["ok"]["type"], "registered");
+    assert_eq!(r[2]["error"]["code"], "limited", "a third name: {}", r[2]);
+    assert!(r[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--max-names"));
+    assert_eq!(
+        r[3]["error"]["code"], "limited",
+        "a fourth registration this minute: {}",
+        r[3]
+    );
+    assert!(r[3]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("per minute"));
+    assert_eq!(
+        r[4]["ok"]["address"], "127.0.0.1:1",
+        "lookups are not limited"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

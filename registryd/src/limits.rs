@@ -1,0 +1,44 @@
+//! Registrations per source address per minute (fixed one-minute windows).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// Entries kept before old windows are swept out (bounds memory under a spray of addresses).
+const SWEEP_AT: usize = 10_000;
+
+pub struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (u64, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+
+    /// Counts one registration from `ip`; false if it is over the limit for this minute.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let minute = peerchat_db::now_ms() / 60_000;
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() >= SWEEP_AT {
+            w.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = w.entry(ip).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= self.per_minute {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+}
