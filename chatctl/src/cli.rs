@@ -149,17 +149,24 @@ Each check prints ok or FAIL with a hint; the exit status is 1 if any check fail
 
 #[derive(clap::Args, Debug)]
 pub struct BroadcastArgs {
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+/// What `send` and `broadcast` share: the message and how to send it.
+#[derive(clap::Args, Debug)]
+pub struct MessageArgs {
     /// The message (words are joined with spaces); none or `-` reads stdin
     #[arg(
         value_name = "MESSAGE",
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    pub message: Vec<String>,
+    pub words: Vec<String>,
     /// Send each line of stdin as its own message (blank lines are skipped)
     #[arg(short = 'l', long)]
     pub lines: bool,
-    /// Message id for an idempotent send
+    /// Message id for an idempotent send: the same id, recipients and body are accepted only once
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
     /// Wait until delivered (exit 0), failed (6), or SECS passed (5); no SECS: no limit
@@ -200,22 +207,8 @@ pub struct SendArgs {
     /// Recipients: NAME, @GROUP, or several separated by commas (pa,pb,@ops)
     #[arg(value_name = "TO")]
     pub to: String,
-    /// The message (words are joined with spaces); none or `-` reads stdin
-    #[arg(
-        value_name = "MESSAGE",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
-    pub message: Vec<String>,
-    /// Send each line of stdin as its own message (blank lines are skipped)
-    #[arg(short = 'l', long)]
-    pub lines: bool,
-    /// Message id for an idempotent send: the same id, recipients and body are accepted only once
-    #[arg(long, value_name = "ID")]
-    pub id: Option<String>,
-    /// Wait until delivered (exit 0), failed (6), or SECS passed (5); no SECS: no limit
-    #[arg(long, value_name = "SECS", num_args = 0..=1, require_equals = true)]
-    pub wait: Option<Option<f64>>,
+    #[command(flatten)]
+    pub message: MessageArgs,
 }
 
 #[derive(clap::Args, Debug)]

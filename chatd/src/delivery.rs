@@ -32,6 +32,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// A link with nothing to send for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a recipient's task looks for messages past their lifetime.
+const EXPIRE_SWEEP: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -105,20 +107,16 @@ impl Delivery {
 
     async fn run_recipient(self: Arc<Self>, to: Name, notify: Arc<Notify>) {
         let mut backoff = self.retry.initial;
+        // The lifetime sweep is a database write: not on every wake-up; once a minute (or once per
+        // lifetime, if that is shorter) is plenty.
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
             if self.stop.is_cancelled() {
                 return;
             }
-            let cutoff =
-                peerchat_db::now_ms().saturating_sub(self.retry.lifetime.as_millis() as u64);
-            let why = format!(
-                "not delivered within {}",
-                humantime::format_duration(self.retry.lifetime)
-            );
-            match self.store.expire(to.clone(), cutoff, why).await {
-                Ok(0) => {}
-                Ok(n) => warn!(to = %to, messages = n, "gave up on messages past their lifetime"),
-                Err(e) => warn!(to = %to, error = %e, "could not expire old messages"),
+            if last_sweep.is_none_or(|t| t.elapsed() >= EXPIRE_SWEEP.min(self.retry.lifetime)) {
+                last_sweep = Some(std::time::Instant::now());
+                self.expire_old(&to).await;
             }
             let result = self.attempt(&to, &notify).await;
             match result {
@@ -145,6 +143,20 @@ impl Delivery {
                     backoff = (backoff * 2).min(self.retry.max);
                 }
             }
+        }
+    }
+
+    /// Fails `to`'s messages accepted longer ago than the lifetime.
+    async fn expire_old(&self, to: &Name) {
+        let cutoff = peerchat_db::now_ms().saturating_sub(self.retry.lifetime.as_millis() as u64);
+        let why = format!(
+            "not delivered within {}",
+            humantime::format_duration(self.retry.lifetime)
+        );
+        match self.store.expire(to.clone(), cutoff, why).await {
+            Ok(0) => {}
+            Ok(n) => warn!(to = %to, messages = n, "gave up on messages past their lifetime"),
+            Err(e) => warn!(to = %to, error = %e, "could not expire old messages"),
         }
     }
 

@@ -114,7 +114,7 @@ fn to_body(e: TableError) -> ErrorBody {
         TableError::Conflict(_) => code::CONFLICT,
         TableError::RateLimited(_) | TableError::Full(_) => code::LIMITED,
         TableError::Closed => code::BUSY,
-        TableError::Open(_) | TableError::Storage(_) => code::STORAGE,
+        TableError::Open(_) | TableError::Storage(_) | TableError::Commit(_) => code::STORAGE,
     };
     ErrorBody::new(c, e.to_string())
 }

@@ -47,6 +47,8 @@ pub enum TableError {
     RateLimited(u32),
     #[error("the registry is full ({0} names); ask its operator to raise --max-names")]
     Full(usize),
+    #[error("database transaction failed: {0}")]
+    Commit(String),
     #[error("storage error: {0}")]
     Storage(#[from] rusqlite::Error),
     #[error("the registry is shutting down")]
@@ -346,9 +348,7 @@ fn apply_batch(
     results
 }
 
+/// The whole batch failed: every job hears why (rusqlite errors are not `Clone`).
 fn storage(e: &rusqlite::Error) -> TableError {
-    TableError::Storage(rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-        Some(e.to_string()),
-    ))
+    TableError::Commit(e.to_string())
 }

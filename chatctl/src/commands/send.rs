@@ -10,7 +10,7 @@ use peerchat_proto::envelope::to_line;
 use peerchat_proto::{Name, MAX_BODY_BYTES};
 use serde::Serialize;
 
-use crate::cli::{BroadcastArgs, SendArgs};
+use crate::cli::{BroadcastArgs, MessageArgs, SendArgs};
 use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
@@ -45,15 +45,7 @@ struct ResultLine<'a> {
 
 pub fn run(socket: Option<&Path>, json: bool, args: SendArgs) -> Result<i32, Failure> {
     let targets = parse_targets(&args.to)?;
-    send(
-        socket,
-        json,
-        targets,
-        args.message,
-        args.lines,
-        args.id,
-        args.wait,
-    )
+    send(socket, json, targets, args.message)
 }
 
 pub fn run_broadcast(
@@ -66,15 +58,7 @@ pub fn run_broadcast(
         groups: Vec::new(),
         broadcast: true,
     };
-    send(
-        socket,
-        json,
-        targets,
-        args.message,
-        args.lines,
-        args.id,
-        args.wait,
-    )
+    send(socket, json, targets, args.message)
 }
 
 /// `--wait` (`Some(None)`: no limit) as a deadline.
@@ -101,11 +85,14 @@ fn send(
     socket: Option<&Path>,
     json: bool,
     targets: Targets,
-    message: Vec<String>,
-    lines: bool,
-    id: Option<String>,
-    wait: Option<Option<f64>>,
+    args: MessageArgs,
 ) -> Result<i32, Failure> {
+    let MessageArgs {
+        words: message,
+        lines,
+        id,
+        wait,
+    } = args;
     let deadline = wait_deadline(wait)?;
     let from_stdin = message.is_empty() || message == ["-"];
     if lines {

@@ -61,11 +61,7 @@ async fn stream(
     let (backlog, mut cursor) = match start {
         Ok(s) => s,
         Err(e) => {
-            let reply: Reply<Response> = Reply {
-                id,
-                outcome: Outcome::Err(store_error(e)),
-            };
-            return write_line(w, &reply).await;
+            return write_error(w, id, e).await;
         }
     };
     write_line(w, &ok(id, Response::Following { after: cursor })).await?;
@@ -89,11 +85,7 @@ async fn stream(
         let rows = match node.store.inbox(q).await {
             Ok(r) => r,
             Err(e) => {
-                let reply: Reply<Response> = Reply {
-                    id,
-                    outcome: Outcome::Err(store_error(e)),
-                };
-                return write_line(w, &reply).await;
+                return write_error(w, id, e).await;
             }
         };
         let full = rows.len() as u32 == PAGE;
@@ -116,6 +108,19 @@ async fn stream(
             _ = heartbeat.tick() => write_line(w, &ok(id, Response::Heartbeat)).await?,
         }
     }
+}
+
+/// Ends the stream with the store's error as the reply to the follow.
+async fn write_error(
+    w: &mut (impl AsyncWrite + Unpin),
+    id: u64,
+    e: crate::store::StoreError,
+) -> std::io::Result<()> {
+    let reply: Reply<Response> = Reply {
+        id,
+        outcome: Outcome::Err(store_error(e)),
+    };
+    write_line(w, &reply).await
 }
 
 fn ok(id: u64, r: Response) -> Reply<Response> {

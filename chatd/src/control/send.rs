@@ -107,15 +107,15 @@ async fn prepare(
         Err(e) if caller_chose_id => {
             let known = node
                 .store
-                .outgoing_by_id(msg_id.clone())
+                .outgoing_exists(msg_id.clone())
                 .await
                 .map_err(store_error)?;
-            match known {
-                Some(_) => node
-                    .store
+            if known {
+                node.store
                     .submit_send(msg_id, recipients, Vec::new(), body)
-                    .map_err(store_error),
-                None => Err(e),
+                    .map_err(store_error)
+            } else {
+                Err(e)
             }
         }
         Err(e) => Err(e),

@@ -239,17 +239,12 @@ impl Store {
         .await
     }
 
-    /// Looks up a message by id (for idempotent sends): its recipients and body.
-    pub async fn outgoing_by_id(
-        &self,
-        msg_id: String,
-    ) -> Result<Option<(Vec<Name>, String)>, StoreError> {
+    /// Whether an outgoing message with this id was already accepted (for idempotent sends).
+    pub async fn outgoing_exists(&self, msg_id: String) -> Result<bool, StoreError> {
         self.call(move |conn| {
-            let row: Option<(String, String)> = conn
-                .prepare_cached("SELECT recipients, body FROM outbox WHERE msg_id = ?1")?
-                .query_row(params![msg_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            Ok(row.map(|(r, b)| (serde_json::from_str(&r).unwrap_or_default(), b)))
+            Ok(conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE msg_id = ?1)")?
+                .query_row(params![msg_id], |r| r.get(0))?)
         })
         .await
     }
