@@ -82,20 +82,8 @@ fn register_lookup_list_offline_unregister() {
 #[test]
 fn leases_expire_to_offline() {
     let dir = tempdir();
-    let db = dir.path().join("registry.db");
-    let mut child = std::process::Command::new(peerchat_testkit::bin("registryd"))
-        .args(["--listen", "127.0.0.1:0", "--ttl", "1", "--db"])
-        .arg(&db)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr: SocketAddr = peerchat_testkit::log_field(&line, "listen")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let reg = Registry::start_with(dir.path(), "127.0.0.1:0", &["--ttl", "1"]);
+    let addr = reg.addr;
     ask(
         addr,
         &[r#"{"id":1,"op":"register","name":"pa","port":7000}"#],
@@ -104,8 +92,6 @@ fn leases_expire_to_offline() {
         let r = ask(addr, &[r#"{"id":1,"op":"lookup","name":"pa"}"#]);
         (r[0]["ok"]["online"] == false).then_some(())
     });
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -189,28 +175,13 @@ fn hostile_input_leaves_it_serving() {
 
 #[test]
 fn registration_rate_and_name_count_are_limited() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(peerchat_testkit::bin("registryd"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--register-rate",
-            "3",
-            "--max-names",
-            "2",
-            "--db",
-        ])
-        .arg(dir.path().join("r.db"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr: SocketAddr = peerchat_testkit::log_field(&line, "listen")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let dir = tempdir();
+    let reg = Registry::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--register-rate", "3", "--max-names", "2"],
+    );
+    let addr = reg.addr;
     let r = ask(
         addr,
         &[
@@ -241,6 +212,4 @@ fn registration_rate_and_name_count_are_limited() {
         r[4]["ok"]["address"], "127.0.0.1:1",
         "lookups are not limited"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -167,9 +167,14 @@ impl Registry {
     }
 
     pub fn start_on(dir: &Path, listen: &str) -> Registry {
+        Registry::start_with(dir, listen, &[])
+    }
+
+    /// Like [`Registry::start_on`], with more registryd options (e.g. `--ttl 1`).
+    pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> Registry {
         let db = dir.join("registry.db");
         let mut cmd = Command::new(bin("registryd"));
-        cmd.args(["--listen", listen, "--db"]).arg(&db);
+        cmd.args(["--listen", listen, "--db"]).arg(&db).args(extra);
         let (daemon, line) = spawn_logged(cmd, &dir.join("registryd.log"), "registryd ready");
         let addr = log_field(&line, "listen")
             .and_then(|a| a.parse().ok())
