@@ -15,7 +15,7 @@ macro_rules! exit_codes {
   4  unknown name
   5  --wait ran out while the message was still queued or sent
   6  delivery failed
-  7  refused (too large, permission, conflict, legacy peer without --legacy)"
+  7  refused (too large, permission, conflict, a peer's key changed, legacy peer without --legacy)"
     };
 }
 
@@ -135,6 +135,36 @@ Examples:
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Show this node's name and identity key fingerprint
+    #[command(
+        after_help = "Examples:\n  chatctl whoami\n  chatctl --json whoami | jq -r .key\n\nCompare fingerprints with a peer over another channel (in person, by phone) to be sure\nnobody stands in between."
+    )]
+    Whoami,
+    /// Accept the key the registry now reports for NAME in place of the pinned one
+    #[command(after_help = concat!("\
+Examples:
+  chatctl trust pb        # after pb reinstalled, and you checked its new fingerprint with pb
+
+chatd pins each peer's key the first time it sees it. A key that changes without a rotation signed
+by the old key stops every send to that name (exit 7) until you run this command. Check the new
+fingerprint with the peer's owner first (they run `chatctl whoami`): a key change is also what an
+impersonation looks like. Queued messages to NAME are retried right away.
+
+", exit_codes!()))]
+    Trust {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Make a new identity key and publish a rotation signed by the old one
+    #[command(name = "rotate-key", after_help = concat!("\
+Examples:
+  chatctl rotate-key
+
+Peers that pinned the old key follow the signed rotation without any action. The old key is kept
+as chatd.key.old in the state directory; delete it once you no longer need it.
+
+", exit_codes!()))]
+    RotateKey,
     /// Check that everything chatd needs works: socket, registry, database, clock
     #[command(after_help = concat!("\
 Examples:

@@ -43,7 +43,11 @@ impl Failure {
 pub fn for_code(c: &str) -> i32 {
     match c {
         code::UNKNOWN_NAME | code::NOT_FOUND => UNKNOWN_NAME,
-        code::TOO_LARGE | code::CONFLICT | code::REFUSED | code::VERSION_MISMATCH => REFUSED,
+        code::TOO_LARGE
+        | code::CONFLICT
+        | code::REFUSED
+        | code::KEY_CHANGED
+        | code::VERSION_MISMATCH => REFUSED,
         _ => OTHER,
     }
 }

@@ -76,6 +76,10 @@ pub struct Args {
     /// SQLite database file [default: STATE_DIR/chatd.db]
     #[arg(long, value_name = "PATH", env = "CHATD_DB")]
     pub db: Option<PathBuf>,
+    /// This node's identity key (Ed25519, mode 0600; made at first start)
+    /// [default: the database path with extension .key, e.g. STATE_DIR/chatd.key]
+    #[arg(long, value_name = "PATH", env = "CHATD_IDENTITY")]
+    pub identity: Option<PathBuf>,
     /// Accept and send the seed's plain-text messages (unauthenticated, unacknowledged)
     #[arg(long, env = "CHATD_LEGACY")]
     pub legacy: bool,

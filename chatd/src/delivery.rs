@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peerchat_proto::peer::{self, Frame, WireMessage};
-use peerchat_proto::Name;
+use peerchat_proto::{Name, PublicKey};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -43,13 +43,20 @@ pub struct RetryPolicy {
     pub lifetime: Duration,
 }
 
+/// How a recipient's task is woken: new messages, or a reason to retry before the backoff ends.
+struct Wake {
+    work: Notify,
+    retry: Notify,
+}
+
 pub struct Delivery {
     me: Name,
+    identity: Arc<crate::identity::Identity>,
     store: Store,
     resolver: Arc<Resolver>,
     retry: RetryPolicy,
     legacy: bool,
-    links: Mutex<HashMap<Name, Arc<Notify>>>,
+    links: Mutex<HashMap<Name, Arc<Wake>>>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -69,8 +76,10 @@ enum AttemptError {
 }
 
 impl Delivery {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: Name,
+        identity: Arc<crate::identity::Identity>,
         store: Store,
         resolver: Arc<Resolver>,
         retry: RetryPolicy,
@@ -80,6 +89,7 @@ impl Delivery {
     ) -> Arc<Delivery> {
         Arc::new(Delivery {
             me,
+            identity,
             store,
             resolver,
             retry,
@@ -93,19 +103,32 @@ impl Delivery {
     /// There is something new for `recipient`: wake its task, starting one if needed.
     pub fn kick(self: &Arc<Self>, recipient: &Name) {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = links.get(recipient) {
-            n.notify_one();
+        if let Some(w) = links.get(recipient) {
+            w.work.notify_one();
             return;
         }
-        let notify = Arc::new(Notify::new());
-        links.insert(recipient.clone(), notify.clone());
+        let wake = Arc::new(Wake {
+            work: Notify::new(),
+            retry: Notify::new(),
+        });
+        links.insert(recipient.clone(), wake.clone());
         let this = self.clone();
         let recipient = recipient.clone();
         self.tasks
-            .spawn(async move { this.run_recipient(recipient, notify).await });
+            .spawn(async move { this.run_recipient(recipient, wake).await });
     }
 
-    async fn run_recipient(self: Arc<Self>, to: Name, notify: Arc<Notify>) {
+    /// Something that blocked `recipient` was fixed (e.g. `chatctl trust`): end its backoff now.
+    pub fn retry_now(self: &Arc<Self>, recipient: &Name) {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = links.get(recipient) {
+            w.retry.notify_one();
+            w.work.notify_one();
+        }
+    }
+
+    async fn run_recipient(self: Arc<Self>, to: Name, wake: Arc<Wake>) {
+        let notify = &wake.work;
         let mut backoff = self.retry.initial;
         // The lifetime sweep is a database write: not on every wake-up; once a minute (or once per
         // lifetime, if that is shorter) is plenty.
@@ -118,7 +141,7 @@ impl Delivery {
                 last_sweep = Some(std::time::Instant::now());
                 self.expire_old(&to).await;
             }
-            let result = self.attempt(&to, &notify).await;
+            let result = self.attempt(&to, notify).await;
             match result {
                 Ok(true) => backoff = self.retry.initial,
                 Ok(false) => {
@@ -139,6 +162,7 @@ impl Delivery {
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
+                        _ = wake.retry.notified() => {}
                     }
                     backoff = (backoff * 2).min(self.retry.max);
                 }
@@ -174,7 +198,7 @@ impl Delivery {
                 .await
                 .map(|()| true);
         }
-        let mut conn = self.connect(to, &target.address).await?;
+        let mut conn = self.connect(to, &target.address, target.key).await?;
         // Marked `sent` only now that the link is up; they are written right below.
         let mut pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
         let mut inflight: VecDeque<Outgoing> = VecDeque::new();
@@ -279,20 +303,39 @@ impl Delivery {
         }
     }
 
-    async fn connect(&self, to: &Name, address: &str) -> Result<PeerConn, AttemptError> {
-        let stream = dial(address).await?;
-        let mut stream = stream;
+    async fn connect(
+        &self,
+        to: &Name,
+        address: &str,
+        key: Option<PublicKey>,
+    ) -> Result<PeerConn, AttemptError> {
+        let key = key
+            .ok_or_else(|| AttemptError::Refused(format!("the registry gives no key for {to}")))?;
+        let expected = key
+            .to_x25519()
+            .ok_or_else(|| AttemptError::Refused(format!("the key of {to} is not valid")))?;
+        let mut stream = dial(address).await?;
         stream
             .write_all(peer::PREAMBLE)
             .await
             .map_err(LinkError::Io)?;
-        let mut conn = PeerConn::new(stream);
-        conn.send(&Frame::Hello {
+        let hello = Frame::Hello {
             version: peer::VERSION,
             from: self.me.clone(),
             to: to.clone(),
-        })
-        .await?;
+        };
+        let secret = self.identity.noise_secret();
+        let mut conn = match crate::noise::initiate(stream, &secret, &expected, &hello).await {
+            Ok(c) => c,
+            Err(LinkError::WrongKey) => {
+                return Err(AttemptError::Refused(format!(
+                    "{address} did not prove the key of {to} (fingerprint {}); nothing sent",
+                    key.fingerprint()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        drop(secret);
         match conn
             .recv_timeout(HANDSHAKE_TIMEOUT, "waiting for welcome")
             .await?

@@ -7,8 +7,10 @@
 pub mod cli;
 mod control;
 mod delivery;
+mod identity;
 mod legacy;
 mod node;
+mod noise;
 mod paths;
 mod peer_conn;
 mod peer_server;
@@ -51,6 +53,8 @@ pub struct Config {
     pub registry: String,
     pub socket: PathBuf,
     pub db: PathBuf,
+    /// The identity key file (made at first start).
+    pub identity: PathBuf,
     pub retry: RetryPolicy,
     /// Accept and send the seed's unframed, unauthenticated messages.
     pub legacy: bool,
@@ -69,6 +73,7 @@ impl Config {
             advertise_port: None,
             registry: "127.0.0.1:8888".into(),
             socket,
+            identity: db.with_extension("key"),
             db,
             retry: RetryPolicy {
                 initial: Duration::from_secs(1),
@@ -96,6 +101,12 @@ pub async fn run(
         .await
         .context("opening the database")?
         .context("opening the database")?;
+    let key_path = config.identity.clone();
+    let identity = Arc::new(
+        tokio::task::spawn_blocking(move || identity::Identity::load_or_create(&key_path))
+            .await
+            .context("loading the identity")??,
+    );
     let control_listener = platform::bind_control(&config.socket, config.socket_group.as_deref())?;
     let listen = listener
         .local_addr()
@@ -109,6 +120,7 @@ pub async fn run(
     let resolver = Arc::new(resolver::Resolver::new(registry.clone(), store.clone()).await);
     let delivery = delivery::Delivery::new(
         config.name.clone(),
+        identity.clone(),
         store.clone(),
         resolver.clone(),
         config.retry.clone(),
@@ -117,12 +129,24 @@ pub async fn run(
         tasks.clone(),
     );
     let registered_address = Arc::new(Mutex::new(String::new()));
+    let lease = Arc::new(registry_client::Lease::new(
+        registry.clone(),
+        identity.clone(),
+        registry_client::Registration {
+            name: config.name.clone(),
+            port: config.advertise_port.unwrap_or(listen.port()),
+            host: config.advertise_host.clone(),
+        },
+        registered_address.clone(),
+    ));
     let node = Arc::new(node::Node {
         name: config.name.clone(),
         store: store.clone(),
-        resolver,
+        resolver: resolver.clone(),
         delivery: delivery.clone(),
         registry: registry.clone(),
+        identity: identity.clone(),
+        lease: lease.clone(),
         registered_address: registered_address.clone(),
         listen,
         legacy: config.legacy,
@@ -134,6 +158,8 @@ pub async fn run(
         name: config.name.clone(),
         store: store.clone(),
         legacy: config.legacy,
+        identity: identity.clone(),
+        resolver,
     });
     tasks.spawn(peer_server::serve(
         listener,
@@ -149,18 +175,7 @@ pub async fn run(
     ));
 
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-    let reg = registry_client::Registration {
-        name: config.name.clone(),
-        port: config.advertise_port.unwrap_or(listen.port()),
-        host: config.advertise_host.clone(),
-    };
-    let lease = tokio::spawn(registry_client::keep_lease(
-        registry,
-        reg,
-        registered_address,
-        first_tx,
-        stop.clone(),
-    ));
+    let lease = tokio::spawn(registry_client::keep_lease(lease, first_tx, stop.clone()));
     let _ = first_rx.await;
 
     // Messages left undelivered by an earlier run.
@@ -179,7 +194,7 @@ pub async fn run(
             stop.clone(),
         ));
     }
-    info!(name = %config.name, listen = %listen, socket = %config.socket.display(), db = %config.db.display(), legacy = config.legacy, "chatd ready");
+    info!(name = %config.name, fingerprint = %identity.public().fingerprint(), listen = %listen, socket = %config.socket.display(), db = %config.db.display(), legacy = config.legacy, "chatd ready");
     peerchat_daemon::notify::ready();
 
     shutdown.await;

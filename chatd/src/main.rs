@@ -56,6 +56,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| peerchat_db::default_state_dir().join("chatd.db"));
     let mut config = chatd::Config::new(name, socket, db);
     config.registry = args.registry;
+    if let Some(path) = args.identity {
+        config.identity = path;
+    }
     config.legacy = args.legacy;
     config.socket_group = args.socket_group;
     if let Some(a) = &args.advertise {

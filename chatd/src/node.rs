@@ -7,7 +7,8 @@ use std::time::Instant;
 use peerchat_proto::Name;
 
 use crate::delivery::Delivery;
-use crate::registry_client::RegistryClient;
+use crate::identity::Identity;
+use crate::registry_client::{Lease, RegistryClient};
 use crate::resolver::Resolver;
 use crate::store::Store;
 
@@ -17,6 +18,8 @@ pub struct Node {
     pub resolver: Arc<Resolver>,
     pub delivery: Arc<Delivery>,
     pub registry: Arc<RegistryClient>,
+    pub identity: Arc<Identity>,
+    pub lease: Arc<Lease>,
     /// The address the registry last confirmed for us (empty until the first registration).
     pub registered_address: Arc<Mutex<String>>,
     pub listen: SocketAddr,

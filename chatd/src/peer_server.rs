@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::peer_conn::{LinkError, PeerConn};
 use crate::store::{Received, Store};
 
-/// Time for a new connection to send the preamble and its Hello.
+/// Time for a new connection to send the preamble (the Noise handshake has its own limit).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An established link with no traffic for this long is closed (the sender reconnects).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -66,6 +66,8 @@ pub struct PeerServer {
     pub name: Name,
     pub store: Store,
     pub legacy: bool,
+    pub identity: Arc<crate::identity::Identity>,
+    pub resolver: Arc<crate::resolver::Resolver>,
 }
 
 pub async fn serve(
@@ -126,39 +128,46 @@ async fn link(
             "not a peerchat link (bad preamble)".into(),
         ));
     }
-    let mut conn = PeerConn::new(stream);
-    let from = match conn
-        .recv_timeout(HANDSHAKE_TIMEOUT, "waiting for hello")
-        .await?
-    {
-        Frame::Hello { version, from, to } => {
-            if version != peer::VERSION {
-                refuse(
-                    &mut conn,
-                    peer::code::BAD_FRAME,
-                    format!("unsupported peer protocol version {version}"),
-                )
-                .await;
-                return Err(LinkError::Protocol(format!("peer version {version}")));
-            }
-            if to != server.name {
-                refuse(
-                    &mut conn,
-                    peer::code::WRONG_NAME,
-                    format!("this node is {}, not {to}", server.name),
-                )
-                .await;
-                return Err(LinkError::Protocol(format!("caller expected {to}")));
-            }
-            from
-        }
-        other => {
-            return Err(LinkError::Protocol(format!(
-                "expected hello, got {}",
-                kind(&other)
-            )))
-        }
+    let secret = server.identity.noise_secret();
+    let (mut conn, hello) = crate::noise::respond(stream, &secret).await?;
+    drop(secret);
+    let Some((version, from, to)) = crate::noise::hello_names(&hello) else {
+        return Err(LinkError::Protocol(format!(
+            "expected hello, got {}",
+            kind(&hello)
+        )));
     };
+    if version != peer::VERSION {
+        refuse(
+            &mut conn,
+            peer::code::BAD_FRAME,
+            format!("unsupported peer protocol version {version}"),
+        )
+        .await;
+        return Err(LinkError::Protocol(format!("peer version {version}")));
+    }
+    if *to != server.name {
+        refuse(
+            &mut conn,
+            peer::code::WRONG_NAME,
+            format!("this node is {}, not {to}", server.name),
+        )
+        .await;
+        return Err(LinkError::Protocol(format!("caller expected {to}")));
+    }
+    // The sender is the key that authenticated: it must be the one bound to the name it claims.
+    let remote = *conn.remote_static();
+    if let Err(e) = server.resolver.check_caller(from, &remote).await {
+        warn!(%peer, claimed = %from, error = %e, "refused a caller whose key does not match its name");
+        refuse(
+            &mut conn,
+            peer::code::WRONG_KEY,
+            format!("your key is not the one bound to {from}"),
+        )
+        .await;
+        return Err(LinkError::WrongKey);
+    }
+    let from = from.clone();
     conn.send(&Frame::Welcome {
         version: peer::VERSION,
         name: server.name.clone(),
@@ -188,7 +197,7 @@ async fn link(
                         batch.push(Received {
                             sender: from.to_string(),
                             msg: m,
-                            authenticated: false,
+                            authenticated: true,
                         });
                     }
                     Err((code, message)) => replies.push(Frame::Nack {

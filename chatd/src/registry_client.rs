@@ -1,19 +1,21 @@
 //! Talking to registryd: one short JSON-lines exchange per request, every step under a timeout,
 //! and the lease keeper that registers us and renews before the TTL runs out.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use peerchat_proto::envelope::{to_line, Reply};
-use peerchat_proto::registry::{self, Record, Request, RequestLine, Response};
+use peerchat_proto::registry::{self, Record, Request, RequestLine, Response, Statement};
 use peerchat_proto::{ErrorBody, Name};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::identity::Identity;
 
 /// Longest registry reply we read (a `list` of many names).
 const MAX_REPLY: usize = 16 << 20;
@@ -120,41 +122,135 @@ pub struct Registration {
     pub host: Option<String>,
 }
 
+/// Our lease on our name: every request signed by our identity with a fresh sequence number.
+pub struct Lease {
+    pub client: Arc<RegistryClient>,
+    pub identity: Arc<Identity>,
+    pub reg: Registration,
+    /// The address the registry last confirmed for us (empty until the first registration).
+    pub address: Arc<Mutex<String>>,
+    last_seq: AtomicU64,
+}
+
+impl Lease {
+    pub fn new(
+        client: Arc<RegistryClient>,
+        identity: Arc<Identity>,
+        reg: Registration,
+        address: Arc<Mutex<String>>,
+    ) -> Lease {
+        Lease {
+            client,
+            identity,
+            reg,
+            address,
+            last_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Sequence numbers: milliseconds since the epoch, and always above the last one used (so
+    /// they increase across restarts without being stored, unless the clock jumps back; then
+    /// the registry says `replay` and we continue above its `last_seq`).
+    pub fn next_seq(&self) -> u64 {
+        let now = peerchat_db::now_ms();
+        let prev = self
+            .last_seq
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(last.saturating_add(1).max(now))
+            })
+            .unwrap_or(0);
+        prev.saturating_add(1).max(now)
+    }
+
+    fn register_request(&self) -> Request {
+        let seq = self.next_seq();
+        let (key, sig) = self.identity.key_and_sign(|key| {
+            Statement::Register {
+                name: &self.reg.name,
+                key,
+                port: self.reg.port,
+                host: self.reg.host.as_deref(),
+                seq,
+            }
+            .to_bytes()
+        });
+        Request::Register {
+            name: self.reg.name.clone(),
+            port: self.reg.port,
+            host: self.reg.host.clone(),
+            key,
+            seq,
+            sig,
+            rotation: self.identity.rotation(),
+        }
+    }
+
+    /// One signed registration; on `replay` (our clock went back) continues above the
+    /// registry's last sequence number and tries once more. Returns the address and TTL.
+    pub async fn register_once(&self) -> Result<(String, u64), RegistryError> {
+        let mut result = self.client.request(self.register_request()).await;
+        if let Err(RegistryError::Refused(b)) = &result {
+            if b.code == registry::code::REPLAY {
+                if let Ok(record) = self.client.lookup(&self.reg.name).await {
+                    self.last_seq.fetch_max(record.last_seq, Ordering::SeqCst);
+                    result = self.client.request(self.register_request()).await;
+                }
+            }
+        }
+        match result? {
+            Response::Registered { address, ttl_secs } => {
+                *self.address.lock().unwrap_or_else(|p| p.into_inner()) = address.clone();
+                Ok((address, ttl_secs))
+            }
+            other => Err(RegistryError::Unreachable {
+                addr: self.client.addr().to_string(),
+                reason: format!("unexpected reply {other:?}"),
+            }),
+        }
+    }
+
+    async fn offline(&self) -> Result<Response, RegistryError> {
+        let seq = self.next_seq();
+        let (key, sig) = self.identity.key_and_sign(|key| {
+            Statement::Offline {
+                name: &self.reg.name,
+                key,
+                seq,
+            }
+            .to_bytes()
+        });
+        self.client
+            .request(Request::Offline {
+                name: self.reg.name.clone(),
+                key,
+                seq,
+                sig,
+            })
+            .await
+    }
+}
+
 /// Keeps our lease: registers now, renews at a third of the TTL, retries with backoff (1 s
 /// doubling to 30 s) while the registry is down. On cancellation, tells the registry we are
 /// offline (best effort, bounded by the request timeout).
 pub async fn keep_lease(
-    client: Arc<RegistryClient>,
-    reg: Registration,
-    address: Arc<Mutex<String>>,
+    lease: Arc<Lease>,
     first_attempt: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
 ) {
     let mut first_attempt = Some(first_attempt);
     let mut backoff = Duration::from_secs(1);
     let mut was_ok = None;
+    let name = lease.reg.name.clone();
     loop {
-        let req = Request::Register {
-            name: reg.name.clone(),
-            port: reg.port,
-            host: reg.host.clone(),
-        };
-        let wait = match client.request(req).await {
-            Ok(Response::Registered {
-                address: a,
-                ttl_secs,
-            }) => {
+        let wait = match lease.register_once().await {
+            Ok((a, ttl_secs)) => {
                 if was_ok != Some(true) {
-                    info!(name = %reg.name, address = %a, ttl_secs, registry = client.addr(), "registered");
+                    info!(name = %name, address = %a, ttl_secs, fingerprint = %lease.identity.public().fingerprint(), registry = lease.client.addr(), "registered");
                 }
                 was_ok = Some(true);
                 backoff = Duration::from_secs(1);
-                *address.lock().unwrap_or_else(|p| p.into_inner()) = a;
                 Duration::from_secs((ttl_secs / 3).max(1))
-            }
-            Ok(other) => {
-                warn!(reply = ?other, "unexpected registry reply to register");
-                backoff
             }
             Err(e) => {
                 if was_ok != Some(false) {
@@ -176,13 +272,8 @@ pub async fn keep_lease(
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    match client
-        .request(Request::Offline {
-            name: reg.name.clone(),
-        })
-        .await
-    {
-        Ok(_) => info!(name = %reg.name, "told the registry we are offline"),
+    match lease.offline().await {
+        Ok(_) => info!(name = %name, "told the registry we are offline"),
         Err(e) => warn!(error = %e, "could not tell the registry we are offline"),
     }
 }

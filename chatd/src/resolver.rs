@@ -1,16 +1,24 @@
-//! Name → address resolution with a cache.
+//! Name → address and key resolution, with a cache and pinned keys.
+//!
+//! Every record from the registry is verified here (the node's signature, and that the address
+//! is the one it signed); the registry is not trusted blindly. The first verified key seen for a
+//! name is pinned (trust on first use). Later records must carry the pinned key, or a chain of
+//! rotations signed by it; anything else is a key change, refused until the user runs
+//! `chatctl trust NAME`. A pinned name reported as legacy (no key) is a key change too, so a
+//! pinned name is never sent plaintext.
 //!
 //! A fresh entry (younger than [`FRESH`]) is used as is. Otherwise the registry is asked; if it
-//! cannot be reached, the last known good address (in memory, or from the database across
-//! restarts) is used. After a failed delivery the link calls [`Resolver::invalidate`]: the peer
-//! may have moved, so the next attempt asks the registry again.
+//! cannot be reached, the last known good entry (in memory, or from the database across
+//! restarts) is used; the link's handshake still proves the key. After a failed delivery the
+//! link calls [`Resolver::invalidate`]: the peer may have moved.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peerchat_proto::Name;
-use tracing::{debug, warn};
+use peerchat_proto::registry::{rotation_chain_reaches, Record, RecordError};
+use peerchat_proto::{Name, PublicKey};
+use tracing::{debug, info, warn};
 
 use crate::registry_client::{RegistryClient, RegistryError};
 use crate::store::{CachedPeer, Store};
@@ -21,6 +29,8 @@ const FRESH: Duration = Duration::from_secs(60);
 pub struct Resolved {
     pub address: String,
     pub legacy: bool,
+    /// The verified (and pinned) key; `None` only for legacy peers.
+    pub key: Option<PublicKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +39,14 @@ pub enum ResolveError {
     Unknown(Name),
     #[error("cannot resolve {name}: {source}, and the name is not in the cache")]
     Unavailable { name: Name, source: RegistryError },
+    #[error("the key of {name} changed: pinned {pinned}, the registry now says {offered}. If {name} really changed its key (a reinstall), check the new fingerprint with its owner and run `chatctl trust {name}`")]
+    KeyChanged {
+        name: Name,
+        pinned: String,
+        offered: String,
+    },
+    #[error("the registry's record is not trustworthy: {0}")]
+    BadRecord(#[from] RecordError),
 }
 
 struct Entry {
@@ -40,6 +58,7 @@ pub struct Resolver {
     registry: Arc<RegistryClient>,
     store: Store,
     cache: Mutex<HashMap<Name, Entry>>,
+    pins: Mutex<HashMap<Name, PublicKey>>,
 }
 
 impl Resolver {
@@ -48,32 +67,59 @@ impl Resolver {
         match store.load_peers().await {
             Ok(peers) => {
                 for p in peers {
-                    if let Ok(name) = Name::new(p.name) {
-                        let resolved = Resolved {
-                            address: p.address,
-                            legacy: p.legacy,
-                        };
-                        cache.insert(
-                            name,
-                            Entry {
-                                resolved,
-                                fetched: None,
-                            },
-                        );
+                    let Ok(name) = Name::new(p.name) else {
+                        continue;
+                    };
+                    let key = p.key.as_deref().and_then(PublicKey::from_hex);
+                    if key.is_none() && !p.legacy {
+                        // Cached before keys existed: not usable as last known good.
+                        continue;
                     }
+                    let resolved = Resolved {
+                        address: p.address,
+                        legacy: p.legacy,
+                        key,
+                    };
+                    cache.insert(
+                        name,
+                        Entry {
+                            resolved,
+                            fetched: None,
+                        },
+                    );
                 }
             }
             Err(e) => warn!(error = %e, "could not load the peer cache"),
+        }
+        let mut pins = HashMap::new();
+        match store.load_pins().await {
+            Ok(rows) => {
+                for (name, key) in rows {
+                    if let (Ok(n), Some(k)) = (Name::new(name), PublicKey::from_hex(&key)) {
+                        pins.insert(n, k);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "could not load pinned keys"),
         }
         Resolver {
             registry,
             store,
             cache: Mutex::new(cache),
+            pins: Mutex::new(pins),
         }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Name, Entry>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<Name, PublicKey>> {
+        self.pins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn pinned(&self, name: &Name) -> Option<PublicKey> {
+        self.pins().get(name).copied()
     }
 
     pub async fn resolve(&self, name: &Name) -> Result<Resolved, ResolveError> {
@@ -84,33 +130,8 @@ impl Resolver {
         }
         match self.registry.lookup(name).await {
             Ok(record) => {
-                let resolved = Resolved {
-                    address: record.address.clone(),
-                    legacy: record.legacy,
-                };
-                let changed = self.cache().insert(
-                    name.clone(),
-                    Entry {
-                        resolved: resolved.clone(),
-                        fetched: Some(Instant::now()),
-                    },
-                );
-                let changed = changed.is_none_or(|old| {
-                    old.resolved.address != resolved.address
-                        || old.resolved.legacy != resolved.legacy
-                });
-                if changed {
-                    debug!(name = %name, address = %resolved.address, "resolved");
-                    let p = CachedPeer {
-                        name: name.to_string(),
-                        address: resolved.address.clone(),
-                        legacy: resolved.legacy,
-                        resolved_at_ms: peerchat_db::now_ms(),
-                    };
-                    if let Err(e) = self.store.save_peer(p).await {
-                        warn!(error = %e, "could not save the peer cache");
-                    }
-                }
+                let resolved = self.check_pin(&record).await?;
+                self.remember(name, &resolved).await;
                 Ok(resolved)
             }
             Err(e) if e.is_not_found() => {
@@ -133,6 +154,139 @@ impl Resolver {
                 }),
             },
         }
+    }
+
+    /// Verifies `record` and holds it against the pin: pins on first use, follows valid
+    /// rotations, refuses anything else.
+    async fn check_pin(&self, record: &Record) -> Result<Resolved, ResolveError> {
+        let name = &record.name;
+        let key = record.verify()?;
+        let resolved = Resolved {
+            address: record.address.clone(),
+            legacy: record.legacy,
+            key,
+        };
+        let pinned = self.pinned(name);
+        match (pinned, key) {
+            (None, None) => Ok(resolved),
+            (Some(p), Some(k)) if p == k => Ok(resolved),
+            (None, Some(k)) => {
+                info!(name = %name, fingerprint = %k.fingerprint(), "pinned a new peer's key");
+                self.pin(name, k).await;
+                Ok(resolved)
+            }
+            (Some(p), Some(k)) if rotation_chain_reaches(name, &p, &k, &record.rotations) => {
+                info!(name = %name, from = %p.fingerprint(), to = %k.fingerprint(), "peer rotated its key; following the signed rotation");
+                self.pin(name, k).await;
+                Ok(resolved)
+            }
+            (Some(p), offered) => {
+                warn!(name = %name, pinned = %p.fingerprint(), offered = ?offered.map(|k| k.fingerprint()), "the registry reports another key for a pinned name; refusing it");
+                Err(ResolveError::KeyChanged {
+                    name: name.clone(),
+                    pinned: p.fingerprint(),
+                    offered: offered.map_or_else(
+                        || "no key (a legacy registration, which would be plaintext)".into(),
+                        |k| k.fingerprint(),
+                    ),
+                })
+            }
+        }
+    }
+
+    async fn pin(&self, name: &Name, key: PublicKey) {
+        self.pins().insert(name.clone(), key);
+        if let Err(e) = self.store.save_pin(name.to_string(), key.to_hex()).await {
+            warn!(error = %e, name = %name, "could not save the pinned key");
+        }
+    }
+
+    async fn remember(&self, name: &Name, resolved: &Resolved) {
+        let old = self.cache().insert(
+            name.clone(),
+            Entry {
+                resolved: resolved.clone(),
+                fetched: Some(Instant::now()),
+            },
+        );
+        let changed = old.is_none_or(|old| {
+            old.resolved.address != resolved.address
+                || old.resolved.legacy != resolved.legacy
+                || old.resolved.key != resolved.key
+        });
+        if changed {
+            debug!(name = %name, address = %resolved.address, "resolved");
+            let p = CachedPeer {
+                name: name.to_string(),
+                address: resolved.address.clone(),
+                legacy: resolved.legacy,
+                resolved_at_ms: peerchat_db::now_ms(),
+                key: resolved.key.map(|k| k.to_hex()),
+            };
+            if let Err(e) = self.store.save_peer(p).await {
+                warn!(error = %e, "could not save the peer cache");
+            }
+        }
+    }
+
+    /// `chatctl trust NAME`: accepts the key the registry now reports for `name` (after
+    /// verifying the record's signature) in place of the pinned one. Returns the previous and
+    /// the new key (`None` for a legacy record, which removes the pin).
+    pub async fn trust(
+        &self,
+        name: &Name,
+    ) -> Result<(Option<PublicKey>, Option<PublicKey>), ResolveError> {
+        let record = match self.registry.lookup(name).await {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Err(ResolveError::Unknown(name.clone())),
+            Err(source) => {
+                return Err(ResolveError::Unavailable {
+                    name: name.clone(),
+                    source,
+                })
+            }
+        };
+        let key = record.verify()?;
+        let previous = self.pinned(name);
+        match key {
+            Some(k) => self.pin(name, k).await,
+            None => {
+                self.pins().remove(name);
+                if let Err(e) = self.store.forget_pin(name.to_string()).await {
+                    warn!(error = %e, name = %name, "could not remove the pinned key");
+                }
+            }
+        }
+        info!(name = %name, previous = ?previous.map(|k| k.fingerprint()), now = ?key.map(|k| k.fingerprint()), "trusted the registry's key");
+        let resolved = Resolved {
+            address: record.address.clone(),
+            legacy: record.legacy,
+            key,
+        };
+        self.remember(name, &resolved).await;
+        Ok((previous, key))
+    }
+
+    /// Checks that `remote` (the X25519 static key a caller proved in the handshake) belongs to
+    /// `name`: the pinned key, else what a fresh, verified lookup says (which may pin or follow
+    /// a rotation).
+    pub async fn check_caller(&self, name: &Name, remote: &[u8; 32]) -> Result<(), ResolveError> {
+        let matches = |k: Option<PublicKey>| k.and_then(|k| k.to_x25519()).as_ref() == Some(remote);
+        if matches(self.pinned(name)) {
+            return Ok(());
+        }
+        self.invalidate(name);
+        let resolved = self.resolve(name).await?;
+        if matches(resolved.key) && matches(self.pinned(name)) {
+            return Ok(());
+        }
+        Err(ResolveError::KeyChanged {
+            name: name.clone(),
+            pinned: self
+                .pinned(name)
+                .map_or_else(|| "none".into(), |k| k.fingerprint()),
+            offered: "another key in the handshake".into(),
+        })
     }
 
     /// Forget freshness (keep the address as last known good).

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Output;
 use std::time::Duration;
 
+use peerchat_testkit::identity::Signer;
 use peerchat_testkit::{json_lines, wait_for, Net, Node};
 use serde_json::Value;
 
@@ -428,10 +429,8 @@ fn queued_messages_follow_a_name_that_turns_legacy() {
         .local_addr()
         .unwrap()
         .port();
-    let r = registry_json(
-        reg,
-        &format!(r#"{{"id":1,"op":"register","name":"mover","port":{dead_port}}}"#),
-    );
+    let owner = Signer::new(7);
+    let r = registry_json(reg, &owner.register("mover", dead_port, 1));
     assert!(r["ok"].is_object(), "{r}");
     let fast = ["--retry-initial", "0.2", "--retry-max", "0.5"];
     let old = net.node_with("old", &fast);
@@ -442,9 +441,35 @@ fn queued_messages_follow_a_name_that_turns_legacy() {
     }
 
     // The name now belongs to a seed peer.
-    let r = registry_json(reg, r#"{"id":1,"op":"unregister","name":"mover"}"#);
+    let r = registry_json(reg, &owner.owner_op("unregister", "mover", 2));
     assert!(r["ok"].is_object(), "{r}");
     seed.register(reg, "mover");
+
+    // Both nodes pinned mover's key when they accepted the message: a legacy record for a
+    // pinned name is a key change, never a reason to send plaintext.
+    for node in [&old, &new] {
+        let out = node.ctl(&["--json", "send", "mover", "plaintext?"]);
+        assert_eq!(code(&out), 7, "{}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("key_changed"));
+        wait_for(T, "the key change recorded on the queued message", || {
+            let out = node.ctl(&["--json", "status", "m1"]);
+            let v = json_lines(&out.stdout);
+            v.first()
+                .filter(|r| {
+                    r["recipients"][0]["error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("trust")
+                })
+                .cloned()
+        });
+    }
+    assert!(seed.idle(), "nothing may reach the seed peer before trust");
+    // The user accepts the change: the pin goes, and the queued messages continue.
+    for node in [&old, &new] {
+        let out = node.ctl(&["trust", "mover"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
 
     // With --legacy the queued message goes out raw; without, it fails with a reason.
     assert_eq!(seed.receive(), b"from new");

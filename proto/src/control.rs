@@ -33,6 +33,9 @@ pub mod code {
     pub const TOO_LARGE: &str = "too_large";
     pub const CONFLICT: &str = "conflict";
     pub const REFUSED: &str = "refused";
+    /// The recipient's key is not the pinned one (and no valid rotation leads to it): nothing is
+    /// sent to it until `trust`.
+    pub const KEY_CHANGED: &str = "key_changed";
     pub const REGISTRY_UNAVAILABLE: &str = "registry_unavailable";
     pub const STORAGE: &str = "storage";
     pub const SHUTTING_DOWN: &str = "shutting_down";
@@ -117,6 +120,12 @@ pub enum Request {
     Cancel { msg_id: String },
     /// Runs SQLite's integrity check on chatd's database.
     CheckDatabase,
+    /// This node's name and key.
+    Whoami,
+    /// Accept the key the registry now reports for `name` in place of the pinned one.
+    Trust { name: Name },
+    /// Make a new identity key, publish a rotation signed by the old one.
+    RotateKey,
 }
 
 /// Successful replies, tagged by `type`.
@@ -166,6 +175,27 @@ pub enum Response {
         detail: String,
     },
     Group(GroupInfo),
+    Identity {
+        name: Name,
+        /// The Ed25519 public key, 64 hex digits.
+        key: String,
+        fingerprint: String,
+    },
+    Trusted {
+        name: Name,
+        /// The fingerprint pinned before (`None`: nothing was pinned).
+        previous: Option<String>,
+        /// The fingerprint pinned now (`None`: a legacy peer, no key).
+        fingerprint: Option<String>,
+    },
+    Rotated {
+        previous: String,
+        fingerprint: String,
+        /// Whether the registry accepted the new key already (otherwise chatd keeps trying).
+        published: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     Done,
 }
 
@@ -284,6 +314,15 @@ pub struct PeerInfo {
     pub last_seen: Option<String>,
     #[serde(default)]
     pub legacy: bool,
+    /// Fingerprint of the peer's key as its record proves it (`None` for legacy peers and
+    /// records that do not verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// How that key stands against our pin: `pinned` (the same), `new` (nothing pinned yet),
+    /// `changed` (refused until `trust`), `invalid` (bad signature), `legacy` (no key), `self`
+    /// (this node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

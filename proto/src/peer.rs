@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::name::Name;
 
-/// Every link of our protocol begins with these bytes (cleartext, before anything else).
+/// Every link of our protocol begins with these bytes (cleartext, before anything else). They are
+/// also the Noise prologue, so a tampered preamble fails the handshake.
 pub const PREAMBLE: &[u8] = b"PEERCHAT/1\n";
+
+/// The Noise protocol of every peer link, right after the preamble.
+pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
 /// Largest frame payload, in bytes. A frame announcing more closes the link.
 pub const MAX_FRAME: usize = 512 * 1024;
@@ -22,6 +26,8 @@ pub const MAX_FRAME: usize = 512 * 1024;
 /// Stable error codes carried by `Refused` and `Nack`.
 pub mod code {
     pub const WRONG_NAME: &str = "wrong_name";
+    /// The caller's handshake key is not the one bound to the name it claims.
+    pub const WRONG_KEY: &str = "wrong_key";
     pub const TOO_LARGE: &str = "too_large";
     pub const BAD_FRAME: &str = "bad_frame";
     pub const STORAGE: &str = "storage";

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{ErrorBody, Reply};
+use crate::identity::{PublicKey, Signature};
 use crate::name::Name;
 
 /// Longest request line the registry reads; longer lines are refused and the connection closed.
@@ -22,6 +23,12 @@ pub mod code {
     pub const BUSY: &str = "busy";
     /// A rate or size limit (registrations per minute, number of names) was reached.
     pub const LIMITED: &str = "limited";
+    /// The name is bound to another key (and no valid rotation was given).
+    pub const KEY_MISMATCH: &str = "key_mismatch";
+    /// The signature does not verify.
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    /// The sequence number is not higher than the last one accepted for the name (a replay).
+    pub const REPLAY: &str = "replay";
 }
 
 /// One request line: `{"id":N,"op":"...", ...}`.
@@ -30,21 +37,198 @@ pub type RequestLine = crate::envelope::RequestLine<Request>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Register or renew `name` at `host:port`; `host` defaults to the connection's source IP.
+    /// Register or renew `name` at `host:port`, signed by `key` over [`Statement::Register`].
+    /// `host` defaults to the connection's source IP (an unsigned hint). The first registration
+    /// binds the name to `key`; later ones need the same key (or a `rotation` from it) and a
+    /// higher `seq`.
     Register {
         name: Name,
         port: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<String>,
+        key: PublicKey,
+        seq: u64,
+        sig: Signature,
+        /// Moves the name from the bound key to `key` (signed by the bound key).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rotation: Option<Rotation>,
     },
     /// Resolve one name.
     Lookup { name: Name },
     /// Every name with its presence.
     List,
     /// The node is going away; its name and last address stay registered, shown offline.
-    Offline { name: Name },
-    /// Forget the name entirely.
-    Unregister { name: Name },
+    /// Signed over [`Statement::Offline`].
+    Offline {
+        name: Name,
+        key: PublicKey,
+        seq: u64,
+        sig: Signature,
+    },
+    /// Forget the name entirely (it becomes free for any key). Signed over
+    /// [`Statement::Unregister`].
+    Unregister {
+        name: Name,
+        key: PublicKey,
+        seq: u64,
+        sig: Signature,
+    },
+}
+
+/// What a node signs. [`Statement::to_bytes`] is the exact byte string the signature covers:
+/// a fixed first line, then `field=value` lines in a fixed order, each ending in `\n`. Names and
+/// hosts are validated, so no value can contain a newline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statement<'a> {
+    Register {
+        name: &'a Name,
+        key: &'a PublicKey,
+        port: u16,
+        host: Option<&'a str>,
+        seq: u64,
+    },
+    Offline {
+        name: &'a Name,
+        key: &'a PublicKey,
+        seq: u64,
+    },
+    Unregister {
+        name: &'a Name,
+        key: &'a PublicKey,
+        seq: u64,
+    },
+    /// The holder of `from` hands `name` over to `to`.
+    Rotate {
+        name: &'a Name,
+        from: &'a PublicKey,
+        to: &'a PublicKey,
+        seq: u64,
+    },
+}
+
+/// First line of every signed statement (domain separation from anything else a key signs).
+pub const STATEMENT_HEADER: &str = "peerchat-registry/1\n";
+
+impl Statement<'_> {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = String::from(STATEMENT_HEADER);
+        let mut line = |k: &str, v: &str| {
+            s.push_str(k);
+            s.push('=');
+            s.push_str(v);
+            s.push('\n');
+        };
+        match self {
+            Statement::Register {
+                name,
+                key,
+                port,
+                host,
+                seq,
+            } => {
+                line("op", "register");
+                line("name", name.as_str());
+                line("key", &key.to_hex());
+                line("port", &port.to_string());
+                line("host", host.unwrap_or(""));
+                line("seq", &seq.to_string());
+            }
+            Statement::Offline { name, key, seq } | Statement::Unregister { name, key, seq } => {
+                let op = if matches!(self, Statement::Offline { .. }) {
+                    "offline"
+                } else {
+                    "unregister"
+                };
+                line("op", op);
+                line("name", name.as_str());
+                line("key", &key.to_hex());
+                line("seq", &seq.to_string());
+            }
+            Statement::Rotate {
+                name,
+                from,
+                to,
+                seq,
+            } => {
+                line("op", "rotate");
+                line("name", name.as_str());
+                line("from", &from.to_hex());
+                line("to", &to.to_hex());
+                line("seq", &seq.to_string());
+            }
+        }
+        s.into_bytes()
+    }
+}
+
+/// A key rotation: the holder of `from` hands the name to `to`, signed by `from` over
+/// [`Statement::Rotate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    pub from: PublicKey,
+    pub to: PublicKey,
+    pub seq: u64,
+    pub sig: Signature,
+}
+
+impl Rotation {
+    pub fn verify(&self, name: &Name) -> bool {
+        let st = Statement::Rotate {
+            name,
+            from: &self.from,
+            to: &self.to,
+            seq: self.seq,
+        };
+        self.from.verify(&st.to_bytes(), &self.sig)
+    }
+}
+
+/// The node's own signed part of a record, exactly as it registered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedRegistration {
+    pub key: PublicKey,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub seq: u64,
+    pub sig: Signature,
+}
+
+/// Why a record cannot be trusted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("the record of {0} carries no signature")]
+    Unsigned(Name),
+    #[error("the signature on the record of {0} is not valid")]
+    BadSignature(Name),
+    #[error("the address {address} of {name} does not match what the node signed")]
+    AddressMismatch { name: Name, address: String },
+}
+
+/// Follows `rotations` from `pinned`: true if a chain of valid rotations for `name` leads to
+/// `target`. Each step must be signed by the key it leaves.
+pub fn rotation_chain_reaches(
+    name: &Name,
+    pinned: &PublicKey,
+    target: &PublicKey,
+    rotations: &[Rotation],
+) -> bool {
+    let mut current = *pinned;
+    // Each step moves to a new key; a chain cannot be longer than the list.
+    for _ in 0..=rotations.len() {
+        if current == *target {
+            return true;
+        }
+        match rotations
+            .iter()
+            .find(|r| r.from == current && r.verify(name))
+        {
+            Some(r) => current = r.to,
+            None => return false,
+        }
+    }
+    current == *target
 }
 
 /// Successful replies (`"ok"` member of the envelope), tagged by `type`.
@@ -68,15 +252,65 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub name: Name,
-    /// Last known address, `IP:PORT` or `[v6]:PORT`.
+    /// Last known address, `IP:PORT` or `[v6]:PORT`. Without a signed host, the IP is the
+    /// registry's unsigned hint (the source address it saw).
     pub address: String,
     /// Renewed within the TTL and not marked offline.
     pub online: bool,
     /// Last registration or renewal, milliseconds since the Unix epoch.
     pub last_seen_ms: u64,
-    /// Registered through the seed's text protocol.
+    /// Registered through the seed's text protocol (no key, no signature).
     #[serde(default)]
     pub legacy: bool,
+    /// The node's signed registration; absent only for legacy records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<SignedRegistration>,
+    /// Key rotations of this name, oldest first (bounded), so that peers who pinned an older
+    /// key can follow them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<Rotation>,
+    /// Highest sequence number the registry accepted for this name (a node whose clock went
+    /// backwards continues above it).
+    #[serde(default)]
+    pub last_seq: u64,
+}
+
+impl Record {
+    /// Checks the node's signature and that the address is the one it signed (the port always;
+    /// the host when it signed one). Returns the key, or `None` for a legacy record.
+    pub fn verify(&self) -> Result<Option<PublicKey>, RecordError> {
+        if self.legacy {
+            return Ok(None);
+        }
+        let s = self
+            .signed
+            .as_ref()
+            .ok_or_else(|| RecordError::Unsigned(self.name.clone()))?;
+        let st = Statement::Register {
+            name: &self.name,
+            key: &s.key,
+            port: s.port,
+            host: s.host.as_deref(),
+            seq: s.seq,
+        };
+        if !s.key.verify(&st.to_bytes(), &s.sig) {
+            return Err(RecordError::BadSignature(self.name.clone()));
+        }
+        let matches = match &s.host {
+            Some(h) => host_address(h, s.port).as_deref() == Some(self.address.as_str()),
+            None => self
+                .address
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p == s.port.to_string()),
+        };
+        if !matches {
+            return Err(RecordError::AddressMismatch {
+                name: self.name.clone(),
+                address: self.address.clone(),
+            });
+        }
+        Ok(Some(s.key))
+    }
 }
 
 pub type RegistryReply = Reply<Response>;
@@ -142,22 +376,115 @@ pub fn legacy_complete(buf: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    fn signer(seed: u8) -> (ed25519_dalek::SigningKey, PublicKey) {
+        let k = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let p = PublicKey(k.verifying_key().to_bytes());
+        (k, p)
+    }
+
+    fn sign(k: &ed25519_dalek::SigningKey, st: Statement<'_>) -> Signature {
+        use ed25519_dalek::Signer;
+        Signature(k.sign(&st.to_bytes()).to_bytes())
+    }
+
     #[test]
     fn request_lines_round_trip() {
-        let line = br#"{"id":7,"op":"register","name":"pa","port":7000}"#;
-        let r = parse_request(line).unwrap();
+        let (_, key) = signer(1);
+        let line = format!(
+            r#"{{"id":7,"op":"register","name":"pa","port":7000,"key":"{key}","seq":3,"sig":"{}"}}"#,
+            "00".repeat(64)
+        );
+        let r = parse_request(line.as_bytes()).unwrap();
         assert_eq!(r.id, 7);
         assert!(matches!(
             r.request,
             Request::Register {
                 port: 7000,
                 host: None,
+                seq: 3,
                 ..
             }
         ));
+        // Unsigned registrations are not requests of this protocol.
+        assert!(parse_request(br#"{"id":1,"op":"register","name":"pa","port":7000}"#).is_err());
         assert!(parse_request(br#"{"id":1,"op":"lookup","name":"bad name"}"#).is_err());
         assert!(parse_request(br#"{"id":1,"op":"nope"}"#).is_err());
         assert!(parse_request(b"\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn records_verify_only_as_signed() {
+        let (k, key) = signer(2);
+        let name = Name::new("pa").unwrap();
+        let sig = sign(
+            &k,
+            Statement::Register {
+                name: &name,
+                key: &key,
+                port: 7000,
+                host: None,
+                seq: 5,
+            },
+        );
+        let mut rec = Record {
+            name: name.clone(),
+            address: "10.0.0.1:7000".into(),
+            online: true,
+            last_seen_ms: 0,
+            legacy: false,
+            signed: Some(SignedRegistration {
+                key,
+                port: 7000,
+                host: None,
+                seq: 5,
+                sig,
+            }),
+            rotations: vec![],
+            last_seq: 5,
+        };
+        assert_eq!(rec.verify(), Ok(Some(key)));
+        rec.address = "10.0.0.1:7001".into();
+        assert!(matches!(
+            rec.verify(),
+            Err(RecordError::AddressMismatch { .. })
+        ));
+        rec.address = "10.0.0.1:7000".into();
+        rec.signed.as_mut().unwrap().seq = 6;
+        assert!(matches!(rec.verify(), Err(RecordError::BadSignature(_))));
+        rec.signed = None;
+        assert!(matches!(rec.verify(), Err(RecordError::Unsigned(_))));
+    }
+
+    #[test]
+    fn rotation_chains() {
+        let name = Name::new("pa").unwrap();
+        let (k1, p1) = signer(1);
+        let (k2, p2) = signer(2);
+        let (_, p3) = signer(3);
+        let rot = |k: &ed25519_dalek::SigningKey, from: PublicKey, to: PublicKey, seq| Rotation {
+            from,
+            to,
+            seq,
+            sig: sign(
+                k,
+                Statement::Rotate {
+                    name: &name,
+                    from: &from,
+                    to: &to,
+                    seq,
+                },
+            ),
+        };
+        let chain = vec![rot(&k1, p1, p2, 1), rot(&k2, p2, p3, 2)];
+        assert!(rotation_chain_reaches(&name, &p1, &p3, &chain));
+        assert!(rotation_chain_reaches(&name, &p2, &p3, &chain));
+        assert!(!rotation_chain_reaches(&name, &p3, &p1, &chain));
+        // A rotation signed by the wrong key does not count.
+        let forged = vec![rot(&k2, p1, p3, 1)];
+        assert!(!rotation_chain_reaches(&name, &p1, &p3, &forged));
+        // Nor does one for another name.
+        let other = Name::new("pb").unwrap();
+        assert!(!rotation_chain_reaches(&other, &p1, &p3, &chain));
     }
 
     #[test]

@@ -31,6 +31,8 @@ Files: the config file is --config, else $XDG_CONFIG_HOME/peerchat/registryd.tom
 the system unit passes /etc/peerchat/registryd.toml. The database is STATE_DIR/registry.db, where
 STATE_DIR is $STATE_DIRECTORY, else $XDG_STATE_HOME/peerchat, else ~/.local/state/peerchat.
 Logs go to stderr; level by --log-level or RUST_LOG.
+Operator command: `registryd release NAME [--db PATH]` frees a name bound to a lost key (see
+`registryd release --help`).
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a startup or configuration error,
 2 on a usage error."
 )]
@@ -81,4 +83,29 @@ pub struct Args {
         env = "REGISTRYD_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+}
+
+/// Release NAME: delete it and its key binding, so that any node may register it again.
+///
+/// Run it on the registry host as the owner of the database (the `registryd` user, or root). It
+/// writes the database directly; a running registryd picks the change up within a second.
+/// Use it when a node lost its key (a new install, a deleted state directory): the node's old
+/// key can no longer sign for the name.
+#[derive(Parser, Debug)]
+#[command(
+    name = "registryd release",
+    version,
+    after_help = "\
+Examples:
+  sudo -u registryd registryd release alice --db /var/lib/peerchat/registry.db
+  registryd release bob                       # database in the state directory
+
+Exit status: 0 released, 1 error (including: no such name), 2 usage error."
+)]
+pub struct ReleaseArgs {
+    /// The name to release
+    pub name: String,
+    /// SQLite database file [default: STATE_DIR/registry.db]
+    #[arg(long, value_name = "PATH", env = "REGISTRYD_DB")]
+    pub db: Option<PathBuf>,
 }

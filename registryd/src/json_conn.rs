@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use peerchat_proto::envelope::{to_line, ErrorBody, Outcome, Reply};
-use peerchat_proto::registry::{self, code, Request, Response};
+use peerchat_proto::registry::{self, code, Request, Response, SignedRegistration, Statement};
+use peerchat_proto::{PublicKey, Signature};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tracing::debug;
 
-use crate::table::{Table, TableError};
+use crate::table::{Table, TableError, Write};
 use crate::{FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
@@ -68,21 +69,58 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
 
 async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Response, ErrorBody> {
     match req {
-        Request::Register { name, port, host } => {
+        Request::Register {
+            name,
+            port,
+            host,
+            key,
+            seq,
+            sig,
+            rotation,
+        } => {
             if port == 0 {
                 return Err(ErrorBody::new(code::BAD_REQUEST, "port must be 1-65535"));
             }
-            let address = match host {
+            let address = match &host {
                 None => registry::format_address(peer.ip().to_canonical(), port),
-                Some(h) => registry::host_address(&h, port).ok_or_else(|| {
+                Some(h) => registry::host_address(h, port).ok_or_else(|| {
                     ErrorBody::new(
                         code::BAD_REQUEST,
                         format!("host {h:?} is neither an IP address nor a DNS name"),
                     )
                 })?,
             };
+            let statement = Statement::Register {
+                name: &name,
+                key: &key,
+                port,
+                host: host.as_deref(),
+                seq,
+            };
+            verify(&key, &statement, &sig)?;
+            if let Some(r) = &rotation {
+                if !r.verify(&name) {
+                    return Err(ErrorBody::new(
+                        code::BAD_SIGNATURE,
+                        "the rotation is not signed by the key it rotates from",
+                    ));
+                }
+            }
+            let signed = SignedRegistration {
+                key,
+                port,
+                host,
+                seq,
+                sig,
+            };
+            let write = Write::Register {
+                name,
+                address: address.clone(),
+                signed,
+                rotation,
+            };
             table
-                .register(name, address.clone(), false, peer.ip().to_canonical())
+                .register(write, peer.ip().to_canonical())
                 .await
                 .map_err(to_body)?;
             Ok(Response::Registered {
@@ -97,14 +135,59 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
         Request::List => Ok(Response::Records {
             records: table.list(),
         }),
-        Request::Offline { name } => {
-            table.offline(name).await.map_err(to_body)?;
+        Request::Offline {
+            name,
+            key,
+            seq,
+            sig,
+        } => {
+            verify(
+                &key,
+                &Statement::Offline {
+                    name: &name,
+                    key: &key,
+                    seq,
+                },
+                &sig,
+            )?;
+            table
+                .write(Write::Offline { name, key, seq })
+                .await
+                .map_err(to_body)?;
             Ok(Response::Done)
         }
-        Request::Unregister { name } => {
-            table.unregister(name).await.map_err(to_body)?;
+        Request::Unregister {
+            name,
+            key,
+            seq,
+            sig,
+        } => {
+            verify(
+                &key,
+                &Statement::Unregister {
+                    name: &name,
+                    key: &key,
+                    seq,
+                },
+                &sig,
+            )?;
+            table
+                .write(Write::Unregister { name, key, seq })
+                .await
+                .map_err(to_body)?;
             Ok(Response::Done)
         }
+    }
+}
+
+fn verify(key: &PublicKey, statement: &Statement<'_>, sig: &Signature) -> Result<(), ErrorBody> {
+    if key.verify(&statement.to_bytes(), sig) {
+        Ok(())
+    } else {
+        Err(ErrorBody::new(
+            code::BAD_SIGNATURE,
+            "the signature does not match the request and key",
+        ))
     }
 }
 
@@ -112,6 +195,8 @@ fn to_body(e: TableError) -> ErrorBody {
     let c = match &e {
         TableError::NotFound(_) => code::NOT_FOUND,
         TableError::Conflict(_) => code::CONFLICT,
+        TableError::KeyMismatch { .. } => code::KEY_MISMATCH,
+        TableError::Replay { .. } => code::REPLAY,
         TableError::RateLimited(_) | TableError::Full(_) => code::LIMITED,
         TableError::Closed => code::BUSY,
         TableError::Open(_) | TableError::Storage(_) | TableError::Commit(_) => code::STORAGE,

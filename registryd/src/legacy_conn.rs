@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use crate::table::Table;
+use crate::table::{Table, Write};
 use crate::WRITE_TIMEOUT;
 
 const MAX_REQUEST: usize = 1024;
@@ -36,9 +36,10 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
             let address = registry::format_address(peer.ip().to_canonical(), port);
             match table
                 .register(
-                    name.clone(),
-                    address.clone(),
-                    true,
+                    Write::Legacy {
+                        name: name.clone(),
+                        address: address.clone(),
+                    },
                     peer.ip().to_canonical(),
                 )
                 .await

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-pub use table::{Limits, Table, TableError};
+pub use table::{release, Limits, Table, TableError, Write};
 
 /// How long a new connection may take to send its first complete request.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

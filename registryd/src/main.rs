@@ -4,6 +4,10 @@ use anyhow::Context;
 use registryd::cli::Args;
 
 fn main() {
+    // An operator subcommand; everything else is the daemon's own command line.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "release") {
+        release_main();
+    }
     let args: Args = peerchat_daemon::startup::load("registryd");
     if let Some(path) = &args.check_config {
         peerchat_daemon::startup::check_and_exit::<Args>("registryd", path);
@@ -37,4 +41,34 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         registryd::run(listener, config, shutdown).await
     })?;
     Ok(())
+}
+
+fn release_main() -> ! {
+    use clap::Parser;
+    let args = registryd::cli::ReleaseArgs::parse_from(std::env::args_os().skip(1));
+    let result = (|| -> anyhow::Result<bool> {
+        let name = peerchat_proto::Name::new(args.name.clone())
+            .map_err(|e| anyhow::anyhow!("{:?}: {e}", args.name))?;
+        let db = args
+            .db
+            .unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db"));
+        if !db.exists() {
+            anyhow::bail!("no registry database at {}", db.display());
+        }
+        registryd::release(&db, &name).with_context(|| format!("releasing in {}", db.display()))
+    })();
+    match result {
+        Ok(true) => {
+            eprintln!("registryd: released {}", args.name);
+            std::process::exit(0)
+        }
+        Ok(false) => {
+            eprintln!("registryd: {} is not registered", args.name);
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("registryd: {e:#}");
+            std::process::exit(1)
+        }
+    }
 }

@@ -13,19 +13,32 @@ use std::time::Duration;
 
 use peerchat_db::now_ms;
 use peerchat_db::rusqlite::{self, params, Connection};
-use peerchat_proto::registry::Record;
-use peerchat_proto::Name;
+use peerchat_proto::registry::{Record, Rotation, SignedRegistration};
+use peerchat_proto::{Name, PublicKey};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info};
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE names (
+/// Append-only: never edit an entry, add one.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE names (
         name TEXT PRIMARY KEY NOT NULL,
         address TEXT NOT NULL,
         last_seen_ms INTEGER NOT NULL,
         offline INTEGER NOT NULL DEFAULT 0,
         legacy INTEGER NOT NULL DEFAULT 0,
         first_registered_ms INTEGER NOT NULL
-    ) STRICT;"];
+    ) STRICT;",
+    // Signed registrations: the node's signed part (JSON of `SignedRegistration`), the highest
+    // sequence number accepted, and the name's key rotations (JSON list). Rows from before have
+    // no key and are taken over by the first signed registration.
+    "ALTER TABLE names ADD COLUMN signed TEXT;
+     ALTER TABLE names ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE names ADD COLUMN rotations TEXT NOT NULL DEFAULT '[]';",
+];
+
+/// Most rotations kept per name (the newest); a peer that pinned a key older than that must
+/// `chatctl trust` again.
+pub const MAX_ROTATIONS: usize = 16;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -33,6 +46,16 @@ struct Entry {
     last_seen_ms: u64,
     offline: bool,
     legacy: bool,
+    signed: Option<SignedRegistration>,
+    last_seq: u64,
+    rotations: Vec<Rotation>,
+}
+
+impl Entry {
+    /// The key the name is bound to, if any.
+    fn key(&self) -> Option<PublicKey> {
+        self.signed.as_ref().map(|s| s.key)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +66,10 @@ pub enum TableError {
     NotFound(Name),
     #[error("name {0} is held by a peerchat node; a legacy registration cannot take it")]
     Conflict(Name),
+    #[error("name {name} is bound to another key (fingerprint {bound}); only its holder can change it, or the registry's operator can release it")]
+    KeyMismatch { name: Name, bound: String },
+    #[error("sequence number {seq} is not above {last}, the last one accepted for {name} (a replayed request?)")]
+    Replay { name: Name, seq: u64, last: u64 },
     #[error("too many registrations from this address (limit {0} per minute); try again later")]
     RateLimited(u32),
     #[error("the registry is full ({0} names); ask its operator to raise --max-names")]
@@ -55,14 +82,31 @@ pub enum TableError {
     Closed,
 }
 
-enum Write {
+/// A change to the table. Signatures are checked before a write is queued; the writer checks
+/// what needs the current state (key binding, sequence numbers, limits) atomically.
+// One value per request, moved once into the writer's channel: boxing would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Write {
+    /// A signed registration (`signed`), optionally rotating the name to its key.
     Register {
         name: Name,
         address: String,
-        legacy: bool,
+        signed: SignedRegistration,
+        rotation: Option<Rotation>,
     },
-    Offline(Name),
-    Unregister(Name),
+    /// A seed (text protocol) registration: no key; cannot take a name bound to one.
+    Legacy { name: Name, address: String },
+    Offline {
+        name: Name,
+        key: PublicKey,
+        seq: u64,
+    },
+    Unregister {
+        name: Name,
+        key: PublicKey,
+        seq: u64,
+    },
 }
 
 type Job = (Write, oneshot::Sender<Result<(), TableError>>);
@@ -89,26 +133,7 @@ impl Table {
         let conn = peerchat_db::open(path, MIGRATIONS)?;
         let mut map = HashMap::new();
         {
-            let mut stmt =
-                conn.prepare("SELECT name, address, last_seen_ms, offline, legacy FROM names")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Entry {
-                        address: r.get(1)?,
-                        last_seen_ms: r.get::<_, i64>(2)? as u64,
-                        offline: r.get(3)?,
-                        legacy: r.get(4)?,
-                    },
-                ))
-            })?;
-            for row in rows {
-                let (name, entry) = row?;
-                // Rows were validated on the way in; skip anything that was edited by hand.
-                if let Ok(name) = Name::new(name) {
-                    map.insert(name, entry);
-                }
-            }
+            load_map(&conn, &mut map)?;
         }
         let map = Arc::new(RwLock::new(map));
         let (tx, rx) = mpsc::channel::<Job>();
@@ -150,6 +175,9 @@ impl Table {
             online: !e.offline && now.saturating_sub(e.last_seen_ms) <= self.ttl.as_millis() as u64,
             last_seen_ms: e.last_seen_ms,
             legacy: e.legacy,
+            signed: e.signed.clone(),
+            rotations: e.rotations.clone(),
+            last_seq: e.last_seq,
         }
     }
 
@@ -169,34 +197,16 @@ impl Table {
         v
     }
 
-    /// Registers (or renews) `name` for a client at `source`.
-    pub async fn register(
-        &self,
-        name: Name,
-        address: String,
-        legacy: bool,
-        source: std::net::IpAddr,
-    ) -> Result<(), TableError> {
+    /// Registers (or renews) a name for a client at `source` (`Register` or `Legacy`), subject to
+    /// the per-address rate limit.
+    pub async fn register(&self, w: Write, source: std::net::IpAddr) -> Result<(), TableError> {
         if !self.rate.allow(source) {
             return Err(TableError::RateLimited(self.rate.per_minute()));
         }
-        self.write(Write::Register {
-            name,
-            address,
-            legacy,
-        })
-        .await
+        self.write(w).await
     }
 
-    pub async fn offline(&self, name: Name) -> Result<(), TableError> {
-        self.write(Write::Offline(name)).await
-    }
-
-    pub async fn unregister(&self, name: Name) -> Result<(), TableError> {
-        self.write(Write::Unregister(name)).await
-    }
-
-    async fn write(&self, w: Write) -> Result<(), TableError> {
+    pub async fn write(&self, w: Write) -> Result<(), TableError> {
         let (tx, rx) = oneshot::channel();
         {
             let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -227,7 +237,31 @@ fn writer_loop(
     map: Arc<RwLock<HashMap<Name, Entry>>>,
     max_names: usize,
 ) {
-    while let Ok(first) = rx.recv() {
+    // Another process (`registryd release`) may change the database; SQLite's data_version
+    // tells us, and the map is reloaded from disk.
+    let mut seen_version = data_version(&conn);
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(j) => Some(j),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let version = data_version(&conn);
+        if version != seen_version {
+            seen_version = version;
+            let mut fresh = HashMap::new();
+            match load_map(&conn, &mut fresh) {
+                Ok(()) => {
+                    info!(
+                        names = fresh.len(),
+                        "database changed by another process; reloaded"
+                    );
+                    *map.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                }
+                Err(e) => error!(error = %e, "could not reload the changed database"),
+            }
+        }
+        let Some(first) = first else { continue };
         // Batch whatever else is already waiting into the same transaction (group commit).
         let mut jobs = vec![first];
         while jobs.len() < 256 {
@@ -276,10 +310,61 @@ fn apply_batch(
             Write::Register {
                 name,
                 address,
-                legacy,
+                signed,
+                rotation,
             } => {
                 let old = current(&pending, name);
-                if *legacy && old.as_ref().is_some_and(|e| !e.legacy) {
+                let mut rotations = Vec::new();
+                if let Some(old) = old.as_ref().filter(|e| e.key().is_some()) {
+                    check_seq(name, signed.seq, old)?;
+                    rotations = old.rotations.clone();
+                    let bound = old.key().unwrap_or(signed.key);
+                    if bound != signed.key {
+                        // Signatures were checked before queueing; here: does it start at the
+                        // bound key and end at the new one?
+                        match rotation {
+                            Some(r) if r.from == bound && r.to == signed.key => {
+                                rotations.push(r.clone());
+                                let excess = rotations.len().saturating_sub(MAX_ROTATIONS);
+                                rotations.drain(..excess);
+                                info!(name = %name, from = %bound.fingerprint(), to = %signed.key.fingerprint(), "key rotated");
+                            }
+                            _ => return Err(mismatch(name, &bound)),
+                        }
+                    }
+                }
+                if old.is_none() {
+                    if names >= max_names {
+                        return Err(TableError::Full(max_names));
+                    }
+                    names += 1;
+                }
+                let signed_json = serde_json::to_string(signed).unwrap_or_default();
+                let rotations_json = serde_json::to_string(&rotations).unwrap_or_default();
+                tx.execute(
+                    "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms, signed, last_seq, rotations)
+                     VALUES (?1, ?2, ?3, 0, 0, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(name) DO UPDATE SET address = ?2, last_seen_ms = ?3, offline = 0, legacy = 0,
+                        signed = ?4, last_seq = ?5, rotations = ?6",
+                    params![name.as_str(), address, now as i64, signed_json, signed.seq as i64, rotations_json],
+                )?;
+                pending.insert(
+                    name.clone(),
+                    Some(Entry {
+                        address: address.clone(),
+                        last_seen_ms: now,
+                        offline: false,
+                        legacy: false,
+                        signed: Some(signed.clone()),
+                        last_seq: signed.seq,
+                        rotations,
+                    }),
+                );
+                Ok(())
+            }
+            Write::Legacy { name, address } => {
+                let old = current(&pending, name);
+                if old.as_ref().is_some_and(|e| !e.legacy) {
                     return Err(TableError::Conflict(name.clone()));
                 }
                 if old.is_none() {
@@ -290,9 +375,10 @@ fn apply_batch(
                 }
                 tx.execute(
                     "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms)
-                     VALUES (?1, ?2, ?3, 0, ?4, ?3)
-                     ON CONFLICT(name) DO UPDATE SET address = ?2, last_seen_ms = ?3, offline = 0, legacy = ?4",
-                    params![name.as_str(), address, now as i64, legacy],
+                     VALUES (?1, ?2, ?3, 0, 1, ?3)
+                     ON CONFLICT(name) DO UPDATE SET address = ?2, last_seen_ms = ?3, offline = 0, legacy = 1,
+                        signed = NULL, last_seq = 0, rotations = '[]'",
+                    params![name.as_str(), address, now as i64],
                 )?;
                 pending.insert(
                     name.clone(),
@@ -300,24 +386,31 @@ fn apply_batch(
                         address: address.clone(),
                         last_seen_ms: now,
                         offline: false,
-                        legacy: *legacy,
+                        legacy: true,
+                        signed: None,
+                        last_seq: 0,
+                        rotations: Vec::new(),
                     }),
                 );
                 Ok(())
             }
-            Write::Offline(name) => {
+            Write::Offline { name, key, seq } => {
                 let mut e =
                     current(&pending, name).ok_or_else(|| TableError::NotFound(name.clone()))?;
+                check_owner(name, key, *seq, &e)?;
                 tx.execute(
-                    "UPDATE names SET offline = 1 WHERE name = ?1",
-                    params![name.as_str()],
+                    "UPDATE names SET offline = 1, last_seq = ?2 WHERE name = ?1",
+                    params![name.as_str(), *seq as i64],
                 )?;
                 e.offline = true;
+                e.last_seq = *seq;
                 pending.insert(name.clone(), Some(e));
                 Ok(())
             }
-            Write::Unregister(name) => {
-                current(&pending, name).ok_or_else(|| TableError::NotFound(name.clone()))?;
+            Write::Unregister { name, key, seq } => {
+                let e =
+                    current(&pending, name).ok_or_else(|| TableError::NotFound(name.clone()))?;
+                check_owner(name, key, *seq, &e)?;
                 tx.execute("DELETE FROM names WHERE name = ?1", params![name.as_str()])?;
                 pending.insert(name.clone(), None);
                 names = names.saturating_sub(1);
@@ -346,6 +439,80 @@ fn apply_batch(
         }
     }
     results
+}
+
+fn mismatch(name: &Name, bound: &PublicKey) -> TableError {
+    TableError::KeyMismatch {
+        name: name.clone(),
+        bound: bound.fingerprint(),
+    }
+}
+
+fn check_seq(name: &Name, seq: u64, e: &Entry) -> Result<(), TableError> {
+    if seq <= e.last_seq {
+        return Err(TableError::Replay {
+            name: name.clone(),
+            seq,
+            last: e.last_seq,
+        });
+    }
+    Ok(())
+}
+
+/// Offline and unregister: only the bound key, with a fresh sequence number. A name without a
+/// key (a seed registration) cannot be changed through the signed protocol.
+fn check_owner(name: &Name, key: &PublicKey, seq: u64, e: &Entry) -> Result<(), TableError> {
+    match e.key() {
+        Some(bound) if bound == *key => check_seq(name, seq, e),
+        Some(bound) => Err(mismatch(name, &bound)),
+        None => Err(TableError::KeyMismatch {
+            name: name.clone(),
+            bound: "none (a seed registration)".into(),
+        }),
+    }
+}
+
+fn data_version(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Reads every row into `map`. Rows that do not parse (edited by hand) are skipped.
+fn load_map(conn: &Connection, map: &mut HashMap<Name, Entry>) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare(
+        "SELECT name, address, last_seen_ms, offline, legacy, signed, last_seq, rotations FROM names",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let signed: Option<String> = r.get(5)?;
+        let rotations: String = r.get(7)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            Entry {
+                address: r.get(1)?,
+                last_seen_ms: r.get::<_, i64>(2)? as u64,
+                offline: r.get(3)?,
+                legacy: r.get(4)?,
+                signed: signed.and_then(|s| serde_json::from_str(&s).ok()),
+                last_seq: r.get::<_, i64>(6)? as u64,
+                rotations: serde_json::from_str(&rotations).unwrap_or_default(),
+            },
+        ))
+    })?;
+    for row in rows {
+        let (name, entry) = row?;
+        if let Ok(name) = Name::new(name) {
+            map.insert(name, entry);
+        }
+    }
+    Ok(())
+}
+
+/// `registryd release NAME`, run by the database's owner: deletes the name directly in the
+/// database (a running registryd notices within a second). Returns whether the name existed.
+pub fn release(path: &Path, name: &Name) -> Result<bool, TableError> {
+    let conn = peerchat_db::open(path, MIGRATIONS)?;
+    let n = conn.execute("DELETE FROM names WHERE name = ?1", params![name.as_str()])?;
+    Ok(n > 0)
 }
 
 /// The whole batch failed: every job hears why (rusqlite errors are not `Clone`).

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use peerchat_testkit::identity::Signer;
 use peerchat_testkit::{tempdir, Registry};
 
 fn conn(addr: SocketAddr) -> TcpStream {
@@ -14,10 +15,10 @@ fn conn(addr: SocketAddr) -> TcpStream {
 }
 
 /// Sends JSON request lines on one connection (pipelined) and returns the reply lines.
-fn ask(addr: SocketAddr, lines: &[&str]) -> Vec<serde_json::Value> {
+fn ask<S: AsRef<str>>(addr: SocketAddr, lines: &[S]) -> Vec<serde_json::Value> {
     let mut s = conn(addr);
     for l in lines {
-        s.write_all(format!("{l}\n").as_bytes()).unwrap();
+        s.write_all(format!("{}\n", l.as_ref()).as_bytes()).unwrap();
     }
     let mut r = BufReader::new(s);
     (0..lines.len())
@@ -42,25 +43,34 @@ fn seed(addr: SocketAddr, text: &str) -> String {
 fn register_lookup_list_offline_unregister() {
     let dir = tempdir();
     let reg = Registry::start(dir.path());
+    let (a, b) = (Signer::new(1), Signer::new(2));
+    let sig = "00".repeat(64);
+    let key = a.public();
     let r = ask(
         reg.addr,
         &[
-            r#"{"id":1,"op":"register","name":"pa","port":7000}"#,
-            r#"{"id":2,"op":"register","name":"p6","port":7001,"host":"::1"}"#,
-            r#"{"id":3,"op":"lookup","name":"pa"}"#,
-            r#"{"id":4,"op":"list"}"#,
-            r#"{"id":5,"op":"offline","name":"pa"}"#,
-            r#"{"id":6,"op":"lookup","name":"pa"}"#,
-            r#"{"id":7,"op":"unregister","name":"p6"}"#,
-            r#"{"id":8,"op":"lookup","name":"p6"}"#,
-            r#"{"id":9,"op":"register","name":"bad name","port":1}"#,
-            r#"{"id":10,"op":"register","name":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","port":1}"#,
+            a.register("pa", 7000, 1),
+            b.register_full("p6", 7001, Some("::1"), 1, None),
+            r#"{"id":3,"op":"lookup","name":"pa"}"#.into(),
+            r#"{"id":4,"op":"list"}"#.into(),
+            a.owner_op("offline", "pa", 2),
+            r#"{"id":6,"op":"lookup","name":"pa"}"#.into(),
+            b.owner_op("unregister", "p6", 2),
+            r#"{"id":8,"op":"lookup","name":"p6"}"#.into(),
+            format!(
+                r#"{{"id":9,"op":"register","name":"bad name","port":1,"key":"{key}","seq":1,"sig":"{sig}"}}"#
+            ),
+            format!(
+                r#"{{"id":10,"op":"register","name":"{}","port":1,"key":"{key}","seq":1,"sig":"{sig}"}}"#,
+                "x".repeat(65)
+            ),
         ],
     );
     assert_eq!(r[0]["ok"]["address"], "127.0.0.1:7000");
     assert_eq!(r[1]["ok"]["address"], "[::1]:7001");
     assert_eq!(r[2]["id"], 3);
     assert_eq!(r[2]["ok"]["online"], true);
+    assert_eq!(r[2]["ok"]["signed"]["key"], a.public().to_hex());
     assert_eq!(r[3]["ok"]["records"].as_array().unwrap().len(), 2);
     assert_eq!(r[5]["ok"]["online"], false);
     assert_eq!(
@@ -84,10 +94,7 @@ fn leases_expire_to_offline() {
     let dir = tempdir();
     let reg = Registry::start_with(dir.path(), "127.0.0.1:0", &["--ttl", "1"]);
     let addr = reg.addr;
-    ask(
-        addr,
-        &[r#"{"id":1,"op":"register","name":"pa","port":7000}"#],
-    );
+    ask(addr, &[Signer::new(1).register("pa", 7000, 1)]);
     peerchat_testkit::wait_for(Duration::from_secs(10), "lease to lapse", || {
         let r = ask(addr, &[r#"{"id":1,"op":"lookup","name":"pa"}"#]);
         (r[0]["ok"]["online"] == false).then_some(())
@@ -106,10 +113,7 @@ fn seed_protocol_reg_and_get() {
     let r = ask(reg.addr, &[r#"{"id":1,"op":"lookup","name":"oldpeer"}"#]);
     assert_eq!(r[0]["ok"]["legacy"], true);
     // A name held by one of our nodes cannot be taken by a legacy registration.
-    ask(
-        reg.addr,
-        &[r#"{"id":1,"op":"register","name":"pa","port":7000}"#],
-    );
+    ask(reg.addr, &[Signer::new(1).register("pa", 7000, 1)]);
     assert_eq!(seed(reg.addr, "reg pa 9999"), "");
     let r = ask(reg.addr, &[r#"{"id":1,"op":"lookup","name":"pa"}"#]);
     assert_eq!(r[0]["ok"]["address"], "127.0.0.1:7000");
@@ -121,10 +125,7 @@ fn names_survive_kill9() {
     let dir = tempdir();
     let mut reg = Registry::start(dir.path());
     let addr = reg.addr;
-    ask(
-        addr,
-        &[r#"{"id":1,"op":"register","name":"pa","port":7000}"#],
-    );
+    ask(addr, &[Signer::new(1).register("pa", 7000, 1)]);
     seed(addr, "reg pl 1234");
     reg.daemon.kill9();
     let reg = Registry::start_on(dir.path(), &addr.to_string());
@@ -169,7 +170,7 @@ fn hostile_input_leaves_it_serving() {
     let _ = s.read_to_string(&mut out);
     assert!(out.contains("longer than"), "{out}");
     assert!(reg.daemon.is_running());
-    let r = ask(addr, &[r#"{"id":7,"op":"register","name":"ok","port":1}"#]);
+    let r = ask(addr, &[Signer::new(1).register("ok", 1, 1)]);
     assert_eq!(r[0]["ok"]["type"], "registered");
 }
 
@@ -185,11 +186,11 @@ fn registration_rate_and_name_count_are_limited() {
     let r = ask(
         addr,
         &[
-            r#"{"id":1,"op":"register","name":"a","port":1}"#,
-            r#"{"id":2,"op":"register","name":"b","port":1}"#,
-            r#"{"id":3,"op":"register","name":"c","port":1}"#,
-            r#"{"id":4,"op":"register","name":"a","port":2}"#,
-            r#"{"id":5,"op":"lookup","name":"a"}"#,
+            Signer::new(1).register("a", 1, 1),
+            Signer::new(2).register("b", 1, 1),
+            Signer::new(3).register("c", 1, 1),
+            Signer::new(1).register("a", 2, 2),
+            r#"{"id":5,"op":"lookup","name":"a"}"#.into(),
         ],
     );
     assert_eq!(r[0]["ok"]["type"], "registered");
@@ -212,4 +213,122 @@ fn registration_rate_and_name_count_are_limited() {
         r[4]["ok"]["address"], "127.0.0.1:1",
         "lookups are not limited"
     );
+}
+
+#[test]
+fn a_taken_name_needs_its_key_and_a_fresh_sequence() {
+    let dir = tempdir();
+    let mut reg = Registry::start(dir.path());
+    let (owner, thief) = (Signer::new(1), Signer::new(2));
+    let code = |r: &serde_json::Value| r["error"]["code"].as_str().unwrap_or("ok").to_string();
+    let first = owner.register("pa", 7000, 10);
+    let r = ask(reg.addr, std::slice::from_ref(&first));
+    assert_eq!(code(&r[0]), "ok", "{}", r[0]);
+
+    // Another key can neither register, update, mark offline nor unregister the name.
+    let r = ask(
+        reg.addr,
+        &[
+            thief.register("pa", 6666, 11),
+            thief.register("pa", 6666, 99),
+            thief.owner_op("offline", "pa", 12),
+            thief.owner_op("unregister", "pa", 13),
+        ],
+    );
+    for reply in &r {
+        assert_eq!(code(reply), "key_mismatch", "{reply}");
+    }
+    assert!(r[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&owner.public().fingerprint()));
+    // A replayed record (the same line again) and an old sequence number are refused.
+    let r = ask(
+        reg.addr,
+        &[
+            first.clone(),
+            owner.register("pa", 7000, 9),
+            owner.owner_op("offline", "pa", 10),
+        ],
+    );
+    for reply in &r {
+        assert_eq!(code(reply), "replay", "{reply}");
+    }
+    // A signature that does not cover the request (port changed after signing).
+    let forged = owner.register("pa", 7000, 50).replace("7000", "6666");
+    assert_eq!(code(&ask(reg.addr, &[forged])[0]), "bad_signature");
+    // The owner itself goes on with higher numbers; the binding survives a restart.
+    assert_eq!(
+        code(&ask(reg.addr, &[owner.register("pa", 7001, 20)])[0]),
+        "ok"
+    );
+    let addr = reg.addr;
+    reg.daemon.kill9();
+    let reg = Registry::start_on(dir.path(), &addr.to_string());
+    let r = ask(
+        reg.addr,
+        &[
+            thief.register("pa", 6666, 100),
+            r#"{"id":2,"op":"lookup","name":"pa"}"#.into(),
+        ],
+    );
+    assert_eq!(code(&r[0]), "key_mismatch");
+    assert_eq!(r[1]["ok"]["address"], "127.0.0.1:7001");
+    assert_eq!(r[1]["ok"]["last_seq"], 20);
+}
+
+#[test]
+fn rotation_moves_a_name_and_release_frees_it() {
+    let dir = tempdir();
+    let reg = Registry::start(dir.path());
+    let (old, new, other) = (Signer::new(1), Signer::new(2), Signer::new(3));
+    let code = |r: &serde_json::Value| r["error"]["code"].as_str().unwrap_or("ok").to_string();
+    assert_eq!(
+        code(&ask(reg.addr, &[old.register("pa", 7000, 1)])[0]),
+        "ok"
+    );
+    // A rotation must be signed by the bound key: one signed by the new key itself is refused.
+    let self_signed = new.rotation_to("pa", &new.public(), 2);
+    let r = ask(
+        reg.addr,
+        &[new.register_full("pa", 7000, None, 2, Some(&self_signed))],
+    );
+    assert_ne!(code(&r[0]), "ok", "{}", r[0]);
+    let rotation = old.rotation_to("pa", &new.public(), 2);
+    let r = ask(
+        reg.addr,
+        &[
+            new.register_full("pa", 7000, None, 3, Some(&rotation)),
+            r#"{"id":2,"op":"lookup","name":"pa"}"#.into(),
+            old.register("pa", 7000, 4),
+        ],
+    );
+    assert_eq!(code(&r[0]), "ok", "{}", r[0]);
+    assert_eq!(r[1]["ok"]["signed"]["key"], new.public().to_hex());
+    assert_eq!(r[1]["ok"]["rotations"][0]["from"], old.public().to_hex());
+    assert_eq!(code(&r[2]), "key_mismatch", "the old key lost the name");
+
+    // The operator releases the name while registryd runs; another key may then take it.
+    let out = std::process::Command::new(peerchat_testkit::bin("registryd"))
+        .args(["release", "pa", "--db"])
+        .arg(&reg.db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("released pa"));
+    peerchat_testkit::wait_for(Duration::from_secs(10), "the release to be seen", || {
+        let r = ask(reg.addr, &[other.register("pa", 7100, 1)]);
+        (code(&r[0]) == "ok").then_some(())
+    });
+    let out = std::process::Command::new(peerchat_testkit::bin("registryd"))
+        .args(["release", "nobody", "--db"])
+        .arg(&reg.db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod checker;
+pub mod identity;
+pub mod proxy;
 
 /// The directory holding the workspace's built binaries (next to the test executable's `deps`).
 pub fn bin_dir() -> PathBuf {

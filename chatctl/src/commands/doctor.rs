@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peerchat_proto::control::{NodeStatus, PeerInfo, Request, Response};
-use peerchat_proto::peer::{self, Frame};
-use peerchat_proto::Name;
+use peerchat_proto::peer;
+use peerchat_proto::PublicKey;
 use serde::Serialize;
 
 use crate::client::{candidates, Client};
@@ -190,48 +190,29 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
             "chatd retries registration with backoff; check its log for the reason",
         )),
     }
-    checks.push(port_check(&status.name, &status.address));
+    checks.push(port_check(client, &status.address));
 }
 
-/// Connects to our registered address the way a peer would and expects our Welcome.
-fn port_check(name: &Name, address: &str) -> Check {
-    let probe = || -> Result<Name, String> {
-        let addr = address
-            .to_socket_addrs()
-            .map_err(|e| e.to_string())?
-            .next()
-            .ok_or("address does not resolve")?;
-        let mut s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .map_err(|e| e.to_string())?;
-        let hello = Frame::Hello {
-            version: peer::VERSION,
-            from: Name::new("chatctl-doctor").map_err(|e| e.to_string())?,
-            to: name.clone(),
-        };
-        s.write_all(peer::PREAMBLE).map_err(|e| e.to_string())?;
-        s.write_all(&peer::frame_bytes(&hello))
-            .map_err(|e| e.to_string())?;
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).map_err(|e| e.to_string())?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > peer::MAX_FRAME {
-            return Err("oversized reply".into());
-        }
-        let mut payload = vec![0u8; len];
-        s.read_exact(&mut payload).map_err(|e| e.to_string())?;
-        match peer::decode(&payload).map_err(|e| e.to_string())? {
-            Frame::Welcome { name, .. } => Ok(name),
-            Frame::Refused { message, .. } => Err(format!("refused: {message}")),
-            _ => Err("unexpected reply".into()),
-        }
+/// Connects to our registered address the way a peer would: the preamble, then the first two
+/// messages of the Noise handshake, and expects the static key of our own identity (then hangs
+/// up without identifying itself).
+fn port_check(client: &mut Client, address: &str) -> Check {
+    let expected = match client.call(Request::Whoami) {
+        Ok(Response::Identity { key, .. }) => PublicKey::from_hex(&key).and_then(|k| k.to_x25519()),
+        _ => None,
     };
-    match probe() {
-        Ok(n) if n == *name => ok("peer port", format!("{address} answers as {n}")),
-        Ok(n) => fail(
+    let Some(expected) = expected else {
+        return fail(
             "peer port",
-            format!("{address} answers as {n}, not {name}"),
+            "chatd did not report its key",
+            "update chatctl and chatd to the same version",
+        );
+    };
+    match probe_static_key(address) {
+        Ok(k) if k == expected => ok("peer port", format!("{address} answers with our key")),
+        Ok(_) => fail(
+            "peer port",
+            format!("{address} answers with another node's key"),
             "another node holds this address; check --advertise",
         ),
         Err(e) => fail(
@@ -240,6 +221,42 @@ fn port_check(name: &Name, address: &str) -> Check {
             "a firewall or NAT may block it; set --advertise to an address others can reach",
         ),
     }
+}
+
+/// The responder's static key from a Noise XX handshake (messages 1 and 2 only).
+fn probe_static_key(address: &str) -> Result<[u8; 32], String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| err(&e))?
+        .next()
+        .ok_or("address does not resolve")?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| err(&e))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| err(&e))?;
+    let params: snow::params::NoiseParams = peer::NOISE_PARAMS.parse().map_err(|e| err(&e))?;
+    // A throwaway static key: the check never gets as far as sending it.
+    let builder = snow::Builder::new(params);
+    let throwaway = builder.generate_keypair().map_err(|e| err(&e))?;
+    let mut hs = builder
+        .local_private_key(&throwaway.private)
+        .and_then(|b| b.prologue(peer::PREAMBLE))
+        .and_then(|b| b.build_initiator())
+        .map_err(|e| err(&e))?;
+    let mut buf = vec![0u8; 65_535];
+    let n = hs.write_message(&[], &mut buf).map_err(|e| err(&e))?;
+    let mut out = peer::PREAMBLE.to_vec();
+    out.extend_from_slice(&(n as u16).to_be_bytes());
+    out.extend_from_slice(&buf[..n]);
+    s.write_all(&out).map_err(|e| err(&e))?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).map_err(|e| err(&e))?;
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut msg).map_err(|e| err(&e))?;
+    hs.read_message(&msg, &mut buf).map_err(|e| err(&e))?;
+    hs.get_remote_static()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| "no static key in the handshake".into())
 }
 
 fn clock_check(status: Option<&NodeStatus>) -> Check {

@@ -2,6 +2,7 @@
 
 mod doctor;
 mod group;
+mod identity;
 mod inbox;
 mod outbox;
 mod peers;
@@ -26,6 +27,9 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Broadcast(args) => send::run_broadcast(socket, cli.json, args),
         Command::Group(cmd) => group::run(Client::connect(socket)?, cli.json, cmd),
         Command::Doctor => doctor::run(socket, cli.json),
+        Command::Whoami => identity::whoami(Client::connect(socket)?, cli.json),
+        Command::Trust { name } => identity::trust(Client::connect(socket)?, cli.json, name),
+        Command::RotateKey => identity::rotate(Client::connect(socket)?, cli.json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = crate::cli::Cli::command();

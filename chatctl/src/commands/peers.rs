@@ -36,8 +36,8 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
         .unwrap_or(7)
         .max(7);
     output::line(&format!(
-        "{:w$}  {:a$}  {:6}  {:6}  LAST SEEN",
-        "NAME", "ADDRESS", "ONLINE", "KIND"
+        "{:w$}  {:a$}  {:6}  {:6}  {:39}  {:7}  LAST SEEN",
+        "NAME", "ADDRESS", "ONLINE", "KIND", "FINGERPRINT", "KEY"
     ));
     for p in &peers {
         let online = match p.online {
@@ -47,11 +47,13 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
         };
         let kind = if p.legacy { "legacy" } else { "node" };
         output::line(&format!(
-            "{:w$}  {:a$}  {:6}  {:6}  {}",
+            "{:w$}  {:a$}  {:6}  {:6}  {:39}  {:7}  {}",
             p.name.as_str(),
             p.address,
             online,
             kind,
+            p.fingerprint.as_deref().unwrap_or("-"),
+            p.key.as_deref().unwrap_or("-"),
             p.last_seen.as_deref().unwrap_or("-")
         ));
     }

@@ -8,6 +8,7 @@
 
 mod follow;
 mod groups;
+mod identity;
 mod inbox;
 mod outbox;
 mod peers;
@@ -272,6 +273,9 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         Request::Wait { msg_id, timeout_ms } => outbox::wait(node, msg_id, timeout_ms),
         Request::Cancel { msg_id } => outbox::cancel(node, msg_id),
         Request::CheckDatabase => status::check_database(node),
+        Request::Whoami => identity::whoami(node),
+        Request::Trust { name } => identity::trust(node, name),
+        Request::RotateKey => identity::rotate(node),
         Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
             code::INTERNAL,
             "handled by the connection",

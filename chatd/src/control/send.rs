@@ -155,6 +155,8 @@ async fn check_recipients(
                 return Err(ErrorBody::new(code::REGISTRY_UNAVAILABLE, e.to_string()));
             }
             Err(ResolveError::Unavailable { .. }) => None,
+            Err(e @ ResolveError::KeyChanged { .. }) => Some(ErrorBody::new(code::KEY_CHANGED, e.to_string())),
+            Err(e @ ResolveError::BadRecord(_)) => Some(ErrorBody::new(code::REFUSED, e.to_string())),
         };
         if let Some(p) = problem {
             if is_strict {

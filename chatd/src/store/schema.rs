@@ -80,4 +80,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries_v4 RENAME TO deliveries;
     CREATE INDEX deliveries_pending ON deliveries(recipient, out_seq)
         WHERE state IN ('queued','sent') AND final = 0;",
+    // 5: identities. `pins` binds a peer's name to the key first seen for it (trust on first
+    // use; changed only by a valid rotation or `chatctl trust`); the peer cache remembers the
+    // verified key with the last known address.
+    "CREATE TABLE pins (
+        name TEXT PRIMARY KEY NOT NULL,
+        key TEXT NOT NULL,
+        pinned_at_ms INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    ALTER TABLE peers ADD COLUMN key TEXT;",
 ];

@@ -1,0 +1,347 @@
+//! Identities and encrypted links, end to end with real daemons: keys pinned on first use, key
+//! changes and rotations, impostors on the peer port, a wrong key from the registry, and what
+//! a man in the middle sees or can change.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Output;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use peerchat_proto::peer::{self, Frame};
+use peerchat_proto::Name;
+use peerchat_testkit::identity::Signer;
+use peerchat_testkit::proxy::Proxy;
+use peerchat_testkit::{json_lines, wait_for, Net, Node};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(15);
+const FAST: [&str; 4] = ["--retry-initial", "0.2", "--retry-max", "0.5"];
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn sent(from: &Node, to: &str, body: &str) -> String {
+    let out = from.ctl(&["--json", "send", to, body]);
+    assert_eq!(code(&out), 0, "send failed: {}", stderr(&out));
+    json_lines(&out.stdout)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The first recipient's state of message `id`, once `pred` holds for it.
+fn wait_recipient(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_for(T, what, || {
+        let out = node.ctl(&["--json", "status", id]);
+        json_lines(&out.stdout)
+            .first()
+            .map(|m| m["recipients"][0].clone())
+            .filter(|r| pred(r))
+    })
+}
+
+fn fingerprint(node: &Node) -> String {
+    let out = node.ctl(&["--json", "whoami"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    json_lines(&out.stdout)[0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn whoami_and_peers_show_fingerprints_and_the_key_file_is_private() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let fa = fingerprint(&pa);
+    assert_eq!(fa.len(), 39, "{fa}");
+    assert_ne!(fa, fingerprint(&pb));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(pa.db.with_extension("key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    sent(&pa, "pb", "hi");
+    pb.wait_inbox(1, T);
+    let out = pa.ctl(&["--json", "peers"]);
+    let peers = json_lines(&out.stdout);
+    let b = peers.iter().find(|p| p["name"] == "pb").unwrap();
+    assert_eq!(b["fingerprint"], fingerprint(&pb));
+    assert_eq!(b["key"], "pinned");
+    let me = peers.iter().find(|p| p["name"] == "pa").unwrap();
+    assert_eq!(me["key"], "self");
+    assert_eq!(pb.inbox()[0]["authenticated"], true);
+    // The same identity after a restart.
+    let mut pa = pa;
+    pa.daemon.terminate(T);
+    pa.restart();
+    assert_eq!(fingerprint(&pa), fa);
+}
+
+#[test]
+fn the_link_carries_no_plaintext() {
+    let net = Net::new();
+    let proxy = Proxy::start();
+    let pb = net.node_with("pb", &["--advertise", &proxy.addr.to_string()]);
+    proxy.set_target(pb.listen);
+    let pa = net.node("pa");
+    let secret = "attack at dawn, the password is swordfish";
+    sent(&pa, "pb", secret);
+    assert_eq!(pb.wait_inbox(1, T), [secret]);
+    let seen = proxy.captured();
+    assert!(
+        seen.len() > 200,
+        "the proxy saw the link ({} bytes)",
+        seen.len()
+    );
+    assert!(seen.starts_with(peer::PREAMBLE));
+    for needle in [&b"swordfish"[..], b"attack", b"\"msg\"", b"\"pa\""] {
+        assert!(
+            !seen.windows(needle.len()).any(|w| w == needle),
+            "{:?} crossed the wire in clear",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
+
+#[test]
+fn a_flipped_ciphertext_byte_closes_the_link_and_delivers_nothing() {
+    let net = Net::new();
+    let proxy = Proxy::start();
+    proxy.flip.store(true, Ordering::SeqCst);
+    let pb = net.node_with("pb", &["--advertise", &proxy.addr.to_string()]);
+    proxy.set_target(pb.listen);
+    let pa = net.node_with("pa", &FAST);
+    let id = sent(&pa, "pb", "do not corrupt me");
+    let r = wait_recipient(
+        &pa,
+        &id,
+        "failed attempts through the tampering proxy",
+        |r| r["attempts"].as_u64().unwrap_or(0) >= 2 && r["error"].is_string(),
+    );
+    assert_ne!(r["state"], "delivered", "{r}");
+    assert!(pb.bodies().is_empty(), "nothing may be delivered");
+    assert!(
+        pb.daemon.log_text().contains("tampered"),
+        "the receiver logs why it closed the link"
+    );
+    // Without tampering, the same message arrives once, intact.
+    proxy.flip.store(false, Ordering::SeqCst);
+    wait_recipient(&pa, &id, "delivery once the proxy is honest", |r| {
+        r["state"] == "delivered"
+    });
+    assert_eq!(pb.bodies(), ["do not corrupt me"]);
+}
+
+/// Speaks our peer protocol as `signer`, claiming to be `from`; returns the server's first frame.
+fn claim(target: SocketAddr, signer: &Signer, from: &str, to: &str) -> Frame {
+    let mut s = TcpStream::connect(target).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let params: snow::params::NoiseParams = peer::NOISE_PARAMS.parse().unwrap();
+    let secret = signer.noise_secret();
+    let mut hs = snow::Builder::new(params)
+        .local_private_key(&secret)
+        .unwrap()
+        .prologue(peer::PREAMBLE)
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let write = |s: &mut TcpStream, m: &[u8]| {
+        s.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
+        s.write_all(m).unwrap();
+    };
+    let read = |s: &mut TcpStream| {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut m).unwrap();
+        m
+    };
+    s.write_all(peer::PREAMBLE).unwrap();
+    let n = hs.write_message(&[], &mut buf).unwrap();
+    write(&mut s, &buf[..n]);
+    let m = read(&mut s);
+    hs.read_message(&m, &mut buf).unwrap();
+    let hello = Frame::Hello {
+        version: peer::VERSION,
+        from: Name::new(from).unwrap(),
+        to: Name::new(to).unwrap(),
+    };
+    let n = hs.write_message(&peer::encode(&hello), &mut buf).unwrap();
+    write(&mut s, &buf[..n]);
+    let mut transport = hs.into_transport_mode().unwrap();
+    let m = read(&mut s);
+    let n = transport.read_message(&m, &mut buf).unwrap();
+    let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+    assert_eq!(len + 4, n, "one frame in the first record");
+    peer::decode(&buf[4..n]).unwrap()
+}
+
+#[test]
+fn a_peer_claiming_another_name_is_refused() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let mallory = Signer::new(66);
+    match claim(pb.listen, &mallory, "mallory", "someone-else") {
+        Frame::Refused { code, .. } => assert_eq!(code, peer::code::WRONG_NAME),
+        other => panic!("a hello for another node got {other:?}"),
+    }
+    for claimed in ["pa", "ghost"] {
+        match claim(pb.listen, &mallory, claimed, "pb") {
+            Frame::Refused { code, .. } => assert_eq!(code, peer::code::WRONG_KEY),
+            other => panic!("an impostor claiming {claimed} got {other:?}"),
+        }
+    }
+    assert!(pb.daemon.log_text().contains("does not match its name"));
+    // The real pa still gets through.
+    sent(&pa, "pb", "the real pa");
+    assert_eq!(pb.wait_inbox(1, T), ["the real pa"]);
+}
+
+/// A registry that answers every lookup of `victim` with a record signed by another key (the
+/// victim's real address, though) and accepts every registration.
+fn lying_registry(victim: &'static str, address: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let liar = Signer::new(99);
+        let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
+        for conn in listener.incoming().flatten() {
+            let mut w = conn.try_clone().unwrap();
+            let mut lines = BufReader::new(conn);
+            let mut line = String::new();
+            while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                let req: Value = serde_json::from_str(&line).unwrap_or_default();
+                let id = req["id"].clone();
+                let reply = match req["op"].as_str() {
+                    Some("register") => serde_json::json!({"id": id, "ok": {
+                        "type": "registered", "address": "127.0.0.1:1", "ttl_secs": 90}}),
+                    Some("lookup") if req["name"] == victim => {
+                        let signed: Value =
+                            serde_json::from_str(&liar.register(victim, port, 5)).unwrap();
+                        serde_json::json!({"id": id, "ok": {"type": "record", "name": victim,
+                            "address": address, "online": true, "last_seen_ms": 1,
+                            "signed": {"key": signed["key"], "port": port, "seq": 5,
+                                       "sig": signed["sig"]}}})
+                    }
+                    Some("lookup") => serde_json::json!({"id": id, "error": {
+                        "code": "not_found", "message": "no"}}),
+                    _ => serde_json::json!({"id": id, "ok": {"type": "done"}}),
+                };
+                if w.write_all(format!("{reply}\n").as_bytes()).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_registry_serving_a_wrong_key_gets_no_message_through() {
+    let net = Net::new();
+    let pb = net.node("pb");
+    let liar = lying_registry("pb", pb.listen.to_string());
+    let pa = Node::start_with(net.dir.path(), "pa", liar, &FAST);
+    let id = sent(&pa, "pb", "for pb only");
+    let r = wait_recipient(&pa, &id, "a visible key error", |r| {
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not prove the key"))
+    });
+    assert_ne!(r["state"], "delivered");
+    let out = pa.ctl(&["outbox"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("did not prove the key"));
+    assert!(pb.bodies().is_empty());
+}
+
+#[test]
+fn a_changed_key_stops_sends_until_trust() {
+    let net = Net::new();
+    let pa = net.node_with("pa", &FAST);
+    let mut pb = net.node("pb");
+    sent(&pa, "pb", "one");
+    pb.wait_inbox(1, T);
+    let old_fp = fingerprint(&pb);
+
+    // pb loses its key (a reinstall); the operator frees the name; pb comes back with a new key.
+    pb.daemon.terminate(T);
+    std::fs::remove_file(pb.db.with_extension("key")).unwrap();
+    let out = std::process::Command::new(peerchat_testkit::bin("registryd"))
+        .args(["release", "pb", "--db"])
+        .arg(&net.registry.db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(T, "the registry to drop pb", || {
+        let out = pa.ctl(&["--json", "peers"]);
+        (!String::from_utf8_lossy(&out.stdout).contains("\"pb\"")).then_some(())
+    });
+    pb.restart();
+    let new_fp = fingerprint(&pb);
+    assert_ne!(old_fp, new_fp);
+
+    let out = pa.ctl(&["--json", "send", "pb", "two"]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("key_changed") && text.contains("chatctl trust pb"),
+        "{text}"
+    );
+    let out = pa.ctl(&["send", "pb", "two"]);
+    assert_eq!(code(&out), 7);
+    assert!(stderr(&out).contains(&old_fp), "{}", stderr(&out));
+    let peers = pa.ctl(&["--json", "peers"]);
+    assert!(String::from_utf8_lossy(&peers.stdout).contains("\"changed\""));
+
+    let out = pa.ctl(&["trust", "pb"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&new_fp));
+    sent(&pa, "pb", "three");
+    assert_eq!(pb.wait_inbox(2, T), ["one", "three"]);
+}
+
+#[test]
+fn a_rotated_key_is_followed_without_trust() {
+    let net = Net::new();
+    let pa = net.node_with("pa", &FAST);
+    let mut pb = net.node_with("pb", &FAST);
+    sent(&pa, "pb", "before");
+    sent(&pb, "pa", "before");
+    pb.wait_inbox(1, T);
+    pa.wait_inbox(1, T);
+    let old_fp = fingerprint(&pb);
+    let out = pb.ctl(&["--json", "rotate-key"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = &json_lines(&out.stdout)[0];
+    assert_eq!(r["published"], true, "{r}");
+    assert_eq!(r["previous"], old_fp.as_str());
+    let new_fp = fingerprint(&pb);
+    assert_ne!(new_fp, old_fp);
+    // Both directions keep working, and the new key survives a restart.
+    sent(&pa, "pb", "after");
+    sent(&pb, "pa", "after");
+    assert_eq!(pb.wait_inbox(2, T), ["before", "after"]);
+    assert_eq!(pa.wait_inbox(2, T), ["before", "after"]);
+    pb.daemon.terminate(T);
+    pb.restart();
+    assert_eq!(fingerprint(&pb), new_fp);
+    sent(&pb, "pa", "restarted");
+    assert_eq!(pa.wait_inbox(3, T).len(), 3);
+    let out = pa.ctl(&["--json", "peers"]);
+    let peers = json_lines(&out.stdout);
+    let b = peers.iter().find(|p| p["name"] == "pb").unwrap();
+    assert_eq!(b["fingerprint"], new_fp.as_str());
+    assert_eq!(b["key"], "pinned");
+}
