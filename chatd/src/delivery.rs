@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peerchat_proto::peer::{self, Frame, WireMessage};
+use peerchat_proto::peer::{self, Frame, MsgRef};
 use peerchat_proto::{Name, PublicKey};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -25,7 +25,7 @@ use crate::resolver::{ResolveError, Resolver};
 use crate::store::{Outgoing, Store};
 
 /// Most messages in flight (written, not yet acknowledged) on one link.
-const WINDOW: usize = 512;
+const WINDOW: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// With messages in flight, the peer must acknowledge something within this time.
@@ -43,11 +43,34 @@ pub struct RetryPolicy {
     pub lifetime: Duration,
 }
 
-/// How a recipient's task is woken: new messages, or a reason to retry before the backoff ends.
+/// How a recipient's task is woken (new messages, or a reason to retry before the backoff
+/// ends), and the messages handed to it in memory.
 struct Wake {
     work: Notify,
     retry: Notify,
+    handed: Mutex<Handed>,
 }
+
+/// Messages committed for a recipient, pushed by the DB thread in commit order (so in `seq`
+/// order). A streaming link takes them from here instead of reading them back from SQLite. If
+/// the queue overflows it is emptied and the link reads from the database again, so nothing is
+/// ever lost by the hand-off: the database stays the truth.
+#[derive(Default)]
+struct Handed {
+    queue: VecDeque<Outgoing>,
+    overflowed: bool,
+}
+
+impl Wake {
+    fn reset_handoff(&self) {
+        let mut h = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+        h.queue.clear();
+        h.overflowed = false;
+    }
+}
+
+/// Most messages waiting in one recipient's hand-off queue.
+const HANDOFF_MAX: usize = 2 * WINDOW;
 
 pub struct Delivery {
     me: Name,
@@ -110,12 +133,30 @@ impl Delivery {
         let wake = Arc::new(Wake {
             work: Notify::new(),
             retry: Notify::new(),
+            handed: Mutex::new(Handed::default()),
         });
         links.insert(recipient.clone(), wake.clone());
         let this = self.clone();
         let recipient = recipient.clone();
         self.tasks
             .spawn(async move { this.run_recipient(recipient, wake).await });
+    }
+
+    /// A message for `recipient` was just committed (called on the DB thread, in commit order).
+    /// Only a running task takes it; a new task starts from the database anyway.
+    pub fn hand_off(&self, recipient: &Name, m: &Outgoing) {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = links.get(recipient) {
+            let mut h = w.handed.lock().unwrap_or_else(|p| p.into_inner());
+            if h.queue.len() >= HANDOFF_MAX {
+                h.queue.clear();
+                h.overflowed = true;
+            } else if !h.overflowed {
+                h.queue.push_back(m.clone());
+            }
+            drop(h);
+            w.work.notify_one();
+        }
     }
 
     /// Something that blocked `recipient` was fixed (e.g. `chatctl trust`): end its backoff now.
@@ -141,7 +182,7 @@ impl Delivery {
                 last_sweep = Some(std::time::Instant::now());
                 self.expire_old(&to).await;
             }
-            let result = self.attempt(&to, notify).await;
+            let result = self.attempt(&to, &wake).await;
             match result {
                 Ok(true) => backoff = self.retry.initial,
                 Ok(false) => {
@@ -186,7 +227,13 @@ impl Delivery {
 
     /// One connection's worth of delivery. `Ok(false)`: nothing was pending; `Ok(true)`: the link
     /// ended normally (idle or shutdown) after doing work.
-    async fn attempt(&self, to: &Name, notify: &Notify) -> Result<bool, AttemptError> {
+    ///
+    /// The link first catches up from the database (`take_batch`, which marks what it returns
+    /// `sent`). Once a read comes back short, everything later is in the hand-off queue, in
+    /// order; messages from there are marked `sent` without waiting for that commit, so the
+    /// path from acceptance to the wire has no database round trip.
+    async fn attempt(&self, to: &Name, wake: &Wake) -> Result<bool, AttemptError> {
+        let notify = &wake.work;
         if !self.store.has_pending(to.clone()).await? {
             return Ok(false);
         }
@@ -199,36 +246,69 @@ impl Delivery {
                 .map(|()| true);
         }
         let mut conn = self.connect(to, &target.address, target.key).await?;
-        // Marked `sent` only now that the link is up; they are written right below.
+        // From the database until caught up. The hand-off queue is reset before every read:
+        // whatever is committed after the read is pushed to it (in order), and whatever was
+        // pushed before the read is also in what the read returns (and skipped by seq).
+        wake.reset_handoff();
         let mut pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
+        let mut from_memory = false;
         let mut inflight: VecDeque<Outgoing> = VecDeque::new();
         let mut last_seq = 0;
-        let mut more = true;
+        let mut from_db = true;
         loop {
             // Fill the window.
             if !pending.is_empty() {
+                if from_memory {
+                    let seqs = pending.iter().map(|m| m.seq).collect();
+                    self.store.mark_sent_soon(to.clone(), seqs)?;
+                }
                 for m in pending.drain(..) {
                     last_seq = m.seq;
-                    let wire = WireMessage {
-                        id: m.msg_id.clone(),
-                        to: m.recipients.clone(),
+                    conn.feed(&MsgRef {
+                        id: &m.msg_id,
+                        to: &m.recipients,
                         sent_at_ms: m.created_at_ms,
-                        body: m.body.clone(),
-                    };
-                    conn.feed(&Frame::Msg(wire)).await?;
+                        body: &m.body,
+                    })
+                    .await?;
                     inflight.push_back(m);
                 }
                 conn.flush().await?;
             }
-            if more && inflight.len() < WINDOW {
-                pending = self
-                    .store
-                    .take_batch(to.clone(), last_seq, WINDOW - inflight.len())
-                    .await?;
-                if !pending.is_empty() {
-                    continue;
+            if inflight.len() < WINDOW {
+                let room = WINDOW - inflight.len();
+                if from_db {
+                    wake.reset_handoff();
+                    pending = self.store.take_batch(to.clone(), last_seq, room).await?;
+                    from_memory = false;
+                    if pending.len() == room {
+                        continue;
+                    }
+                    // Caught up: from now on the hand-off queue has everything newer.
+                    from_db = false;
+                    if !pending.is_empty() {
+                        continue;
+                    }
+                } else {
+                    let mut h = wake.handed.lock().unwrap_or_else(|p| p.into_inner());
+                    if h.overflowed {
+                        h.queue.clear();
+                        from_db = true;
+                        continue;
+                    }
+                    while pending.len() < room {
+                        match h.queue.pop_front() {
+                            Some(m) if m.seq > last_seq => pending.push(m),
+                            Some(_) => {}
+                            None => break,
+                        }
+                    }
+                    drop(h);
+                    if !pending.is_empty() {
+                        from_memory = true;
+                        continue;
+                    }
                 }
-                more = false;
             }
             let wait = if inflight.is_empty() {
                 IDLE_TIMEOUT
@@ -237,7 +317,7 @@ impl Delivery {
             };
             tokio::select! {
                 _ = self.stop.cancelled(), if inflight.is_empty() => return Ok(true),
-                _ = notify.notified(), if !more => { more = true; }
+                _ = notify.notified() => {}
                 frame = tokio::time::timeout(wait, conn.recv()) => {
                     let frame = match frame {
                         Err(_) if inflight.is_empty() => return Ok(true),
@@ -252,9 +332,8 @@ impl Delivery {
                     }
                     if !delivered.is_empty() {
                         debug!(to = %to, messages = delivered.len(), "delivered");
-                        self.store.mark_delivered(to.clone(), delivered).await?;
+                        self.store.mark_delivered_soon(to.clone(), delivered)?;
                     }
-                    more = true;
                 }
             }
         }
@@ -287,7 +366,7 @@ impl Delivery {
         };
         // Replies come in order; anything else is a protocol violation.
         match inflight.pop_front() {
-            Some(m) if m.msg_id == id => {
+            Some(m) if *m.msg_id == *id => {
                 match nack {
                     None => delivered.push(m.seq),
                     Some(err) => {

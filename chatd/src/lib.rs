@@ -128,6 +128,15 @@ pub async fn run(
         stop.clone(),
         tasks.clone(),
     );
+    {
+        // Newly committed messages go straight to their recipients' links (in commit order).
+        let delivery = Arc::downgrade(&delivery);
+        store.set_outgoing_sink(Box::new(move |to, m| {
+            if let Some(d) = delivery.upgrade() {
+                d.hand_off(to, m);
+            }
+        }));
+    }
     let registered_address = Arc::new(Mutex::new(String::new()));
     let lease = Arc::new(registry_client::Lease::new(
         registry.clone(),

@@ -74,7 +74,7 @@ impl PeerConn {
     }
 
     /// Queues a frame without writing (for pipelining); call [`PeerConn::flush`] after a batch.
-    pub async fn feed(&mut self, frame: &Frame) -> Result<(), LinkError> {
+    pub async fn feed(&mut self, frame: &impl serde::Serialize) -> Result<(), LinkError> {
         let start = self.plain_out.len();
         self.plain_out.extend_from_slice(&[0; 4]);
         // Plain data types; serialization into a Vec cannot fail.

@@ -70,6 +70,16 @@ pub struct WireMessage {
     pub body: String,
 }
 
+/// The borrowed twin of [`Frame::Msg`]: the same JSON, encoded without copying the body.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename = "msg")]
+pub struct MsgRef<'a> {
+    pub id: &'a str,
+    pub to: &'a [Name],
+    pub sent_at_ms: u64,
+    pub body: &'a str,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("frame is not valid JSON for the peer protocol: {0}")]
@@ -110,6 +120,24 @@ mod tests {
         assert_eq!(decode(&encode(&f)).unwrap(), f);
         assert!(decode(b"{\"type\":\"msg\"}").is_err());
         assert!(decode(b"\x00\x01").is_err());
+    }
+
+    #[test]
+    fn borrowed_msg_encodes_like_frame_msg() {
+        let to = vec![Name::new("pb").unwrap(), Name::new("pc").unwrap()];
+        let owned = Frame::Msg(WireMessage {
+            id: "m1".into(),
+            to: to.clone(),
+            sent_at_ms: 7,
+            body: "hé \"x\"".into(),
+        });
+        let borrowed = MsgRef {
+            id: "m1",
+            to: &to,
+            sent_at_ms: 7,
+            body: "hé \"x\"",
+        };
+        assert_eq!(serde_json::to_vec(&borrowed).unwrap(), encode(&owned));
     }
 
     #[test]

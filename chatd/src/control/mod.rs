@@ -42,7 +42,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Writing one reply may take at most this long; a client that does not read is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies waiting to be written per connection (bounds memory; the reader waits when full).
-const PIPELINE_DEPTH: usize = 256;
+const PIPELINE_DEPTH: usize = 2048;
 const MAX_CONNECTIONS: usize = 256;
 
 type ReplyFuture = Pin<Box<dyn Future<Output = Result<Response, ErrorBody>> + Send>>;

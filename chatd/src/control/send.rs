@@ -99,7 +99,7 @@ async fn prepare(
     match check_recipients(node, &recipients, &strict, &body).await {
         Ok(failed) => node
             .store
-            .submit_send(msg_id, recipients, failed, body)
+            .submit_send(msg_id, caller_chose_id, recipients, failed, body)
             .map_err(store_error),
         // A retry of an already accepted message must succeed even if its names no longer
         // resolve (or the registry is down). Looked up only here, so that ordinary pipelined
@@ -112,7 +112,7 @@ async fn prepare(
                 .map_err(store_error)?;
             if known {
                 node.store
-                    .submit_send(msg_id, recipients, Vec::new(), body)
+                    .submit_send(msg_id, true, recipients, Vec::new(), body)
                     .map_err(store_error)
             } else {
                 Err(e)

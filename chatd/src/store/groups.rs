@@ -47,8 +47,13 @@ async fn group_call<T: Send + 'static>(
     store: &Store,
     f: impl FnOnce(&Connection) -> Result<T, GroupError> + Send + 'static,
 ) -> Result<T, GroupError> {
+    // A database error inside the job is the store's (it fails the transaction); the group's
+    // own refusals are answers, made before anything was written.
     let r = store
-        .call(move |conn| Ok(f(conn)))
+        .call(move |conn| match f(conn) {
+            Err(GroupError::Store(e)) => Err(e),
+            r => Ok(r),
+        })
         .await
         .map_err(GroupError::Store)?;
     r

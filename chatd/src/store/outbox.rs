@@ -5,15 +5,18 @@ use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
 use peerchat_proto::control::{Counts, DeliveryState, RecipientState};
 use peerchat_proto::Name;
 
+use std::sync::Arc;
+
 use super::{Store, StoreError};
 
-/// A message as the delivery engine hands it to a link.
+/// A message as the delivery engine hands it to a link. Shared parts are reference-counted: a
+/// group message is one allocation for all its recipients.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub seq: i64,
-    pub msg_id: String,
-    pub recipients: Vec<Name>,
-    pub body: String,
+    pub msg_id: Arc<str>,
+    pub recipients: Arc<[Name]>,
+    pub body: Arc<str>,
     pub created_at_ms: u64,
 }
 
@@ -23,24 +26,43 @@ pub struct SendOutcome {
     pub recipients: Vec<RecipientState>,
     /// False when this was a repeat of an earlier send with the same id.
     pub created: bool,
+    /// The new message, for the in-memory hand-off (`None` for a repeat).
+    pub outgoing: Option<Outgoing>,
 }
 
 impl Store {
     /// Records a message for `to` (already deduplicated). With a caller-chosen id that exists,
-    /// the same recipients and body make this a no-op; anything else is a conflict.
+    /// the same recipients and body make this a no-op; anything else is a conflict. Ids chatd
+    /// generated itself (`caller_chose_id` false) are fresh UUIDv7s and are not looked up.
     pub fn submit_send(
         &self,
         msg_id: String,
+        caller_chose_id: bool,
         to: Vec<Name>,
         failed: Vec<(Name, String)>,
         body: String,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
-        self.submit(move |conn| {
+        let sink = self.sink.clone();
+        let hand_off = move |o: &SendOutcome| {
+            if let (Some(sink), Some(out)) = (sink.get(), &o.outgoing) {
+                for r in o
+                    .recipients
+                    .iter()
+                    .filter(|r| r.state == DeliveryState::Queued)
+                {
+                    sink(&r.to, out);
+                }
+            }
+        };
+        self.submit_then(move |conn| {
             let recipients_json = serde_json::to_string(&to).unwrap_or_else(|_| "[]".into());
-            let existing: Option<(i64, String, String)> = conn
-                .prepare_cached("SELECT seq, recipients, body FROM outbox WHERE msg_id = ?1")?
-                .query_row(params![msg_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
+            let existing: Option<(i64, String, String)> = if caller_chose_id {
+                conn.prepare_cached("SELECT seq, recipients, body FROM outbox WHERE msg_id = ?1")?
+                    .query_row(params![msg_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?
+            } else {
+                None
+            };
             if let Some((seq, recipients, old_body)) = existing {
                 let mut old: Vec<Name> = serde_json::from_str(&recipients).unwrap_or_default();
                 let mut new = to.clone();
@@ -51,7 +73,7 @@ impl Store {
                 }
                 let mut recipients = states(conn, seq)?;
                 recipients.sort_by_key(|r| to.iter().position(|t| *t == r.to));
-                return Ok(SendOutcome { recipients, msg_id, created: false });
+                return Ok(SendOutcome { recipients, msg_id, created: false, outgoing: None });
             }
             let now = peerchat_db::now_ms() as i64;
             conn.prepare_cached(
@@ -64,14 +86,22 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut states = Vec::with_capacity(to.len());
+            let to_all = to.clone();
             for r in to {
                 let error = failed.iter().find(|(n, _)| *n == r).map(|(_, e)| e.clone());
                 let state = if error.is_some() { DeliveryState::Failed } else { DeliveryState::Queued };
                 ins.execute(params![seq, r.as_str(), state.as_str(), error, now])?;
                 states.push(RecipientState { to: r, state, error });
             }
-            Ok(SendOutcome { recipients: states, msg_id, created: true })
-        })
+            let outgoing = Outgoing {
+                seq,
+                msg_id: Arc::from(msg_id.as_str()),
+                recipients: Arc::from(to_all),
+                body: Arc::from(body),
+                created_at_ms: now as u64,
+            };
+            Ok(SendOutcome { recipients: states, msg_id, created: true, outgoing: Some(outgoing) })
+        }, hand_off)
     }
 
     /// The next undelivered messages for `recipient` after `after_seq`, marked `sent` (one more
@@ -95,18 +125,24 @@ impl Store {
                 })?
                 .collect::<Result<_, _>>()?;
             let now = peerchat_db::now_ms() as i64;
-            let mut mark = conn.prepare_cached(
-                "UPDATE deliveries SET state = 'sent', attempts = attempts + 1, updated_at_ms = ?3
-                 WHERE out_seq = ?1 AND recipient = ?2",
-            )?;
+            if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+                // The rows selected are exactly the pending ones in [first, last] (the query
+                // took them in order), so one ranged update marks them all.
+                conn.prepare_cached(
+                    "UPDATE deliveries SET state = 'sent', attempts = attempts + 1, updated_at_ms = ?4
+                     WHERE recipient = ?1 AND out_seq BETWEEN ?2 AND ?3
+                       AND state IN ('queued','sent') AND final = 0",
+                )?
+                .execute(params![recipient.as_str(), first.0, last.0, now])?;
+            }
             let mut out = Vec::with_capacity(rows.len());
             for (seq, msg_id, recipients, body, created) in rows {
-                mark.execute(params![seq, recipient.as_str(), now])?;
+                let recipients: Vec<Name> = serde_json::from_str(&recipients).unwrap_or_default();
                 out.push(Outgoing {
                     seq,
-                    msg_id,
-                    recipients: serde_json::from_str(&recipients).unwrap_or_default(),
-                    body,
+                    msg_id: Arc::from(msg_id),
+                    recipients: Arc::from(recipients),
+                    body: Arc::from(body),
                     created_at_ms: created as u64,
                 });
             }
@@ -115,9 +151,27 @@ impl Store {
         .await
     }
 
-    pub async fn mark_delivered(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
-        self.set_state(recipient, seqs, DeliveryState::Delivered, None)
-            .await
+    /// Marks messages handed to a link from memory `sent` (one more attempt each) without
+    /// waiting: the job is queued before any acknowledgement of them can be, so the order of
+    /// states holds; a crash before it commits only means the state still says `queued`.
+    pub fn mark_sent_soon(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
+        let list = serde_json::to_string(&seqs).unwrap_or_default();
+        let rx = self.submit(move |conn| {
+            let now = peerchat_db::now_ms() as i64;
+            conn.prepare_cached(
+                "UPDATE deliveries SET state = 'sent', attempts = attempts + 1, updated_at_ms = ?3
+                 WHERE recipient = ?1 AND out_seq IN (SELECT value FROM json_each(?2))
+                   AND state IN ('queued','sent') AND final = 0",
+            )?
+            .execute(params![recipient.as_str(), list, now])?;
+            Ok(())
+        })?;
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = rx.await {
+                tracing::warn!(error = %e, "could not record messages as sent");
+            }
+        });
+        Ok(())
     }
 
     /// Sent to a peer that never acknowledges (a seed peer): `sent` is the final state.
@@ -155,8 +209,38 @@ impl Store {
         state: DeliveryState,
         error: Option<String>,
     ) -> Result<(), StoreError> {
+        let r = self.submit_state(recipient, seqs, state, error)?.await;
+        self.bump_deliveries();
+        r.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues the acknowledged messages' `delivered` without waiting for the commit, so the link
+    /// keeps streaming; a failure is logged (the messages stay `sent` and go again on the next
+    /// link, where the receiver's dedup absorbs them).
+    pub fn mark_delivered_soon(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
+        let rx = self.submit_state(recipient.clone(), seqs, DeliveryState::Delivered, None)?;
         let this = self.clone();
-        let r = self.call(move |conn| {
+        tokio::spawn(async move {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(to = %recipient, error = %e, "could not record deliveries; they will be resent")
+                }
+                Err(_) => {}
+            }
+            this.bump_deliveries();
+        });
+        Ok(())
+    }
+
+    fn submit_state(
+        &self,
+        recipient: Name,
+        seqs: Vec<i64>,
+        state: DeliveryState,
+        error: Option<String>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        self.submit(move |conn| {
             let now = peerchat_db::now_ms() as i64;
             // An acknowledgement is the truth: a message cancelled while it was already on the
             // link and then acknowledged did arrive, so `delivered` overrides `cancelled`.
@@ -167,15 +251,18 @@ impl Store {
                 "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5
                  WHERE out_seq = ?1 AND recipient = ?2 AND state IN ('queued','sent') AND final = 0"
             };
-            let mut up = conn.prepare_cached(sql)?;
-            for seq in seqs {
-                up.execute(params![seq, recipient.as_str(), state.as_str(), error, now])?;
+            if seqs.len() == 1 {
+                conn.prepare_cached(sql)?
+                    .execute(params![seqs[0], recipient.as_str(), state.as_str(), error, now])?;
+                return Ok(());
             }
+            // Many at once (a window of acks): one statement over a JSON array of seqs.
+            let list = serde_json::to_string(&seqs).unwrap_or_default();
+            let many = sql.replace("out_seq = ?1", "out_seq IN (SELECT value FROM json_each(?1))");
+            conn.prepare_cached(&many)?
+                .execute(params![list, recipient.as_str(), state.as_str(), error, now])?;
             Ok(())
         })
-        .await;
-        this.bump_deliveries();
-        r
     }
 
     /// A link to `recipient` failed: whatever was `sent` is back to `queued` (it may or may not
