@@ -394,9 +394,9 @@ impl Delivery {
             .to_x25519()
             .ok_or_else(|| AttemptError::Refused(format!("the key of {to} is not valid")))?;
         let mut stream = dial(address).await?;
-        stream
-            .write_all(peer::PREAMBLE)
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(peer::PREAMBLE))
             .await
+            .map_err(|_| LinkError::Timeout("writing the preamble"))?
             .map_err(LinkError::Io)?;
         let hello = Frame::Hello {
             version: peer::VERSION,

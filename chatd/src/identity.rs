@@ -3,8 +3,8 @@
 //! and its X25519 form is our Noise static key, so a peer link proves the same identity that
 //! the registry record names.
 //!
-//! `rotate` makes a new key and keeps a rotation statement signed by the old one
-//! (`identity.rotation`); every registration carries it, so the registry and peers that pinned
+//! `rotate` makes a new key and keeps a rotation statement signed by the old one (the key path
+//! with extension `.rotation`, e.g. `chatd.rotation`); every registration carries it, so the registry and peers that pinned
 //! the old key can follow.
 
 use std::path::{Path, PathBuf};
@@ -168,7 +168,9 @@ fn write_secret(path: &Path, key: &SigningKey) -> Result<(), IdentityError> {
         source,
     };
     let text = Zeroizing::new(format!("{}\n", hex::encode(key.to_bytes())));
-    let tmp = path.with_extension("key.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     {
         use std::io::Write;

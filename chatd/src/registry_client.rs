@@ -17,8 +17,9 @@ use tracing::{debug, info, warn};
 
 use crate::identity::Identity;
 
-/// Longest registry reply we read (a `list` of many names).
-const MAX_REPLY: usize = 16 << 20;
+/// Longest registry reply we read: a `list` of the registry's default 100,000 names, signed
+/// records of about 430 bytes each, fits.
+const MAX_REPLY: usize = 64 << 20;
 /// Whole request/reply exchange with the registry.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 

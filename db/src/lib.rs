@@ -53,6 +53,17 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, DbError> {
         path: path.to_path_buf(),
         source,
     };
+    // Messages are private: create the file owner-only (SQLite gives its -wal and -shm files the
+    // same mode).
+    #[cfg(unix)]
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
     let mut conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(open_err)?;

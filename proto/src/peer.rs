@@ -91,8 +91,8 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     serde_json::to_vec(frame).unwrap_or_default()
 }
 
-/// A whole frame as it goes on the wire: the u32 big-endian length, then the payload. (chatd
-/// uses a codec for this; simple clients such as `chatctl doctor` use this function.)
+/// A whole frame as it is carried inside the encrypted stream: the u32 big-endian length, then
+/// the payload (for tests and simple tools; chatd's link writes frames itself).
 pub fn frame_bytes(frame: &Frame) -> Vec<u8> {
     let payload = encode(frame);
     let mut out = Vec::with_capacity(4 + payload.len());

@@ -89,7 +89,8 @@ pub struct Args {
 ///
 /// Run it on the registry host as the owner of the database (the `registryd` user, or root). It
 /// writes the database directly; a running registryd picks the change up within a second.
-/// Use it when a node lost its key (a new install, a deleted state directory): the node's old
+/// The config file is not read: pass --db (or REGISTRYD_DB) when the daemon's database is not the
+/// default one. Use it when a node lost its key (a new install, a deleted state directory): the node's old
 /// key can no longer sign for the name.
 #[derive(Parser, Debug)]
 #[command(
@@ -97,7 +98,7 @@ pub struct Args {
     version,
     after_help = "\
 Examples:
-  sudo -u registryd registryd release alice --db /var/lib/peerchat/registry.db
+  sudo -u registryd registryd release alice --db /var/lib/peerchat/registryd/registry.db
   registryd release bob                       # database in the state directory
 
 Exit status: 0 released, 1 error (including: no such name), 2 usage error."

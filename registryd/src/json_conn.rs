@@ -90,6 +90,7 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
                     )
                 })?,
             };
+            check_seq_bound(seq)?;
             let statement = Statement::Register {
                 name: &name,
                 key: &key,
@@ -141,6 +142,7 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
             seq,
             sig,
         } => {
+            check_seq_bound(seq)?;
             verify(
                 &key,
                 &Statement::Offline {
@@ -162,6 +164,7 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
             seq,
             sig,
         } => {
+            check_seq_bound(seq)?;
             verify(
                 &key,
                 &Statement::Unregister {
@@ -178,6 +181,19 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
             Ok(Response::Done)
         }
     }
+}
+
+/// Sequence numbers are milliseconds since the epoch in practice; one far in the future would
+/// lock the name's own node out (every later number must be higher), so it is refused.
+fn check_seq_bound(seq: u64) -> Result<(), ErrorBody> {
+    const YEAR_MS: u64 = 366 * 86_400_000;
+    if seq > peerchat_db::now_ms().saturating_add(YEAR_MS) {
+        return Err(ErrorBody::new(
+            code::BAD_REQUEST,
+            "sequence number more than a year ahead of the registry's clock",
+        ));
+    }
+    Ok(())
 }
 
 fn verify(key: &PublicKey, statement: &Statement<'_>, sig: &Signature) -> Result<(), ErrorBody> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use peerchat_db::now_ms;
-use peerchat_db::rusqlite::{self, params, Connection};
+use peerchat_db::rusqlite::{self, params, Connection, OptionalExtension};
 use peerchat_proto::registry::{Record, Rotation, SignedRegistration};
 use peerchat_proto::{Name, PublicKey};
 use tokio::sync::oneshot;
@@ -34,7 +34,18 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE names ADD COLUMN signed TEXT;
      ALTER TABLE names ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE names ADD COLUMN rotations TEXT NOT NULL DEFAULT '[]';",
+    // The last sequence number of each key a name had when it was unregistered or released, so
+    // that an old signed registration cannot be replayed to take the name back.
+    "CREATE TABLE tombstones (
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (name, key)
+    ) STRICT, WITHOUT ROWID;",
 ];
+
+const SAVE_TOMBSTONE: &str = "INSERT INTO tombstones (name, key, last_seq) VALUES (?1, ?2, ?3)
+     ON CONFLICT(name, key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)";
 
 /// Most rotations kept per name (the newest); a peer that pinned a key older than that must
 /// `chatctl trust` again.
@@ -314,6 +325,22 @@ fn apply_batch(
                 rotation,
             } => {
                 let old = current(&pending, name);
+                if old.as_ref().is_none_or(|e| e.key().is_none()) {
+                    // A new binding: not with a record this key signed before the name was freed.
+                    let last: Option<i64> = tx
+                        .prepare_cached(
+                            "SELECT last_seq FROM tombstones WHERE name = ?1 AND key = ?2",
+                        )?
+                        .query_row(params![name.as_str(), signed.key.to_hex()], |r| r.get(0))
+                        .optional()?;
+                    if let Some(last) = last.filter(|l| signed.seq <= *l as u64) {
+                        return Err(TableError::Replay {
+                            name: name.clone(),
+                            seq: signed.seq,
+                            last: last as u64,
+                        });
+                    }
+                }
                 let mut rotations = Vec::new();
                 if let Some(old) = old.as_ref().filter(|e| e.key().is_some()) {
                     check_seq(name, signed.seq, old)?;
@@ -411,6 +438,10 @@ fn apply_batch(
                 let e =
                     current(&pending, name).ok_or_else(|| TableError::NotFound(name.clone()))?;
                 check_owner(name, key, *seq, &e)?;
+                tx.execute(
+                    SAVE_TOMBSTONE,
+                    params![name.as_str(), key.to_hex(), *seq as i64],
+                )?;
                 tx.execute("DELETE FROM names WHERE name = ?1", params![name.as_str()])?;
                 pending.insert(name.clone(), None);
                 names = names.saturating_sub(1);
@@ -510,9 +541,28 @@ fn load_map(conn: &Connection, map: &mut HashMap<Name, Entry>) -> Result<(), rus
 /// `registryd release NAME`, run by the database's owner: deletes the name directly in the
 /// database (a running registryd notices within a second). Returns whether the name existed.
 pub fn release(path: &Path, name: &Name) -> Result<bool, TableError> {
-    let conn = peerchat_db::open(path, MIGRATIONS)?;
-    let n = conn.execute("DELETE FROM names WHERE name = ?1", params![name.as_str()])?;
-    Ok(n > 0)
+    let mut conn = peerchat_db::open(path, MIGRATIONS)?;
+    let tx = conn.transaction()?;
+    let row: Option<(Option<String>, i64)> = tx
+        .query_row(
+            "SELECT signed, last_seq FROM names WHERE name = ?1",
+            params![name.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((signed, last_seq)) = row else {
+        return Ok(false);
+    };
+    let key = signed.and_then(|s| serde_json::from_str::<SignedRegistration>(&s).ok());
+    if let Some(s) = key {
+        tx.execute(
+            SAVE_TOMBSTONE,
+            params![name.as_str(), s.key.to_hex(), last_seq],
+        )?;
+    }
+    tx.execute("DELETE FROM names WHERE name = ?1", params![name.as_str()])?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// The whole batch failed: every job hears why (rusqlite errors are not `Clone`).

@@ -320,10 +320,17 @@ fn rotation_moves_a_name_and_release_frees_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("released pa"));
+    // The released key's old signed records cannot be replayed to take the name back.
+    let replayed = new.register_full("pa", 7000, None, 3, Some(&rotation));
     peerchat_testkit::wait_for(Duration::from_secs(10), "the release to be seen", || {
-        let r = ask(reg.addr, &[other.register("pa", 7100, 1)]);
-        (code(&r[0]) == "ok").then_some(())
+        let r = ask(reg.addr, std::slice::from_ref(&replayed));
+        (code(&r[0]) == "replay").then_some(())
     });
+    let r = ask(reg.addr, &[other.register("pa", 7100, 1)]);
+    assert_eq!(code(&r[0]), "ok", "{}", r[0]);
+    // A sequence number far in the future (which would lock the owner out) is refused.
+    let r = ask(reg.addr, &[other.register("pa", 7100, u64::MAX)]);
+    assert_eq!(code(&r[0]), "bad_request", "{}", r[0]);
     let out = std::process::Command::new(peerchat_testkit::bin("registryd"))
         .args(["release", "nobody", "--db"])
         .arg(&reg.db)

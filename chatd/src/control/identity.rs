@@ -43,6 +43,23 @@ pub fn trust(node: &Arc<Node>, name: Name) -> ReplyFuture {
 pub fn rotate(node: &Arc<Node>) -> ReplyFuture {
     let node = node.clone();
     Box::pin(async move {
+        // A rotation must reach the registry before the next one: it only keeps the newest
+        // rotation statement, and the registry still binds the name to the key it knows.
+        match node.registry.lookup(&node.name).await {
+            Ok(r) if r.signed.as_ref().map(|s| s.key) == Some(node.identity.public()) => {}
+            Ok(_) => {
+                return Err(ErrorBody::new(
+                    code::REFUSED,
+                    "the registry does not have this node's current key yet (an earlier rotation or registration is still unpublished); try again once `chatctl status` shows the registry reachable",
+                ))
+            }
+            Err(e) => {
+                return Err(ErrorBody::new(
+                    code::REGISTRY_UNAVAILABLE,
+                    format!("a key rotation must be published right away, and the registry cannot be reached: {e}"),
+                ))
+            }
+        }
         let seq = node.lease.next_seq();
         let identity = node.identity.clone();
         let name = node.name.clone();

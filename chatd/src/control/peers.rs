@@ -55,6 +55,8 @@ pub fn handle(node: &Arc<Node>) -> ReplyFuture {
 fn key_standing(node: &Node, r: &Record) -> (Option<String>, &'static str) {
     match r.verify() {
         Err(_) => (None, "invalid"),
+        // A pinned name whose record turned legacy is a key change (sends refuse it).
+        Ok(None) if node.resolver.pinned(&r.name).is_some() => (None, "changed"),
         Ok(None) => (None, "legacy"),
         Ok(Some(k)) => {
             let standing = match node.resolver.pinned(&r.name) {
