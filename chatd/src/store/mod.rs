@@ -52,6 +52,12 @@ pub enum StoreError {
 type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> (Option<String>, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// A job and whether someone waits for it (`Now`) or it may wait for the next batch (`Lazy`).
+enum Queued {
+    Now(Job),
+    Lazy(Job),
+}
+
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -61,7 +67,7 @@ pub type OutgoingSink = Box<dyn Fn(&Name, &Outgoing) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Store {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Queued>,
     sink: std::sync::Arc<std::sync::OnceLock<OutgoingSink>>,
     /// Highest inbox sequence number committed so far; followers wait on it.
     inbox_seq: watch::Receiver<i64>,
@@ -85,7 +91,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<(Store, StoreThread), StoreError> {
         let conn = peerchat_db::open(path, schema::MIGRATIONS)?;
         let max_seq = inbox::max_seq(&conn)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Queued>();
         let thread = std::thread::Builder::new()
             .name("chatd-db".into())
             .spawn(move || db_loop(conn, rx))
@@ -121,6 +127,19 @@ impl Store {
         self.submit_then(f, |_| {})
     }
 
+    /// Like [`Store::submit`] for bookkeeping nobody waits on: the job joins the next batch (or
+    /// commits on its own after 20 ms), so it does not cost a commit of its own.
+    pub fn submit_lazy<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (job, rx) = make_job(f, |_| {});
+        self.jobs
+            .send(Queued::Lazy(job))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
     /// Like [`Store::submit`]; `after_commit` runs on the DB thread once the job's transaction
     /// committed (in job order), before the result is sent.
     pub fn submit_then<T: Send + 'static>(
@@ -128,30 +147,10 @@ impl Store {
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         after_commit: impl FnOnce(&T) + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
-                Ok(conn) => f(conn),
-                Err(e) => Err(StoreError::Commit(e.to_string())),
-            };
-            let spoiled = match &result {
-                Err(e @ (StoreError::Sql(_) | StoreError::Commit(_))) => Some(e.to_string()),
-                _ => None,
-            };
-            let done: Completion = Box::new(move |commit| {
-                let _ = tx.send(match commit {
-                    Ok(()) => {
-                        if let Ok(v) = &result {
-                            after_commit(v);
-                        }
-                        result
-                    }
-                    Err(e) => Err(StoreError::Commit(e)),
-                });
-            });
-            (spoiled, done)
-        });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        let (job, rx) = make_job(f, after_commit);
+        self.jobs
+            .send(Queued::Now(job))
+            .map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
 
@@ -185,14 +184,92 @@ impl Store {
     }
 }
 
-fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+/// Wraps `f` as a job whose result reaches the returned receiver after the commit.
+#[allow(clippy::type_complexity)]
+fn make_job<T: Send + 'static>(
+    f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    after_commit: impl FnOnce(&T) + Send + 'static,
+) -> (Job, oneshot::Receiver<Result<T, StoreError>>) {
+    let (tx, rx) = oneshot::channel();
+    let job: Job = Box::new(move |conn| {
+        let result = match conn {
+            Ok(conn) => f(conn),
+            Err(e) => Err(StoreError::Commit(e.to_string())),
+        };
+        let spoiled = match &result {
+            Err(e @ (StoreError::Sql(_) | StoreError::Commit(_))) => Some(e.to_string()),
+            _ => None,
+        };
+        let done: Completion = Box::new(move |commit| {
+            let _ = tx.send(match commit {
+                Ok(()) => {
+                    if let Ok(v) = &result {
+                        after_commit(v);
+                    }
+                    result
+                }
+                Err(e) => Err(StoreError::Commit(e)),
+            });
+        });
+        (spoiled, done)
+    });
+    (job, rx)
+}
+
+/// How long a lazy job may wait for company before it commits on its own.
+const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>) {
+    // Lazy jobs (bookkeeping nobody waits for) ride along with the next batch instead of paying
+    // for a commit (an fsync) of their own; at the latest after LAZY_DELAY.
+    let mut deferred: Vec<Job> = Vec::new();
+    let mut deadline: Option<std::time::Instant> = None;
+    let mut open = true;
+    while open || !deferred.is_empty() {
+        let first = match deadline {
+            _ if !open => None,
+            None => match rx.recv() {
+                Ok(q) => Some(q),
+                Err(_) => {
+                    open = false;
+                    None
+                }
+            },
+            Some(d) => {
+                match rx.recv_timeout(d.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(q) => Some(q),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                }
+            }
+        };
+        let now_job = match first {
+            Some(Queued::Lazy(job)) => {
+                deadline.get_or_insert_with(|| std::time::Instant::now() + LAZY_DELAY);
+                deferred.push(job);
+                if deferred.len() < MAX_BATCH {
+                    continue;
+                }
+                None
+            }
+            Some(Queued::Now(job)) => Some(job),
+            None => None,
+        };
+        // Submission order: the deferred jobs came first, then the channel in order.
+        let mut batch = std::mem::take(&mut deferred);
+        deadline = None;
+        batch.extend(now_job);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(Queued::Now(j) | Queued::Lazy(j)) => batch.push(j),
                 Err(_) => break,
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let n = batch.len();
         let mut completions = Vec::with_capacity(n);

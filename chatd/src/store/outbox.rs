@@ -156,7 +156,7 @@ impl Store {
     /// states holds; a crash before it commits only means the state still says `queued`.
     pub fn mark_sent_soon(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
         let list = serde_json::to_string(&seqs).unwrap_or_default();
-        let rx = self.submit(move |conn| {
+        let rx = self.submit_lazy(move |conn| {
             let now = peerchat_db::now_ms() as i64;
             conn.prepare_cached(
                 "UPDATE deliveries SET state = 'sent', attempts = attempts + 1, updated_at_ms = ?3
@@ -209,16 +209,24 @@ impl Store {
         state: DeliveryState,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        let r = self.submit_state(recipient, seqs, state, error)?.await;
+        let r = self
+            .submit_state(recipient, seqs, state, error, false)?
+            .await;
         self.bump_deliveries();
         r.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues the acknowledged messages' `delivered` without waiting for the commit, so the link
-    /// keeps streaming; a failure is logged (the messages stay `sent` and go again on the next
+    /// Queues the acknowledged messages' `delivered` without waiting for the commit (lazily: it
+    /// rides along with the next batch, within 20 ms), so the link keeps streaming; a failure is logged (the messages stay `sent` and go again on the next
     /// link, where the receiver's dedup absorbs them).
     pub fn mark_delivered_soon(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
-        let rx = self.submit_state(recipient.clone(), seqs, DeliveryState::Delivered, None)?;
+        let rx = self.submit_state(
+            recipient.clone(),
+            seqs,
+            DeliveryState::Delivered,
+            None,
+            true,
+        )?;
         let this = self.clone();
         tokio::spawn(async move {
             match rx.await {
@@ -239,8 +247,9 @@ impl Store {
         seqs: Vec<i64>,
         state: DeliveryState,
         error: Option<String>,
+        lazy: bool,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        self.submit(move |conn| {
+        let job = move |conn: &Connection| {
             let now = peerchat_db::now_ms() as i64;
             // An acknowledgement is the truth: a message cancelled while it was already on the
             // link and then acknowledged did arrive, so `delivered` overrides `cancelled`.
@@ -252,17 +261,35 @@ impl Store {
                  WHERE out_seq = ?1 AND recipient = ?2 AND state IN ('queued','sent') AND final = 0"
             };
             if seqs.len() == 1 {
-                conn.prepare_cached(sql)?
-                    .execute(params![seqs[0], recipient.as_str(), state.as_str(), error, now])?;
+                conn.prepare_cached(sql)?.execute(params![
+                    seqs[0],
+                    recipient.as_str(),
+                    state.as_str(),
+                    error,
+                    now
+                ])?;
                 return Ok(());
             }
             // Many at once (a window of acks): one statement over a JSON array of seqs.
             let list = serde_json::to_string(&seqs).unwrap_or_default();
-            let many = sql.replace("out_seq = ?1", "out_seq IN (SELECT value FROM json_each(?1))");
-            conn.prepare_cached(&many)?
-                .execute(params![list, recipient.as_str(), state.as_str(), error, now])?;
+            let many = sql.replace(
+                "out_seq = ?1",
+                "out_seq IN (SELECT value FROM json_each(?1))",
+            );
+            conn.prepare_cached(&many)?.execute(params![
+                list,
+                recipient.as_str(),
+                state.as_str(),
+                error,
+                now
+            ])?;
             Ok(())
-        })
+        };
+        if lazy {
+            self.submit_lazy(job)
+        } else {
+            self.submit(job)
+        }
     }
 
     /// A link to `recipient` failed: whatever was `sent` is back to `queued` (it may or may not
