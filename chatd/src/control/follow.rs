@@ -1,6 +1,7 @@
 //! `follow`: the connection becomes a stream of `message` replies (and a `heartbeat` every
-//! [`HEARTBEAT`]). The stream reads from the database in pages after a cursor, so a follower
-//! that falls behind catches up from SQLite and never makes chatd buffer messages for it.
+//! [`HEARTBEAT`]). A caught-up follower takes new rows from the store's inbox feed (sent right
+//! after each commit, bounded and shared by all followers); one that falls behind the feed
+//! catches up from SQLite in pages after its cursor, so chatd never buffers messages for it.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use peerchat_proto::control::Response;
 use peerchat_proto::envelope::{Outcome, Reply};
 use peerchat_proto::Name;
 use tokio::io::AsyncWrite;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -47,9 +49,9 @@ async fn stream(
     conn_done: &CancellationToken,
 ) -> std::io::Result<()> {
     let from = p.from.map(String::from);
-    // Subscribe before reading, so a message committed in between still wakes us.
-    let mut seq = node.store.inbox_seq();
-    seq.borrow_and_update();
+    // Subscribe before reading, so a message committed in between is in the feed (or, if the
+    // feed overflows, in the next database read).
+    let mut feed = node.store.inbox_feed();
     let start = match p.after {
         Some(a) => Ok((Vec::new(), a)),
         None => {
@@ -76,36 +78,73 @@ async fn stream(
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     loop {
-        seq.borrow_and_update();
-        let q = InboxQuery {
-            from: from.clone(),
-            after: Some(cursor),
-            limit: PAGE,
-        };
-        let rows = match node.store.inbox(q).await {
-            Ok(r) => r,
-            Err(e) => {
-                return write_error(w, id, e).await;
+        // Catch up from the database, a page at a time.
+        loop {
+            let q = InboxQuery {
+                from: from.clone(),
+                after: Some(cursor),
+                limit: PAGE,
+            };
+            let rows = match node.store.inbox(q).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return write_error(w, id, e).await;
+                }
+            };
+            let full = rows.len() as u32 == PAGE;
+            // One write per page.
+            for r in rows {
+                cursor = r.seq;
+                buf.extend_from_slice(&to_line(&ok(
+                    id,
+                    Response::Message(super::inbox::to_wire(node, r)),
+                )));
             }
-        };
-        let full = rows.len() as u32 == PAGE;
-        // One write per page.
-        for r in rows {
-            cursor = r.seq;
-            buf.extend_from_slice(&to_line(&ok(
-                id,
-                Response::Message(super::inbox::to_wire(node, r)),
-            )));
+            flush(w, &mut buf).await?;
+            if !full {
+                break;
+            }
         }
-        flush(w, &mut buf).await?;
-        if full {
-            continue;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = conn_done.cancelled() => return Ok(()),
-            r = seq.changed() => if r.is_err() { return Ok(()) },
-            _ = heartbeat.tick() => write_line(w, &ok(id, Response::Heartbeat)).await?,
+        // Live: rows straight from the commit, in seq order; whatever the database read above
+        // already printed is skipped by its seq.
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = conn_done.cancelled() => return Ok(()),
+                r = feed.recv() => r,
+                _ = heartbeat.tick() => {
+                    write_line(w, &ok(id, Response::Heartbeat)).await?;
+                    continue;
+                }
+            };
+            let mut next = Some(first);
+            let mut lagged = false;
+            while let Some(r) = next.take() {
+                match r {
+                    Ok(row) => {
+                        let wanted = from.as_deref().is_none_or(|f| f == row.sender);
+                        if row.seq > cursor && wanted {
+                            cursor = row.seq;
+                            let row = (*row).clone();
+                            buf.extend_from_slice(&to_line(&ok(
+                                id,
+                                Response::Message(super::inbox::to_wire(node, row)),
+                            )));
+                        }
+                    }
+                    // Fell behind the feed: read the rest from the database.
+                    Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+                if !lagged && buf.len() < 64 * 1024 {
+                    next = feed.try_recv().ok().map(Ok);
+                }
+            }
+            flush(w, &mut buf).await?;
+            if lagged {
+                feed = feed.resubscribe();
+                break;
+            }
         }
     }
 }

@@ -58,48 +58,69 @@ impl Store {
     /// Stores a batch of messages from one link in one go. Returns, per message, whether it was
     /// new. Every message in the result is committed (new or already there) and may be acked.
     pub async fn receive(&self, batch: Vec<Received>) -> Result<Vec<bool>, StoreError> {
-        let this = self.clone();
-        let (fresh, max) = self
-            .call(move |conn| {
-                let now = peerchat_db::now_ms() as i64;
-                // Two plain statements rather than one INSERT … SELECT … WHERE NOT EXISTS: that
-                // form makes SQLite keep a statement journal per row (measured: a temp-file
-                // write of ~16 KiB per message).
-                let mut seen = conn.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM inbox_seen WHERE sender = ?1 AND msg_id = ?2)",
-                )?;
-                let mut insert = conn.prepare_cached(
+        let feed = self.inbox_feed.clone();
+        let followers = self.inbox_feed.clone();
+        let job = move |conn: &Connection| {
+            let now = peerchat_db::now_ms() as i64;
+            // Two plain statements rather than one INSERT … SELECT … WHERE NOT EXISTS: that
+            // form makes SQLite keep a statement journal per row (measured: a temp-file
+            // write of ~16 KiB per message).
+            let mut seen = conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM inbox_seen WHERE sender = ?1 AND msg_id = ?2)",
+            )?;
+            let mut insert = conn.prepare_cached(
                     "INSERT INTO inbox (sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (sender, msg_id) DO NOTHING",
                 )?;
-                let mut fresh = Vec::with_capacity(batch.len());
-                let mut max = 0;
-                for m in &batch {
-                    if seen.query_row(params![m.sender, m.msg.id], |r| r.get::<_, bool>(0))? {
-                        fresh.push(false);
-                        continue;
-                    }
-                    let to = serde_json::to_string(&m.msg.to).unwrap_or_else(|_| "[]".into());
-                    let n = insert.execute(params![
-                        m.sender,
-                        m.msg.id,
-                        to,
-                        m.msg.body,
-                        m.msg.sent_at_ms as i64,
-                        now,
-                        m.authenticated
-                    ])?;
-                    if n == 1 {
-                        max = conn.last_insert_rowid();
-                    }
-                    fresh.push(n == 1);
+            let mut fresh = Vec::with_capacity(batch.len());
+            let mut max = 0;
+            // Rows for the followers' feed, built only when someone follows.
+            let follow = followers.receiver_count() > 0;
+            let mut rows = Vec::new();
+            for m in &batch {
+                if seen.query_row(params![m.sender, m.msg.id], |r| r.get::<_, bool>(0))? {
+                    fresh.push(false);
+                    continue;
                 }
-                Ok((fresh, max))
-            })
-            .await?;
-        // Only now, after the commit, may followers see it.
-        this.publish_inbox_seq(max);
+                let to = serde_json::to_string(&m.msg.to).unwrap_or_else(|_| "[]".into());
+                let n = insert.execute(params![
+                    m.sender,
+                    m.msg.id,
+                    to,
+                    m.msg.body,
+                    m.msg.sent_at_ms as i64,
+                    now,
+                    m.authenticated
+                ])?;
+                if n == 1 {
+                    max = conn.last_insert_rowid();
+                    if follow {
+                        rows.push(std::sync::Arc::new(InboxRow {
+                            seq: max,
+                            sender: m.sender.clone(),
+                            msg_id: m.msg.id.clone(),
+                            recipients: m.msg.to.iter().map(|n| n.to_string()).collect(),
+                            body: m.msg.body.clone(),
+                            sent_at_ms: m.msg.sent_at_ms,
+                            received_at_ms: now as u64,
+                            authenticated: m.authenticated,
+                        }));
+                    }
+                }
+                fresh.push(n == 1);
+            }
+            Ok((fresh, max, rows))
+        };
+        let (fresh, _, _) = self
+            .submit_then(job, move |(_, _, rows)| {
+                // On the DB thread, right after the commit: followers see rows in seq order.
+                for r in rows {
+                    let _ = feed.send(r.clone());
+                }
+            })?
+            .await
+            .map_err(|_| StoreError::Closed)??;
         Ok(fresh)
     }
 

@@ -22,7 +22,7 @@ use std::sync::mpsc;
 
 use peerchat_db::rusqlite::{self, Connection};
 use peerchat_proto::Name;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{debug, error};
 
 pub use groups::GroupError;
@@ -69,12 +69,16 @@ pub type OutgoingSink = Box<dyn Fn(&Name, &Outgoing) + Send + Sync>;
 pub struct Store {
     jobs: mpsc::Sender<Queued>,
     sink: std::sync::Arc<std::sync::OnceLock<OutgoingSink>>,
-    /// Highest inbox sequence number committed so far; followers wait on it.
-    inbox_seq: watch::Receiver<i64>,
-    inbox_seq_tx: std::sync::Arc<watch::Sender<i64>>,
     /// Bumped after every committed change of a delivery state (for `wait`).
     deliveries_tx: std::sync::Arc<watch::Sender<u64>>,
+    /// Every newly stored inbox row, sent on the DB thread right after its commit (in seq
+    /// order), so caught-up followers need no database read. Bounded: a follower that lags
+    /// behind it reads from the database instead.
+    inbox_feed: broadcast::Sender<std::sync::Arc<InboxRow>>,
 }
+
+/// Rows the inbox feed holds for slow followers before they must catch up from the database.
+const INBOX_FEED: usize = 4096;
 
 /// Joins the DB thread; dropping every [`Store`] handle lets it finish its queue and stop.
 pub struct StoreThread(Option<std::thread::JoinHandle<()>>);
@@ -90,21 +94,18 @@ impl StoreThread {
 impl Store {
     pub fn open(path: &Path) -> Result<(Store, StoreThread), StoreError> {
         let conn = peerchat_db::open(path, schema::MIGRATIONS)?;
-        let max_seq = inbox::max_seq(&conn)?;
         let (tx, rx) = mpsc::channel::<Queued>();
         let thread = std::thread::Builder::new()
             .name("chatd-db".into())
             .spawn(move || db_loop(conn, rx))
             .map_err(|e| StoreError::Commit(format!("cannot start the database thread: {e}")))?;
-        let (seq_tx, seq_rx) = watch::channel(max_seq);
         let (deliveries_tx, _) = watch::channel(0u64);
         Ok((
             Store {
                 jobs: tx,
                 sink: std::sync::Arc::default(),
-                inbox_seq: seq_rx,
-                inbox_seq_tx: std::sync::Arc::new(seq_tx),
                 deliveries_tx: std::sync::Arc::new(deliveries_tx),
+                inbox_feed: broadcast::channel(INBOX_FEED).0,
             },
             StoreThread(Some(thread)),
         ))
@@ -159,8 +160,9 @@ impl Store {
         let _ = self.sink.set(sink);
     }
 
-    pub fn inbox_seq(&self) -> watch::Receiver<i64> {
-        self.inbox_seq.clone()
+    /// Newly committed inbox rows from now on (see [`Store::inbox_feed`] field docs).
+    pub fn inbox_feed(&self) -> broadcast::Receiver<std::sync::Arc<InboxRow>> {
+        self.inbox_feed.subscribe()
     }
 
     /// Changes whenever a delivery state changed (after the commit).
@@ -170,17 +172,6 @@ impl Store {
 
     fn bump_deliveries(&self) {
         self.deliveries_tx.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    fn publish_inbox_seq(&self, seq: i64) {
-        self.inbox_seq_tx.send_if_modified(|cur| {
-            if seq > *cur {
-                *cur = seq;
-                true
-            } else {
-                false
-            }
-        });
     }
 }
 
