@@ -32,6 +32,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// A link with nothing to send for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A message handed to a link from memory is recorded `sent` only if it is still unacknowledged
+/// this long after it was written (most are acknowledged sooner, saving a row update each).
+const SENT_MARK_DELAY: Duration = Duration::from_millis(50);
 /// How often a recipient's task looks for messages past their lifetime.
 const EXPIRE_SWEEP: Duration = Duration::from_secs(60);
 
@@ -252,6 +255,9 @@ impl Delivery {
         wake.reset_handoff();
         let mut pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
         let mut from_memory = false;
+        // Seqs written from memory whose `sent` is not recorded yet, oldest first.
+        let mut unmarked: VecDeque<i64> = VecDeque::new();
+        let mut mark_at = tokio::time::Instant::now();
         let mut inflight: VecDeque<Outgoing> = VecDeque::new();
         let mut last_seq = 0;
         let mut from_db = true;
@@ -259,8 +265,12 @@ impl Delivery {
             // Fill the window.
             if !pending.is_empty() {
                 if from_memory {
-                    let seqs = pending.iter().map(|m| m.seq).collect();
-                    self.store.mark_sent_soon(to.clone(), seqs)?;
+                    // Usually acknowledged before this matters: `sent` is recorded only for
+                    // messages still unacknowledged after SENT_MARK_DELAY.
+                    if unmarked.is_empty() {
+                        mark_at = tokio::time::Instant::now() + SENT_MARK_DELAY;
+                    }
+                    unmarked.extend(pending.iter().map(|m| m.seq));
                 }
                 for m in pending.drain(..) {
                     last_seq = m.seq;
@@ -316,6 +326,9 @@ impl Delivery {
                 ACK_TIMEOUT
             };
             tokio::select! {
+                _ = tokio::time::sleep_until(mark_at), if !unmarked.is_empty() => {
+                    self.store.mark_sent_soon(to.clone(), unmarked.drain(..).collect())?;
+                }
                 _ = self.stop.cancelled(), if inflight.is_empty() => return Ok(true),
                 _ = notify.notified() => {}
                 frame = tokio::time::timeout(wait, conn.recv()) => {
@@ -331,6 +344,13 @@ impl Delivery {
                         next = conn.try_recv_ready();
                     }
                     if !delivered.is_empty() {
+                        // Acknowledged before their `sent` was recorded: the `delivered` update
+                        // counts the attempt (a row still `queued` gets attempts + 1).
+                        if let Some(&last) = delivered.last() {
+                            while unmarked.front().is_some_and(|s| *s <= last) {
+                                unmarked.pop_front();
+                            }
+                        }
                         debug!(to = %to, messages = delivered.len(), "delivered");
                         self.store.mark_delivered_soon(to.clone(), delivered)?;
                     }

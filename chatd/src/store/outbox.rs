@@ -253,8 +253,11 @@ impl Store {
             let now = peerchat_db::now_ms() as i64;
             // An acknowledgement is the truth: a message cancelled while it was already on the
             // link and then acknowledged did arrive, so `delivered` overrides `cancelled`.
+            // A row still `queued` when it is acknowledged went out without its `sent` being
+            // recorded (see delivery.rs): the acknowledgement counts that attempt.
             let sql = if state == DeliveryState::Delivered {
-                "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5
+                "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5,
+                        attempts = attempts + (state = 'queued')
                  WHERE out_seq = ?1 AND recipient = ?2 AND state IN ('queued','sent','cancelled') AND final = 0"
             } else {
                 "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5
