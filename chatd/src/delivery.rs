@@ -26,6 +26,8 @@ use crate::store::{Outgoing, Store};
 
 /// Most messages in flight (written, not yet acknowledged) on one link.
 const WINDOW: usize = 4096;
+/// Most body bytes in flight on one link (large messages fill the window by size first).
+const WINDOW_BYTES: usize = 4 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// With messages in flight, the peer must acknowledge something within this time.
@@ -61,6 +63,8 @@ struct Wake {
 #[derive(Default)]
 struct Handed {
     queue: VecDeque<Outgoing>,
+    /// Body bytes in `queue`.
+    bytes: usize,
     overflowed: bool,
 }
 
@@ -68,12 +72,14 @@ impl Wake {
     fn reset_handoff(&self) {
         let mut h = self.handed.lock().unwrap_or_else(|p| p.into_inner());
         h.queue.clear();
+        h.bytes = 0;
         h.overflowed = false;
     }
 }
 
-/// Most messages waiting in one recipient's hand-off queue.
+/// Most messages waiting in one recipient's hand-off queue, and most body bytes.
 const HANDOFF_MAX: usize = 2 * WINDOW;
+const HANDOFF_MAX_BYTES: usize = 2 * WINDOW_BYTES;
 
 pub struct Delivery {
     me: Name,
@@ -151,10 +157,12 @@ impl Delivery {
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = links.get(recipient) {
             let mut h = w.handed.lock().unwrap_or_else(|p| p.into_inner());
-            if h.queue.len() >= HANDOFF_MAX {
+            if h.queue.len() >= HANDOFF_MAX || h.bytes + m.body.len() > HANDOFF_MAX_BYTES {
                 h.queue.clear();
+                h.bytes = 0;
                 h.overflowed = true;
             } else if !h.overflowed {
+                h.bytes += m.body.len();
                 h.queue.push_back(m.clone());
             }
             drop(h);
@@ -242,7 +250,10 @@ impl Delivery {
         }
         let target = self.resolver.resolve(to).await?;
         if target.legacy {
-            let pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
+            let (pending, _) = self
+                .store
+                .take_batch(to.clone(), 0, WINDOW, WINDOW_BYTES)
+                .await?;
             return self
                 .send_legacy(to, &target.address, pending)
                 .await
@@ -253,7 +264,12 @@ impl Delivery {
         // whatever is committed after the read is pushed to it (in order), and whatever was
         // pushed before the read is also in what the read returns (and skipped by seq).
         wake.reset_handoff();
-        let mut pending = self.store.take_batch(to.clone(), 0, WINDOW).await?;
+        let (mut pending, _) = self
+            .store
+            .take_batch(to.clone(), 0, WINDOW, WINDOW_BYTES)
+            .await?;
+        // Body bytes written and not yet acknowledged.
+        let mut inflight_bytes = 0usize;
         let mut from_memory = false;
         // Seqs written from memory whose `sent` is not recorded yet, oldest first.
         let mut unmarked: VecDeque<i64> = VecDeque::new();
@@ -274,6 +290,7 @@ impl Delivery {
                 }
                 for m in pending.drain(..) {
                     last_seq = m.seq;
+                    inflight_bytes += m.body.len();
                     conn.feed(&MsgRef {
                         id: &m.msg_id,
                         to: &m.recipients,
@@ -285,13 +302,18 @@ impl Delivery {
                 }
                 conn.flush().await?;
             }
-            if inflight.len() < WINDOW {
+            if inflight.len() < WINDOW && (inflight.is_empty() || inflight_bytes < WINDOW_BYTES) {
                 let room = WINDOW - inflight.len();
                 if from_db {
                     wake.reset_handoff();
-                    pending = self.store.take_batch(to.clone(), last_seq, room).await?;
+                    let room_bytes = WINDOW_BYTES.saturating_sub(inflight_bytes);
+                    let (batch, more_in_db) = self
+                        .store
+                        .take_batch(to.clone(), last_seq, room, room_bytes)
+                        .await?;
+                    pending = batch;
                     from_memory = false;
-                    if pending.len() == room {
+                    if more_in_db {
                         continue;
                     }
                     // Caught up: from now on the hand-off queue has everything newer.
@@ -303,13 +325,22 @@ impl Delivery {
                     let mut h = wake.handed.lock().unwrap_or_else(|p| p.into_inner());
                     if h.overflowed {
                         h.queue.clear();
+                        h.bytes = 0;
                         from_db = true;
                         continue;
                     }
-                    while pending.len() < room {
+                    let mut bytes = inflight_bytes;
+                    while pending.len() < room
+                        && (bytes < WINDOW_BYTES || inflight.is_empty() && pending.is_empty())
+                    {
                         match h.queue.pop_front() {
-                            Some(m) if m.seq > last_seq => pending.push(m),
-                            Some(_) => {}
+                            Some(m) => {
+                                h.bytes = h.bytes.saturating_sub(m.body.len());
+                                if m.seq > last_seq {
+                                    bytes += m.body.len();
+                                    pending.push(m);
+                                }
+                            }
                             None => break,
                         }
                     }
@@ -343,6 +374,7 @@ impl Delivery {
                         self.on_reply(to, f?, &mut inflight, &mut delivered).await?;
                         next = conn.try_recv_ready();
                     }
+                    inflight_bytes = inflight.iter().map(|m| m.body.len()).sum();
                     if !delivered.is_empty() {
                         // Acknowledged before their `sent` was recorded: the `delivered` update
                         // counts the attempt (a row still `queued` gets attempts + 1).

@@ -188,3 +188,74 @@ fn idle_sockets_from_one_address_do_not_lock_others_out() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flood_of_large_messages_arrives_in_bounded_memory() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    // 400 bodies of 60 KiB (24 MB): many times the link's byte window and hand-off queue.
+    let n = 400;
+    let mut input = Vec::new();
+    for i in 0..n {
+        let line = format!("{i:05}{}", "x".repeat(60 * 1024 - 5));
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
+    let out = pa.ctl_stdin(&["send", "-l", "pb"], &input);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak = std::sync::atomic::AtomicU64::new(0);
+    let pid = pa.daemon.child.id();
+    let bodies = wait_for(Duration::from_secs(60), "every large message", || {
+        peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+        let out = pb.ctl(&["--json", "status"]);
+        let v = peerchat_testkit::json_lines(&out.stdout);
+        (v.first()?["counts"]["inbox"].as_u64()? >= n).then_some(())
+    });
+    let _ = bodies;
+    // Read back in pages (one reply holds at most 8 MiB of bodies).
+    let mut got: Vec<String> = Vec::new();
+    let mut after = 0;
+    loop {
+        let out = pb.ctl(&[
+            "--json",
+            "inbox",
+            "--after",
+            &after.to_string(),
+            "--limit",
+            "100",
+        ]);
+        let page = peerchat_testkit::json_lines(&out.stdout);
+        if page.is_empty() {
+            break;
+        }
+        for m in &page {
+            after = m["seq"].as_i64().unwrap();
+            got.push(m["body"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(got.len(), n as usize);
+    for (i, b) in got.iter().enumerate() {
+        assert!(
+            b.starts_with(&format!("{i:05}")),
+            "message {i} out of order"
+        );
+        assert_eq!(b.len(), 60 * 1024);
+    }
+    let peak_mib = peak.load(std::sync::atomic::Ordering::Relaxed) / 1024;
+    assert!(peak_mib < 200, "sender peaked at {peak_mib} MiB");
+}

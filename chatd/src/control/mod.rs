@@ -43,6 +43,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies waiting to be written per connection (bounds memory; the reader waits when full).
 const PIPELINE_DEPTH: usize = 2048;
+/// Most request bytes (bodies, mostly) in flight per connection.
+const PIPELINE_BYTES: usize = 16 << 20;
 const MAX_CONNECTIONS: usize = 256;
 
 type ReplyFuture = Pin<Box<dyn Future<Output = Result<Response, ErrorBody>> + Send>>;
@@ -117,6 +119,7 @@ async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationTo
         stop.clone(),
         conn_done.clone(),
     ));
+    let budget = Arc::new(tokio::sync::Semaphore::new(PIPELINE_BYTES));
     let mut said_hello = false;
     let mut following = false;
     // The whole hello must arrive within HELLO_TIMEOUT, however many lines it takes.
@@ -220,7 +223,23 @@ async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationTo
                             },
                         )
                     }
-                    (true, request) => Pending::Reply(id, dispatch(request, &node).await),
+                    (true, request) => {
+                        // Requests in flight hold their bodies until committed: bound them in
+                        // bytes as well as in number (reading stops while over budget).
+                        let cost = line.len().clamp(1, PIPELINE_BYTES) as u32;
+                        let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+                            break;
+                        };
+                        let fut = dispatch(request, &node).await;
+                        Pending::Reply(
+                            id,
+                            Box::pin(async move {
+                                let r = fut.await;
+                                drop(permit);
+                                r
+                            }),
+                        )
+                    }
                 }
             }
         };

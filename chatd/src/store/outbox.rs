@@ -104,15 +104,19 @@ impl Store {
         }, hand_off)
     }
 
-    /// The next undelivered messages for `recipient` after `after_seq`, marked `sent` (one more
-    /// attempt each).
+    /// The next undelivered messages for `recipient` after `after_seq` (at most `limit`, and
+    /// bodies of at most `max_bytes` together, but always one), marked `sent` (one more attempt
+    /// each). The flag says whether a limit cut the batch short (more may be waiting).
     pub async fn take_batch(
         &self,
         recipient: Name,
         after_seq: i64,
         limit: usize,
-    ) -> Result<Vec<Outgoing>, StoreError> {
+        max_bytes: usize,
+    ) -> Result<(Vec<Outgoing>, bool), StoreError> {
         self.call(move |conn| {
+            let mut bytes = 0;
+            let mut cut = false;
             let rows: Vec<(i64, String, String, String, i64)> = conn
                 .prepare_cached(
                     "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms
@@ -123,7 +127,17 @@ impl Store {
                 .query_map(params![recipient.as_str(), after_seq, limit as i64], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
+                .take_while(|row: &Result<(i64, String, String, String, i64), _>| {
+                    let first = bytes == 0;
+                    if let Ok((_, _, _, body, _)) = row {
+                        bytes += body.len().max(1);
+                    }
+                    let keep = first || bytes <= max_bytes;
+                    cut |= !keep;
+                    keep
+                })
                 .collect::<Result<_, _>>()?;
+            let cut = cut || rows.len() == limit;
             let now = peerchat_db::now_ms() as i64;
             if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
                 // The rows selected are exactly the pending ones in [first, last] (the query
@@ -146,7 +160,7 @@ impl Store {
                     created_at_ms: created as u64,
                 });
             }
-            Ok(out)
+            Ok((out, cut))
         })
         .await
     }
