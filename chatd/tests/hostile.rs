@@ -220,13 +220,12 @@ fn a_flood_of_large_messages_arrives_in_bounded_memory() {
     );
     let peak = std::sync::atomic::AtomicU64::new(0);
     let pid = pa.daemon.child.id();
-    let bodies = wait_for(Duration::from_secs(60), "every large message", || {
+    wait_for(Duration::from_secs(60), "every large message", || {
         peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
         let out = pb.ctl(&["--json", "status"]);
         let v = peerchat_testkit::json_lines(&out.stdout);
         (v.first()?["counts"]["inbox"].as_u64()? >= n).then_some(())
     });
-    let _ = bodies;
     // Read back in pages (one reply holds at most 8 MiB of bodies).
     let mut got: Vec<String> = Vec::new();
     let mut after = 0;
