@@ -165,7 +165,7 @@ as chatd.key.old in the state directory; delete it once you no longer need it.
 
 ", exit_codes!()))]
     RotateKey,
-    /// Check that everything chatd needs works: socket, registry, database, clock
+    /// Check that everything chatd needs works: socket, registry, peer port (answers with our key), database, clock
     #[command(after_help = concat!("\
 Examples:
   chatctl doctor
