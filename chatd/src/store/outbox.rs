@@ -287,7 +287,26 @@ impl Store {
                 ])?;
                 return Ok(());
             }
-            // Many at once (a window of acks): one statement over a JSON array of seqs.
+            if state == DeliveryState::Delivered {
+                // A window of acks from one link, in order: every pending row of the recipient
+                // between the first and the last acked seq was on that link and acknowledged
+                // (a nacked one is `failed` already), so one range update over the pending
+                // index covers them. Only if it matched fewer rows than were acked (some were
+                // cancelled meanwhile; an ack beats a cancel) does the exact list go further.
+                let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = 'delivered', updated_at_ms = ?4,
+                                attempts = attempts + (state = 'queued')
+                         WHERE recipient = ?1 AND out_seq BETWEEN ?2 AND ?3
+                           AND state IN ('queued','sent') AND final = 0",
+                    )?
+                    .execute(params![recipient.as_str(), first, last, now])?;
+                if n == seqs.len() {
+                    return Ok(());
+                }
+            }
+            // Many at once: one statement over a JSON array of seqs.
             let list = serde_json::to_string(&seqs).unwrap_or_default();
             let many = sql.replace(
                 "out_seq = ?1",
