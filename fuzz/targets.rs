@@ -23,6 +23,13 @@ pub fn peer_frame(data: &[u8]) {
 }
 
 fn decode_frame(payload: &[u8]) {
+    // The hot-path decoder (msg, ack) must agree with the general one on every input.
+    let general: Option<peer::Frame> = serde_json::from_slice(payload).ok();
+    assert_eq!(
+        peer::decode(payload).ok(),
+        general,
+        "the hot path and the tagged enum disagree"
+    );
     if let Ok(frame) = peer::decode(payload) {
         let again = peer::decode(&peer::encode(&frame)).expect("re-encoded frame decodes");
         assert_eq!(again, frame, "frame changed across encode/decode");
@@ -31,6 +38,13 @@ fn decode_frame(payload: &[u8]) {
 
 /// `control::parse_request`; a request it accepts must serialize and parse back unchanged.
 pub fn control_request(data: &[u8]) {
+    // The `send` hot path must agree with the general parser on every input.
+    let general = peerchat_proto::envelope::parse_request_line::<control::Request>(data, "x");
+    assert_eq!(
+        control::parse_request(data).ok(),
+        general.ok(),
+        "the send hot path and the general parser disagree"
+    );
     if let Ok(req) = control::parse_request(data) {
         let line = serde_json::to_vec(&req).expect("control request serializes");
         let again = control::parse_request(&line).expect("re-serialized control request parses");

@@ -354,13 +354,81 @@ pub type ControlReply = Reply<Response>;
 /// Parses one request line; on error, the id to answer with (the client's, when the line is
 /// JSON with an `id`) and the error, ready to send back.
 pub fn parse_request(line: &[u8]) -> Result<RequestLine, (u64, ErrorBody)> {
+    // Hot path: a `send` decodes straight into a plain struct (the flattened, tagged request
+    // buffers every field twice). The general parser still decides everything else, errors
+    // included, and the fast struct accepts exactly what it accepts.
+    let text = std::str::from_utf8(line).ok();
+    if let Some(text) = text.filter(|t| t.contains(r#""op":"send","#)) {
+        if let Ok(s) = serde_json::from_str::<FastSend>(text) {
+            return Ok(RequestLine {
+                id: s.id,
+                request: Request::Send {
+                    to: s.to,
+                    groups: s.groups,
+                    broadcast: s.broadcast,
+                    body: s.body,
+                    msg_id: s.msg_id,
+                },
+            });
+        }
+    }
     crate::envelope::parse_request_line(line, code::BAD_REQUEST)
+}
+
+#[derive(Deserialize)]
+enum SendTag {
+    #[serde(rename = "send")]
+    Send,
+}
+
+/// `{"id":N,"op":"send",...}` as a plain struct (the fields and defaults of `Request::Send`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastSend {
+    #[serde(default)]
+    id: u64,
+    #[serde(rename = "op")]
+    _op: SendTag,
+    #[serde(default)]
+    to: Vec<Name>,
+    #[serde(default)]
+    groups: Vec<Name>,
+    #[serde(default)]
+    broadcast: bool,
+    body: String,
+    #[serde(default)]
+    msg_id: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::{to_line, Outcome};
+
+    #[test]
+    fn send_hot_path_accepts_what_the_general_parser_accepts() {
+        let cases: &[&[u8]] = &[
+            br#"{"id":3,"op":"send","to":["pb"],"body":"hi"}"#,
+            br#"{"op":"send","to":["pb","pc"],"groups":["ops"],"broadcast":true,"body":"x","msg_id":"m"}"#,
+            br#"{"id":3,"op":"send","to":["pb"],"body":"hi","extra":1}"#,
+            br#"{"id":3,"op":"send","to":["bad name"],"body":"hi"}"#,
+            br#"{"id":3,"op":"send","to":["pb"]}"#,
+            br#"{"id":3,"op":"send","body":"a","body":"b"}"#,
+            br#"{"id":-1,"op":"send","to":["pb"],"body":"hi"}"#,
+            br#"{"id":3,"op":"send","to":["pb"],"body":"hi","msg_id":null}"#,
+        ];
+        for c in cases {
+            let slow = crate::envelope::parse_request_line::<Request>(c, code::BAD_REQUEST);
+            let fast = parse_request(c);
+            assert_eq!(
+                slow.as_ref().ok(),
+                fast.as_ref().ok(),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+            assert_eq!(slow.is_ok(), fast.is_ok(), "{}", String::from_utf8_lossy(c));
+        }
+    }
 
     #[test]
     fn send_request_shape() {

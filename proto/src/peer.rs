@@ -102,7 +102,58 @@ pub fn frame_bytes(frame: &Frame) -> Vec<u8> {
 }
 
 pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
+    // Hot path: `msg` and `ack` (every message crosses a link as one and comes back as the
+    // other) decode straight into a plain struct. The tagged enum buffers every field first;
+    // it still decides everything else, errors included, so both paths accept the same frames.
+    // (The whole payload must be UTF-8, as for the general path, which checks every string it
+    // buffers, ignored ones included.)
+    let text = std::str::from_utf8(payload).ok();
+    if let Some(text) = text.filter(|t| t.starts_with(r#"{"type":"msg","#)) {
+        if let Ok(m) = serde_json::from_str::<FastMsg>(text) {
+            return Ok(Frame::Msg(WireMessage {
+                id: m.id,
+                to: m.to,
+                sent_at_ms: m.sent_at_ms,
+                body: m.body,
+            }));
+        }
+    } else if let Some(text) = text.filter(|t| t.starts_with(r#"{"type":"ack","#)) {
+        if let Ok(a) = serde_json::from_str::<FastAck>(text) {
+            return Ok(Frame::Ack { id: a.id });
+        }
+    }
     Ok(serde_json::from_slice(payload)?)
+}
+
+/// The `type` of a frame decoded on the hot path.
+#[derive(Deserialize)]
+enum MsgTag {
+    #[serde(rename = "msg")]
+    Msg,
+}
+
+#[derive(Deserialize)]
+enum AckTag {
+    #[serde(rename = "ack")]
+    Ack,
+}
+
+/// `Frame::Msg` as a plain struct (same fields and defaults as [`WireMessage`]).
+#[derive(Deserialize)]
+struct FastMsg {
+    #[serde(rename = "type")]
+    _type: MsgTag,
+    id: String,
+    to: Vec<Name>,
+    sent_at_ms: u64,
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct FastAck {
+    #[serde(rename = "type")]
+    _type: AckTag,
+    id: String,
 }
 
 #[cfg(test)]
@@ -138,6 +189,30 @@ mod tests {
             body: "hé \"x\"",
         };
         assert_eq!(serde_json::to_vec(&borrowed).unwrap(), encode(&owned));
+    }
+
+    #[test]
+    fn hot_path_decodes_like_the_tagged_enum() {
+        let cases: &[&[u8]] = &[
+            br#"{"type":"msg","id":"m","to":["pb"],"sent_at_ms":5,"body":"x\n\u00e9"}"#,
+            br#"{"type":"msg","id":"m","to":["pb"],"sent_at_ms":5,"body":"x","extra":1}"#,
+            br#"{"type":"msg","id":"m","to":["bad name"],"sent_at_ms":5,"body":"x"}"#,
+            br#"{"type":"msg","id":"m","to":[],"sent_at_ms":-1,"body":"x"}"#,
+            br#"{"type":"msg","id":"m","id":"n","to":[],"sent_at_ms":1,"body":"x"}"#,
+            br#"{"type":"ack","id":"m"}"#,
+            br#"{"type":"ack","id":"m","type":"nack"}"#,
+            br#"{"type":"ack"}"#,
+        ];
+        for c in cases {
+            let slow: Result<Frame, _> = serde_json::from_slice(c);
+            let fast = decode(c);
+            assert_eq!(
+                slow.as_ref().ok(),
+                fast.as_ref().ok(),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+        }
     }
 
     #[test]
