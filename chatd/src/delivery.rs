@@ -273,6 +273,8 @@ impl Delivery {
         let mut from_memory = false;
         // Seqs written from memory whose `sent` is not recorded yet, oldest first.
         let mut unmarked: VecDeque<i64> = VecDeque::new();
+        // When the link last moved: an answer arrived, or a write went into an empty window.
+        let mut last_progress = tokio::time::Instant::now();
         let mut mark_at = tokio::time::Instant::now();
         let mut inflight: VecDeque<Outgoing> = VecDeque::new();
         let mut last_seq = 0;
@@ -280,6 +282,9 @@ impl Delivery {
         loop {
             // Fill the window.
             if !pending.is_empty() {
+                if inflight.is_empty() {
+                    last_progress = tokio::time::Instant::now();
+                }
                 if from_memory {
                     // Usually acknowledged before this matters: `sent` is recorded only for
                     // messages still unacknowledged after SENT_MARK_DELAY.
@@ -351,18 +356,23 @@ impl Delivery {
                     }
                 }
             }
-            let wait = if inflight.is_empty() {
-                IDLE_TIMEOUT
-            } else {
-                ACK_TIMEOUT
-            };
+            // Measured from the last progress (an answer, or the first write into an empty
+            // window), not from this wake-up: hand-offs and timers wake the loop often, and must
+            // not keep a peer that stopped answering alive.
+            let deadline = last_progress
+                + if inflight.is_empty() {
+                    IDLE_TIMEOUT
+                } else {
+                    ACK_TIMEOUT
+                };
             tokio::select! {
                 _ = tokio::time::sleep_until(mark_at), if !unmarked.is_empty() => {
                     self.store.mark_sent_soon(to.clone(), unmarked.drain(..).collect())?;
                 }
                 _ = self.stop.cancelled(), if inflight.is_empty() => return Ok(true),
                 _ = notify.notified() => {}
-                frame = tokio::time::timeout(wait, conn.recv()) => {
+                frame = tokio::time::timeout_at(deadline, conn.recv()) => {
+                    last_progress = tokio::time::Instant::now();
                     let frame = match frame {
                         Err(_) if inflight.is_empty() => return Ok(true),
                         Err(_) => return Err(LinkError::Timeout("waiting for acknowledgements").into()),

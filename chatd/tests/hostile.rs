@@ -258,3 +258,56 @@ fn a_flood_of_large_messages_arrives_in_bounded_memory() {
     let peak_mib = peak.load(std::sync::atomic::Ordering::Relaxed) / 1024;
     assert!(peak_mib < 200, "sender peaked at {peak_mib} MiB");
 }
+
+#[test]
+fn a_follower_that_falls_behind_misses_nothing() {
+    use std::io::BufRead;
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    // A follower that does not read: chatd's writes to it block, and it falls behind the
+    // in-memory feed (4,096 rows) while 6,000 messages arrive, some too large for the feed.
+    let mut follower = UnixStream::connect(&pb.socket).unwrap();
+    follower
+        .write_all(b"{\"id\":1,\"op\":\"hello\",\"version\":1}\n{\"id\":2,\"op\":\"follow\",\"backlog\":0}\n")
+        .unwrap();
+    let n = 6000;
+    let mut input = String::new();
+    for i in 0..n {
+        // The last few are too large for the feed (read from the database instead).
+        let pad = if i >= n - 5 { 5000 } else { 40 };
+        input.push_str(&format!("{i:05}{}\n", "y".repeat(pad)));
+    }
+    let out = pa.ctl_stdin(&["send", "-l", "pb"], input.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(T * 3, "every message in pb's inbox", || {
+        let out = pb.ctl(&["--json", "status"]);
+        let v = peerchat_testkit::json_lines(&out.stdout);
+        (v.first()?["counts"]["inbox"].as_u64()? >= n).then_some(())
+    });
+    // Now read the stream: every message exactly once, in order.
+    follower.set_read_timeout(Some(T)).unwrap();
+    let mut lines = std::io::BufReader::new(follower).lines();
+    let mut seen = 0;
+    let mut last_seq = 0;
+    while seen < n {
+        let line = lines.next().expect("stream ended early").expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let Some(m) = v["ok"].as_object().filter(|o| o["type"] == "message") else {
+            continue;
+        };
+        let seq = m["seq"].as_i64().unwrap();
+        assert_eq!(seq, last_seq + 1, "a gap or repeat in the follow stream");
+        last_seq = seq;
+        let body = m["body"].as_str().unwrap();
+        assert!(
+            body.starts_with(&format!("{seen:05}")),
+            "message {seen} out of order"
+        );
+        seen += 1;
+    }
+}

@@ -15,7 +15,7 @@ use tracing::debug;
 
 use super::{flush, store_error, write_line};
 use crate::node::Node;
-use crate::store::InboxQuery;
+use crate::store::{FeedItem, InboxQuery};
 use peerchat_proto::envelope::to_line;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
@@ -107,6 +107,7 @@ async fn stream(
         }
         // Live: rows straight from the commit, in seq order; whatever the database read above
         // already printed is skipped by its seq.
+        let mut large = false;
         loop {
             let first = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
@@ -121,7 +122,7 @@ async fn stream(
             let mut lagged = false;
             while let Some(r) = next.take() {
                 match r {
-                    Ok(row) => {
+                    Ok(FeedItem::Row(row)) => {
                         let wanted = from.as_deref().is_none_or(|f| f == row.sender);
                         if row.seq > cursor && wanted {
                             cursor = row.seq;
@@ -132,17 +133,37 @@ async fn stream(
                             )));
                         }
                     }
+                    // A row too large for the feed: read it (and what follows) from the
+                    // database, like after a lag, but without losing our place in the feed.
+                    Ok(FeedItem::Large { seq }) if seq > cursor => {
+                        large = true;
+                        break;
+                    }
+                    Ok(FeedItem::Large { .. }) => {}
                     // Fell behind the feed: read the rest from the database.
                     Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
                 if !lagged && buf.len() < 64 * 1024 {
-                    next = feed.try_recv().ok().map(Ok);
+                    // A lag is reported once: it must not be mistaken for "nothing more".
+                    next = match feed.try_recv() {
+                        Ok(item) => Some(Ok(item)),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            Some(Err(broadcast::error::RecvError::Lagged(n)))
+                        }
+                        Err(broadcast::error::TryRecvError::Closed) => {
+                            Some(Err(broadcast::error::RecvError::Closed))
+                        }
+                        Err(broadcast::error::TryRecvError::Empty) => None,
+                    };
                 }
             }
             flush(w, &mut buf).await?;
             if lagged {
                 feed = feed.resubscribe();
+                break;
+            }
+            if large {
                 break;
             }
         }

@@ -95,8 +95,10 @@ impl Store {
                 ])?;
                 if n == 1 {
                     max = conn.last_insert_rowid();
-                    if follow {
-                        rows.push(std::sync::Arc::new(InboxRow {
+                    if follow && m.msg.body.len() > super::FEED_MAX_BODY {
+                        rows.push(super::FeedItem::Large { seq: max });
+                    } else if follow {
+                        rows.push(super::FeedItem::Row(std::sync::Arc::new(InboxRow {
                             seq: max,
                             sender: m.sender.clone(),
                             msg_id: m.msg.id.clone(),
@@ -105,7 +107,7 @@ impl Store {
                             sent_at_ms: m.msg.sent_at_ms,
                             received_at_ms: now as u64,
                             authenticated: m.authenticated,
-                        }));
+                        })));
                     }
                 }
                 fresh.push(n == 1);

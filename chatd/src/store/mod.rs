@@ -74,8 +74,20 @@ pub struct Store {
     /// Every newly stored inbox row, sent on the DB thread right after its commit (in seq
     /// order), so caught-up followers need no database read. Bounded: a follower that lags
     /// behind it reads from the database instead.
-    inbox_feed: broadcast::Sender<std::sync::Arc<InboxRow>>,
+    inbox_feed: broadcast::Sender<FeedItem>,
 }
+
+/// What the inbox feed carries: a committed row, or only the seq of one whose body is too large
+/// to hold in the feed (the follower reads it from the database). This bounds the feed in bytes
+/// as well as in rows: 4,096 × 4 KiB at most.
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    Row(std::sync::Arc<InboxRow>),
+    Large { seq: i64 },
+}
+
+/// Largest body carried in the inbox feed itself.
+pub const FEED_MAX_BODY: usize = 4096;
 
 /// Rows the inbox feed holds for slow followers before they must catch up from the database.
 const INBOX_FEED: usize = 4096;
@@ -161,7 +173,7 @@ impl Store {
     }
 
     /// Newly committed inbox rows from now on (see [`Store::inbox_feed`] field docs).
-    pub fn inbox_feed(&self) -> broadcast::Receiver<std::sync::Arc<InboxRow>> {
+    pub fn inbox_feed(&self) -> broadcast::Receiver<FeedItem> {
         self.inbox_feed.subscribe()
     }
 

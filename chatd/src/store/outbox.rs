@@ -166,8 +166,9 @@ impl Store {
     }
 
     /// Marks messages handed to a link from memory `sent` (one more attempt each) without
-    /// waiting: the job is queued before any acknowledgement of them can be, so the order of
-    /// states holds; a crash before it commits only means the state still says `queued`.
+    /// waiting. The link calls it only for messages still unacknowledged after its delay; the
+    /// state filter keeps it from overwriting `delivered` or `failed`, and a crash before it
+    /// commits only means the state still says `queued`.
     pub fn mark_sent_soon(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
         let list = serde_json::to_string(&seqs).unwrap_or_default();
         let rx = self.submit_lazy(move |conn| {
