@@ -54,6 +54,9 @@ struct Wake {
     work: Notify,
     retry: Notify,
     handed: Mutex<Handed>,
+    /// Set when recording acknowledged messages failed: they are no longer in flight but still
+    /// pending in the database, so the link must start over from the database.
+    resync: std::sync::atomic::AtomicBool,
 }
 
 /// Messages committed for a recipient, pushed by the DB thread in commit order (so in `seq`
@@ -143,6 +146,7 @@ impl Delivery {
             work: Notify::new(),
             retry: Notify::new(),
             handed: Mutex::new(Handed::default()),
+            resync: std::sync::atomic::AtomicBool::new(false),
         });
         links.insert(recipient.clone(), wake.clone());
         let this = self.clone();
@@ -243,7 +247,7 @@ impl Delivery {
     /// `sent`). Once a read comes back short, everything later is in the hand-off queue, in
     /// order; messages from there are marked `sent` without waiting for that commit, so the
     /// path from acceptance to the wire has no database round trip.
-    async fn attempt(&self, to: &Name, wake: &Wake) -> Result<bool, AttemptError> {
+    async fn attempt(&self, to: &Name, wake: &Arc<Wake>) -> Result<bool, AttemptError> {
         let notify = &wake.work;
         if !self.store.has_pending(to.clone()).await? {
             return Ok(false);
@@ -280,6 +284,11 @@ impl Delivery {
         let mut last_seq = 0;
         let mut from_db = true;
         loop {
+            if wake.resync.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(AttemptError::Refused(
+                    "recording deliveries failed; starting over from the database".into(),
+                ));
+            }
             // Fill the window.
             if !pending.is_empty() {
                 if inflight.is_empty() {
@@ -394,7 +403,11 @@ impl Delivery {
                             }
                         }
                         debug!(to = %to, messages = delivered.len(), "delivered");
-                        self.store.mark_delivered_soon(to.clone(), delivered)?;
+                        let w = wake.clone();
+                        self.store.mark_delivered_soon(to.clone(), delivered, move || {
+                            w.resync.store(true, std::sync::atomic::Ordering::SeqCst);
+                            w.work.notify_one();
+                        })?;
                     }
                 }
             }

@@ -234,7 +234,13 @@ impl Store {
     /// Queues the acknowledged messages' `delivered` without waiting for the commit (lazily: it
     /// rides along with the next batch, within 20 ms), so the link keeps streaming; a failure is logged (the messages stay `sent` and go again on the next
     /// link, where the receiver's dedup absorbs them).
-    pub fn mark_delivered_soon(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
+    /// `on_failure` runs if the commit fails (the link then starts over from the database).
+    pub fn mark_delivered_soon(
+        &self,
+        recipient: Name,
+        seqs: Vec<i64>,
+        on_failure: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StoreError> {
         let rx = self.submit_state(
             recipient.clone(),
             seqs,
@@ -247,7 +253,8 @@ impl Store {
             match rx.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(to = %recipient, error = %e, "could not record deliveries; they will be resent")
+                    tracing::warn!(to = %recipient, error = %e, "could not record deliveries; they will be resent");
+                    on_failure();
                 }
                 Err(_) => {}
             }
