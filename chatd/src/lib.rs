@@ -169,6 +169,7 @@ pub async fn run(
         legacy: config.legacy,
         identity: identity.clone(),
         resolver,
+        lookups: peerchat_daemon::limits::RateLimiter::new(peer_server::CALLER_LOOKUPS_PER_MINUTE),
     });
     tasks.spawn(peer_server::serve(
         listener,

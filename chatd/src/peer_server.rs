@@ -68,7 +68,12 @@ pub struct PeerServer {
     pub legacy: bool,
     pub identity: Arc<crate::identity::Identity>,
     pub resolver: Arc<crate::resolver::Resolver>,
+    /// Registry lookups forced by callers whose key is not pinned, per source address.
+    pub lookups: peerchat_daemon::limits::RateLimiter,
 }
+
+/// Registry lookups per minute that callers from one address may cause (new peers, rotations).
+pub const CALLER_LOOKUPS_PER_MINUTE: u32 = 60;
 
 pub async fn serve(
     listener: TcpListener,
@@ -157,6 +162,18 @@ async fn link(
     }
     // The sender is the key that authenticated: it must be the one bound to the name it claims.
     let remote = *conn.remote_static();
+    // A caller we cannot vouch for from the pins costs a registry lookup: limited per address.
+    if !server.resolver.caller_matches_pin(from, &remote) && !server.lookups.allow(peer.ip()) {
+        refuse(
+            &mut conn,
+            peer::code::BUSY,
+            "too many callers with unknown keys from this address; try again in a minute".into(),
+        )
+        .await;
+        return Err(LinkError::Protocol(
+            "unknown-caller lookups over the per-address limit".into(),
+        ));
+    }
     if let Err(e) = server.resolver.check_caller(from, &remote).await {
         warn!(%peer, claimed = %from, error = %e, "refused a caller whose key does not match its name");
         refuse(

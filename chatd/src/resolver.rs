@@ -267,6 +267,12 @@ impl Resolver {
         Ok((previous, key))
     }
 
+    /// Whether `remote` (a caller's X25519 static key) is the key pinned for `name`: the common
+    /// case, answered without the registry.
+    pub fn caller_matches_pin(&self, name: &Name, remote: &[u8; 32]) -> bool {
+        self.pinned(name).and_then(|k| k.to_x25519()).as_ref() == Some(remote)
+    }
+
     /// Checks that `remote` (the X25519 static key a caller proved in the handshake) belongs to
     /// `name`: the pinned key, else what a fresh, verified lookup says (which may pin or follow
     /// a rotation).

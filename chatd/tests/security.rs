@@ -345,3 +345,28 @@ fn a_rotated_key_is_followed_without_trust() {
     assert_eq!(b["fingerprint"], new_fp.as_str());
     assert_eq!(b["key"], "pinned");
 }
+
+#[test]
+fn unknown_callers_cannot_make_a_node_flood_the_registry() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    // pa is pinned at pb by its first link, so pa never needs a lookup again.
+    sent(&pa, "pb", "before");
+    pb.wait_inbox(1, T);
+    // Each caller with a key pb cannot vouch for costs pb one registry lookup; from one address
+    // at most 60 a minute. 130 claims must meet the limit whatever the minute boundary.
+    let mallory = Signer::new(77);
+    let mut busy = 0;
+    for i in 0..130 {
+        match claim(pb.listen, &mallory, &format!("ghost{i}"), "pb") {
+            Frame::Refused { code, .. } if code == peer::code::BUSY => busy += 1,
+            Frame::Refused { code, .. } => assert_eq!(code, peer::code::WRONG_KEY),
+            other => panic!("an unknown caller got {other:?}"),
+        }
+    }
+    assert!(busy >= 5, "only {busy} of 130 unknown callers were turned away");
+    // A known peer from the same address is not affected.
+    sent(&pa, "pb", "after");
+    assert_eq!(pb.wait_inbox(2, T), ["before", "after"]);
+}

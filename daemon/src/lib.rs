@@ -2,6 +2,7 @@
 //! file > defaults), logging to stderr, signals, and systemd readiness notifications.
 
 pub mod config;
+pub mod limits;
 pub mod logging;
 pub mod notify;
 pub mod signals;

@@ -78,6 +78,9 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
             sig,
             rotation,
         } => {
+            table
+                .check_rate(peer.ip().to_canonical())
+                .map_err(to_body)?;
             if port == 0 {
                 return Err(ErrorBody::new(code::BAD_REQUEST, "port must be 1-65535"));
             }
@@ -120,10 +123,7 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
                 signed,
                 rotation,
             };
-            table
-                .register(write, peer.ip().to_canonical())
-                .await
-                .map_err(to_body)?;
+            table.write(write).await.map_err(to_body)?;
             Ok(Response::Registered {
                 address,
                 ttl_secs: table.ttl().as_secs(),

@@ -6,7 +6,6 @@
 pub mod cli;
 mod json_conn;
 mod legacy_conn;
-mod limits;
 mod table;
 
 use std::future::Future;

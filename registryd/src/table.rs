@@ -127,7 +127,7 @@ pub struct Table {
     writer: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     ttl: Duration,
-    rate: crate::limits::RateLimiter,
+    rate: peerchat_daemon::limits::RateLimiter,
 }
 
 /// Abuse limits on registrations.
@@ -158,7 +158,7 @@ impl Table {
             writer: std::sync::Mutex::new(Some(tx)),
             thread: std::sync::Mutex::new(Some(thread)),
             ttl,
-            rate: crate::limits::RateLimiter::new(limits.registrations_per_minute),
+            rate: peerchat_daemon::limits::RateLimiter::new(limits.registrations_per_minute),
         })
     }
 
@@ -211,10 +211,17 @@ impl Table {
     /// Registers (or renews) a name for a client at `source` (`Register` or `Legacy`), subject to
     /// the per-address rate limit.
     pub async fn register(&self, w: Write, source: std::net::IpAddr) -> Result<(), TableError> {
+        self.check_rate(source)?;
+        self.write(w).await
+    }
+
+    /// Counts one registration attempt from `source` (before any work on it, so that requests
+    /// with bad signatures count too).
+    pub fn check_rate(&self, source: std::net::IpAddr) -> Result<(), TableError> {
         if !self.rate.allow(source) {
             return Err(TableError::RateLimited(self.rate.per_minute()));
         }
-        self.write(w).await
+        Ok(())
     }
 
     pub async fn write(&self, w: Write) -> Result<(), TableError> {

@@ -1,4 +1,5 @@
-//! Registrations per source address per minute (fixed one-minute windows).
+//! Events per source address per minute (fixed one-minute windows): registrations in
+//! registryd, registry lookups forced by unknown callers in chatd.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,9 +25,11 @@ impl RateLimiter {
         self.per_minute
     }
 
-    /// Counts one registration from `ip`; false if it is over the limit for this minute.
+    /// Counts one event from `ip`; false if it is over the limit for this minute.
     pub fn allow(&self, ip: IpAddr) -> bool {
-        let minute = peerchat_db::now_ms() / 60_000;
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 60);
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if w.len() >= SWEEP_AT {
             w.retain(|_, (m, _)| *m == minute);
