@@ -365,7 +365,10 @@ fn unknown_callers_cannot_make_a_node_flood_the_registry() {
             other => panic!("an unknown caller got {other:?}"),
         }
     }
-    assert!(busy >= 5, "only {busy} of 130 unknown callers were turned away");
+    assert!(
+        busy >= 5,
+        "only {busy} of 130 unknown callers were turned away"
+    );
     // A known peer from the same address is not affected.
     sent(&pa, "pb", "after");
     assert_eq!(pb.wait_inbox(2, T), ["before", "after"]);
