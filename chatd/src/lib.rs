@@ -22,7 +22,7 @@ mod time;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -137,7 +137,6 @@ pub async fn run(
             }
         }));
     }
-    let registered_address = Arc::new(Mutex::new(String::new()));
     let lease = Arc::new(registry_client::Lease::new(
         registry.clone(),
         identity.clone(),
@@ -146,7 +145,6 @@ pub async fn run(
             port: config.advertise_port.unwrap_or(listen.port()),
             host: config.advertise_host.clone(),
         },
-        registered_address.clone(),
     ));
     let node = Arc::new(node::Node {
         name: config.name.clone(),
@@ -156,7 +154,6 @@ pub async fn run(
         registry: registry.clone(),
         identity: identity.clone(),
         lease: lease.clone(),
-        registered_address: registered_address.clone(),
         listen,
         legacy: config.legacy,
         started: Instant::now(),

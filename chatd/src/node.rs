@@ -1,7 +1,7 @@
 //! What every part of a running node shares.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use peerchat_proto::Name;
@@ -20,8 +20,6 @@ pub struct Node {
     pub registry: Arc<RegistryClient>,
     pub identity: Arc<Identity>,
     pub lease: Arc<Lease>,
-    /// The address the registry last confirmed for us (empty until the first registration).
-    pub registered_address: Arc<Mutex<String>>,
     pub listen: SocketAddr,
     pub legacy: bool,
     pub started: Instant,
@@ -29,10 +27,8 @@ pub struct Node {
 }
 
 impl Node {
+    /// The address the registry last confirmed for us (empty until the first registration).
     pub fn address(&self) -> String {
-        self.registered_address
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lease.address()
     }
 }

@@ -129,24 +129,27 @@ pub struct Lease {
     pub identity: Arc<Identity>,
     pub reg: Registration,
     /// The address the registry last confirmed for us (empty until the first registration).
-    pub address: Arc<Mutex<String>>,
+    address: Mutex<String>,
     last_seq: AtomicU64,
 }
 
 impl Lease {
-    pub fn new(
-        client: Arc<RegistryClient>,
-        identity: Arc<Identity>,
-        reg: Registration,
-        address: Arc<Mutex<String>>,
-    ) -> Lease {
+    pub fn new(client: Arc<RegistryClient>, identity: Arc<Identity>, reg: Registration) -> Lease {
         Lease {
             client,
             identity,
             reg,
-            address,
+            address: Mutex::new(String::new()),
             last_seq: AtomicU64::new(0),
         }
+    }
+
+    /// The address the registry last confirmed for us (empty until the first registration).
+    pub fn address(&self) -> String {
+        self.address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Sequence numbers: milliseconds since the epoch, and always above the last one used (so

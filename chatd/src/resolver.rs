@@ -277,13 +277,13 @@ impl Resolver {
     /// `name`: the pinned key, else what a fresh, verified lookup says (which may pin or follow
     /// a rotation).
     pub async fn check_caller(&self, name: &Name, remote: &[u8; 32]) -> Result<(), ResolveError> {
-        let matches = |k: Option<PublicKey>| k.and_then(|k| k.to_x25519()).as_ref() == Some(remote);
-        if matches(self.pinned(name)) {
+        if self.caller_matches_pin(name, remote) {
             return Ok(());
         }
         self.invalidate(name);
         let resolved = self.resolve(name).await?;
-        if matches(resolved.key) && matches(self.pinned(name)) {
+        let proven = resolved.key.and_then(|k| k.to_x25519()).as_ref() == Some(remote);
+        if proven && self.caller_matches_pin(name, remote) {
             return Ok(());
         }
         Err(ResolveError::KeyChanged {

@@ -93,7 +93,6 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
                     )
                 })?,
             };
-            check_seq_bound(seq)?;
             let statement = Statement::Register {
                 name: &name,
                 key: &key,
@@ -101,7 +100,7 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
                 host: host.as_deref(),
                 seq,
             };
-            verify(&key, &statement, &sig)?;
+            authorize(&key, seq, &sig, &statement)?;
             if let Some(r) = &rotation {
                 if !r.verify(&name) {
                     return Err(ErrorBody::new(
@@ -142,16 +141,12 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
             seq,
             sig,
         } => {
-            check_seq_bound(seq)?;
-            verify(
-                &key,
-                &Statement::Offline {
-                    name: &name,
-                    key: &key,
-                    seq,
-                },
-                &sig,
-            )?;
+            let statement = Statement::Offline {
+                name: &name,
+                key: &key,
+                seq,
+            };
+            authorize(&key, seq, &sig, &statement)?;
             table
                 .write(Write::Offline { name, key, seq })
                 .await
@@ -164,16 +159,12 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
             seq,
             sig,
         } => {
-            check_seq_bound(seq)?;
-            verify(
-                &key,
-                &Statement::Unregister {
-                    name: &name,
-                    key: &key,
-                    seq,
-                },
-                &sig,
-            )?;
+            let statement = Statement::Unregister {
+                name: &name,
+                key: &key,
+                seq,
+            };
+            authorize(&key, seq, &sig, &statement)?;
             table
                 .write(Write::Unregister { name, key, seq })
                 .await
@@ -183,9 +174,16 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
     }
 }
 
-/// Sequence numbers are milliseconds since the epoch in practice; one far in the future would
-/// lock the name's own node out (every later number must be higher), so it is refused.
-fn check_seq_bound(seq: u64) -> Result<(), ErrorBody> {
+/// What every signed request must pass before it reaches the table: a sequence number that is
+/// not absurdly far ahead (one far in the future would lock the name's own node out, since every
+/// later number must be higher; they are milliseconds since the epoch in practice) and a
+/// signature by `key` over `statement`.
+fn authorize(
+    key: &PublicKey,
+    seq: u64,
+    sig: &Signature,
+    statement: &Statement<'_>,
+) -> Result<(), ErrorBody> {
     const YEAR_MS: u64 = 366 * 86_400_000;
     if seq > peerchat_db::now_ms().saturating_add(YEAR_MS) {
         return Err(ErrorBody::new(
@@ -193,7 +191,7 @@ fn check_seq_bound(seq: u64) -> Result<(), ErrorBody> {
             "sequence number more than a year ahead of the registry's clock",
         ));
     }
-    Ok(())
+    verify(key, statement, sig)
 }
 
 fn verify(key: &PublicKey, statement: &Statement<'_>, sig: &Signature) -> Result<(), ErrorBody> {

@@ -368,10 +368,7 @@ fn apply_batch(
                     }
                 }
                 if old.is_none() {
-                    if names >= max_names {
-                        return Err(TableError::Full(max_names));
-                    }
-                    names += 1;
+                    count_new_name(&mut names, max_names)?;
                 }
                 let signed_json = serde_json::to_string(signed).unwrap_or_default();
                 let rotations_json = serde_json::to_string(&rotations).unwrap_or_default();
@@ -402,10 +399,7 @@ fn apply_batch(
                     return Err(TableError::Conflict(name.clone()));
                 }
                 if old.is_none() {
-                    if names >= max_names {
-                        return Err(TableError::Full(max_names));
-                    }
-                    names += 1;
+                    count_new_name(&mut names, max_names)?;
                 }
                 tx.execute(
                     "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms)
@@ -477,6 +471,15 @@ fn apply_batch(
         }
     }
     results
+}
+
+/// One more name in the table, unless that passes `--max-names`.
+fn count_new_name(names: &mut usize, max_names: usize) -> Result<(), TableError> {
+    if *names >= max_names {
+        return Err(TableError::Full(max_names));
+    }
+    *names += 1;
+    Ok(())
 }
 
 fn mismatch(name: &Name, bound: &PublicKey) -> TableError {
