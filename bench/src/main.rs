@@ -5,6 +5,8 @@ mod baseline;
 #[cfg(unix)]
 mod chat;
 #[cfg(unix)]
+mod floor;
+#[cfg(unix)]
 mod procfs;
 #[cfg(unix)]
 mod registry;

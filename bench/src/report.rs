@@ -99,6 +99,9 @@ pub struct Latency {
     pub accept_p999_us: f64,
     /// Sends written more than 1 ms after their scheduled time (the client fell behind).
     pub late_sends: usize,
+    /// The physical floor measured right after, at the same rate: two `fdatasync`s in series.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<crate::floor::Floor>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -304,6 +307,18 @@ impl Report {
                 ms(l.accept_p99_us),
                 ms(l.accept_p999_us)
             );
+            if let Some(f) = &l.floor {
+                let _ = writeln!(
+                    t,
+                    "  floor on this disk, 2 x (4 KiB write + fdatasync) in series over loopback, same rate: p50 {}  p99 {}  p99.9 {}  max {} (one fdatasync: p50 {}  p99 {})",
+                    ms(f.p50_us),
+                    ms(f.p99_us),
+                    ms(f.p999_us),
+                    ms(f.max_us),
+                    ms(f.sync_p50_us),
+                    ms(f.sync_p99_us)
+                );
+            }
             if let Some(n) = &l.note {
                 let _ = writeln!(t, "  {n}");
             }
@@ -407,6 +422,28 @@ pub fn percentile(sorted: &[u64], p: f64) -> f64 {
     }
     let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[i.clamp(1, sorted.len()) - 1] as f64
+}
+
+/// The median of several rounds of one measurement (by msg/s; of an even count, the lower
+/// middle), noting every round's rate. Nothing for no rounds.
+pub fn median_round(mut rounds: Vec<Row>) -> Option<Row> {
+    if rounds.len() <= 1 {
+        return rounds.pop();
+    }
+    rounds.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
+    let all = rounds
+        .iter()
+        .map(|r| int(r.msgs_per_sec))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let k = rounds.len();
+    let mut row = rounds.swap_remove((k - 1) / 2);
+    let note = format!("median of {k} rounds ({all} msg/s)");
+    row.note = Some(match row.note.take() {
+        Some(n) => format!("{note}; {n}"),
+        None => note,
+    });
+    Some(row)
 }
 
 /// Formats a count the way the table does (for targets).
