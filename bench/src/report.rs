@@ -99,7 +99,7 @@ pub struct Latency {
     pub accept_p999_us: f64,
     /// Sends written more than 1 ms after their scheduled time (the client fell behind).
     pub late_sends: usize,
-    /// The physical floor measured right after, at the same rate: two `fdatasync`s in series.
+    /// The physical floor measured right after, at the same rate: two `fsync`ed writes in series.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<crate::floor::Floor>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,7 +310,7 @@ impl Report {
             if let Some(f) = &l.floor {
                 let _ = writeln!(
                     t,
-                    "  floor on this disk, 2 x (4 KiB write + fdatasync) in series over loopback, same rate: p50 {}  p99 {}  p99.9 {}  max {} (one fdatasync: p50 {}  p99 {})",
+                    "  floor on this disk (2 x (4 KiB write + fsync) in series over loopback, group commit, same rate): p50 {}  p99 {}  p99.9 {}  max {} (one fsync: p50 {}  p99 {})",
                     ms(f.p50_us),
                     ms(f.p99_us),
                     ms(f.p999_us),
@@ -438,7 +438,7 @@ pub fn median_round(mut rounds: Vec<Row>) -> Option<Row> {
         .join(", ");
     let k = rounds.len();
     let mut row = rounds.swap_remove((k - 1) / 2);
-    let note = format!("median of {k} rounds ({all} msg/s)");
+    let note = format!("median of {k} rounds ({all} msg/s, sorted)");
     row.note = Some(match row.note.take() {
         Some(n) => format!("{note}; {n}"),
         None => note,

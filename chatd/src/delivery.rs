@@ -34,12 +34,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// A link with nothing to send for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// A message handed to a link from memory is recorded `sent` only if it is still unacknowledged
-/// this long after it was written (most are acknowledged sooner, saving a row update each).
-/// Long enough that a full window (4,096 messages, ≈ 50 ms at full speed) is normally
-/// acknowledged first: at 50 ms nearly every message of a sustained stream got the update
-/// (≈ 5 % of the sender's database thread). The cost of waiting: `status` says `queued`
-/// instead of `sent` for up to a second, and a crash in that second undercounts `attempts`.
+/// Messages handed to a link from memory are recorded `sent` in one lazy update when the oldest
+/// of them has been unacknowledged this long (all still unacknowledged then are marked, even
+/// ones written just before); most are acknowledged sooner, saving a row update each. Long
+/// enough that a full window (4,096 messages, ≈ 50 ms at full speed) is normally acknowledged
+/// first: at 50 ms nearly every message of a sustained stream got the update (≈ 5 % of the
+/// sender's database thread). The cost: `status` says `queued` instead of `sent` for up to a
+/// second, and a crash within it undercounts `attempts`.
 const SENT_MARK_DELAY: Duration = Duration::from_secs(1);
 /// How often a recipient's task looks for messages past their lifetime.
 const EXPIRE_SWEEP: Duration = Duration::from_secs(60);

@@ -1,0 +1,205 @@
+//! schema-bench: the CPU cost per message of chatd's SQLite writes, and of alternatives to them.
+//!
+//! chat-bench shows that the sender's database thread is the busiest stage of a 64 B stream.
+//! This program isolates what that thread does per message (insert the `outbox` row, insert the
+//! `deliveries` row, and later the range update to `delivered`; on the recipient, the `inbox`
+//! insert) and times it with `synchronous=OFF` in a temporary directory, so that only CPU is
+//! measured, not the disk. The "shipped" tables are those of chatd's migrations 1 and 4; the
+//! others drop one feature each, to price it. Run: `target/release/schema-bench`.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use rusqlite::{params, Connection};
+
+/// Per-message CPU cost of chatd's SQLite writes and of schema alternatives (see the source).
+#[derive(Parser)]
+struct Args {
+    /// Messages per measurement
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Messages per transaction (chatd's group commit under load is a few hundred)
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Rounds; the median is printed
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+const OUTBOX: &str = "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL UNIQUE, recipients TEXT NOT NULL, body TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL) STRICT;";
+const DELIVERIES: &str = "CREATE TABLE deliveries (
+    out_seq INTEGER NOT NULL REFERENCES outbox(seq) ON DELETE CASCADE, recipient TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'queued' OR state = 'sent' OR state = 'delivered'
+        OR state = 'failed' OR state = 'cancelled'),
+    attempts INTEGER NOT NULL DEFAULT 0, final INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+    updated_at_ms INTEGER NOT NULL, PRIMARY KEY (out_seq, recipient)) STRICT, WITHOUT ROWID;";
+const PENDING: &str = "CREATE INDEX deliveries_pending ON deliveries(recipient, out_seq)
+    WHERE state IN ('queued','sent') AND final = 0;";
+const INBOX: &str = "CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender TEXT NOT NULL, msg_id TEXT NOT NULL, recipients TEXT NOT NULL, body TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL, received_at_ms INTEGER NOT NULL,
+    authenticated INTEGER NOT NULL, UNIQUE (sender, msg_id)) STRICT;";
+const INBOX_BY_SENDER: &str = "CREATE INDEX inbox_by_sender ON inbox(sender, seq);";
+
+struct Variant {
+    name: &'static str,
+    ddl: String,
+    foreign_keys: bool,
+    /// Sender side (outbox, maybe deliveries) or recipient side (inbox).
+    side: Side,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Sender { deliveries: bool },
+    Recipient,
+}
+
+fn variants() -> Vec<Variant> {
+    let no_ai = |s: &str| s.replace(" AUTOINCREMENT", "");
+    let sender = Side::Sender { deliveries: true };
+    vec![
+        Variant {
+            name: "sender, shipped",
+            ddl: format!("{OUTBOX}{DELIVERIES}{PENDING}"),
+            foreign_keys: true,
+            side: sender,
+        },
+        Variant {
+            name: "sender, foreign keys off",
+            ddl: format!("{OUTBOX}{DELIVERIES}{PENDING}"),
+            foreign_keys: false,
+            side: sender,
+        },
+        Variant {
+            name: "sender, no AUTOINCREMENT",
+            ddl: format!("{}{DELIVERIES}{PENDING}", no_ai(OUTBOX)),
+            foreign_keys: true,
+            side: sender,
+        },
+        Variant {
+            name: "sender, no pending index",
+            ddl: format!("{OUTBOX}{DELIVERIES}"),
+            foreign_keys: true,
+            side: sender,
+        },
+        Variant {
+            name: "sender, outbox row only",
+            ddl: OUTBOX.to_string(),
+            foreign_keys: true,
+            side: Side::Sender { deliveries: false },
+        },
+        Variant {
+            name: "recipient, shipped",
+            ddl: format!("{INBOX}{INBOX_BY_SENDER}"),
+            foreign_keys: true,
+            side: Side::Recipient,
+        },
+        Variant {
+            name: "recipient, no AUTOINCREMENT",
+            ddl: format!("{}{INBOX_BY_SENDER}", no_ai(INBOX)),
+            foreign_keys: true,
+            side: Side::Recipient,
+        },
+        Variant {
+            name: "recipient, no inbox_by_sender",
+            ddl: INBOX.to_string(),
+            foreign_keys: true,
+            side: Side::Recipient,
+        },
+    ]
+}
+
+/// Microseconds per message: (all of it, of which the `delivered` update).
+fn measure(dir: &std::path::Path, v: &Variant, args: &Args) -> anyhow::Result<(f64, f64)> {
+    let path = dir.join("schema-bench.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let conn = Connection::open(&path).context("opening the database")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.pragma_update(None, "foreign_keys", v.foreign_keys)?;
+    conn.execute_batch(&v.ddl)?;
+    let body = "x".repeat(64);
+    let ids: Vec<String> = (0..args.messages)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let start = Instant::now();
+    let mut in_update = 0.0;
+    for chunk in ids.chunks(args.batch.max(1)) {
+        let tx = conn.unchecked_transaction()?;
+        let (mut first, mut last) = (0i64, 0i64);
+        for id in chunk {
+            match v.side {
+                Side::Sender { deliveries } => {
+                    tx.prepare_cached(
+                        "INSERT INTO outbox (msg_id, recipients, body, created_at_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![id, "[\"b\"]", body, 1i64])?;
+                    let seq = tx.last_insert_rowid();
+                    if deliveries {
+                        tx.prepare_cached(
+                            "INSERT INTO deliveries (out_seq, recipient, state, last_error,
+                             updated_at_ms) VALUES (?1, ?2, 'queued', NULL, ?3)",
+                        )?
+                        .execute(params![seq, "b", 1i64])?;
+                    }
+                    if first == 0 {
+                        first = seq;
+                    }
+                    last = seq;
+                }
+                Side::Recipient => {
+                    tx.prepare_cached(
+                        "INSERT INTO inbox (sender, msg_id, recipients, body, sent_at_ms,
+                         received_at_ms, authenticated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params!["a", id, "[\"b\"]", body, 1i64, 2i64])?;
+                }
+            }
+        }
+        if v.side == (Side::Sender { deliveries: true }) {
+            // What chatd's lazy `delivered` job does for a window of acknowledgements.
+            let t = Instant::now();
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', updated_at_ms = ?1
+                 WHERE recipient = ?2 AND out_seq BETWEEN ?3 AND ?4
+                   AND state IN ('queued','sent') AND final = 0",
+            )?
+            .execute(params![2i64, "b", first, last])?;
+            in_update += t.elapsed().as_secs_f64();
+        }
+        tx.commit()?;
+    }
+    let n = args.messages.max(1) as f64;
+    Ok((start.elapsed().as_secs_f64() / n * 1e6, in_update / n * 1e6))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    println!(
+        "schema-bench: CPU µs per message, {} messages of 64 B, {} per transaction, synchronous=OFF, median of {} rounds",
+        args.messages, args.batch, args.rounds
+    );
+    println!(
+        "{:<32} {:>9} {:>22}",
+        "variant", "µs/msg", "of which 'delivered'"
+    );
+    for v in variants() {
+        let mut runs = Vec::new();
+        for _ in 0..args.rounds.max(1) {
+            runs.push(measure(dir.path(), &v, &args)?);
+        }
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (all, update) = runs[(runs.len() - 1) / 2];
+        println!("{:<32} {:>9.2} {:>22.2}", v.name, all, update);
+    }
+    Ok(())
+}
