@@ -292,19 +292,13 @@ fn run(args: Args) -> anyhow::Result<i32> {
             };
             if plan.has(Phase::Throughput) {
                 progress(&format!("peerchat A -> B: {n} x {size} B{of}"));
-                warmup(
-                    &[spec_ab(50)],
-                    std::slice::from_ref(&b.socket),
-                    &mut next_tag,
-                    plan.stall,
-                )?;
-                let run = run_chat(
-                    &[spec_ab(n)],
-                    &[(b.socket.clone(), n)],
-                    &next_tag(),
+                let run = run_ab(
+                    &spec_ab,
+                    &b,
+                    n,
                     size,
                     None,
-                    false,
+                    &mut next_tag,
                     plan.stall,
                     &ab_procs,
                 )?;
@@ -352,19 +346,13 @@ fn run(args: Args) -> anyhow::Result<i32> {
             "latency: {n} x 64 B at {} msg/s",
             args.latency_rate
         ));
-        warmup(
-            &[spec_ab(50)],
-            std::slice::from_ref(&b.socket),
-            &mut next_tag,
-            plan.stall,
-        )?;
-        let run = run_chat(
-            &[spec_ab(n)],
-            &[(b.socket.clone(), n)],
-            &next_tag(),
+        let run = run_ab(
+            &spec_ab,
+            &b,
+            n,
             64,
             Some(args.latency_rate),
-            true,
+            &mut next_tag,
             plan.stall,
             &ab_procs,
         )?;
@@ -513,6 +501,37 @@ impl ChatRun {
         row.usage = self.usage;
         row
     }
+}
+
+/// A → B as measured: a short warm-up (the link up, the queues empty), then `n` messages of
+/// `size` B, pipelined or paced at `rate` (then with per-message latencies).
+#[allow(clippy::too_many_arguments)]
+fn run_ab(
+    spec_ab: &impl Fn(usize) -> SendSpec,
+    b: &Node,
+    n: usize,
+    size: usize,
+    rate: Option<f64>,
+    next_tag: &mut impl FnMut() -> String,
+    stall: Duration,
+    procs: &[(String, u32)],
+) -> anyhow::Result<ChatRun> {
+    warmup(
+        &[spec_ab(50)],
+        std::slice::from_ref(&b.socket),
+        next_tag,
+        stall,
+    )?;
+    run_chat(
+        &[spec_ab(n)],
+        &[(b.socket.clone(), n)],
+        &next_tag(),
+        size,
+        rate,
+        rate.is_some(),
+        stall,
+        procs,
+    )
 }
 
 /// Sends from every `senders` entry at once (pipelined, or paced at `rate`), follows every
