@@ -470,6 +470,39 @@ fn broadcast_reaches_every_other_name_online_or_not() {
     assert!(pa.bodies().is_empty());
 }
 
+/// While the recipient is frozen, the sender keeps accepting: past the link's window and the
+/// in-memory hand-off queue (4,096 + 8,192 messages). After the thaw the link drains the queue
+/// and reads the rest back from the database; every message arrives once, in order.
+#[test]
+fn a_backlog_past_the_handoff_queue_arrives_once_in_order() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    // The link is up and streaming new messages from memory.
+    assert_eq!(code(&pa.ctl(&["send", "pb", "first"])), 0);
+    pb.wait_inbox(1, T);
+    let n = 15_000;
+    let input: String = (0..n).map(|i| format!("m{i}\n")).collect();
+    pb.daemon.freeze();
+    let out = pa.ctl_stdin(&["send", "-l", "pb"], input.as_bytes());
+    pb.daemon.thaw();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let got = wait_for(
+        Duration::from_secs(60),
+        "every message in pb's inbox",
+        || {
+            let m = peerchat_testkit::checker::read_inbox(&pb.socket).ok()?;
+            (m.len() > n).then_some(m)
+        },
+    );
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    let want: Vec<String> = std::iter::once("first".to_string())
+        .chain((0..n).map(|i| format!("m{i}")))
+        .collect();
+    assert_eq!(bodies.len(), want.len(), "no message twice");
+    assert!(bodies.iter().zip(&want).all(|(b, w)| b == w), "in order");
+}
+
 #[test]
 fn order_holds_per_recipient_with_mixed_sends() {
     let net = Net::new();

@@ -34,8 +34,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// A link with nothing to send for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Messages handed to a link from memory are recorded `sent` in one lazy update when the oldest
-/// of them has been unacknowledged this long (all still unacknowledged then are marked, even
+/// Messages written to a link (from memory or from the database) are recorded `sent` in one
+/// lazy update when the oldest of them has been unacknowledged this long (all still unacknowledged then are marked, even
 /// ones written just before); most are acknowledged sooner, saving a row update each. Long
 /// enough that a full window (4,096 messages, ≈ 50 ms at full speed) is normally acknowledged
 /// first: at 50 ms nearly every message of a sustained stream got the update (≈ 5 % of the
@@ -66,8 +66,9 @@ struct Wake {
 
 /// Messages committed for a recipient, pushed by the DB thread in commit order (so in `seq`
 /// order). A streaming link takes them from here instead of reading them back from SQLite. If
-/// the queue overflows it is emptied and the link reads from the database again, so nothing is
-/// ever lost by the hand-off: the database stays the truth.
+/// the queue is full, pushing stops (`overflowed`); the link drains the queue, then reads what
+/// came after it from the database, so nothing is ever lost by the hand-off: the database stays
+/// the truth.
 #[derive(Default)]
 struct Handed {
     queue: VecDeque<Outgoing>,
@@ -167,8 +168,8 @@ impl Delivery {
         if let Some(w) = links.get(recipient) {
             let mut h = w.handed.lock().unwrap_or_else(|p| p.into_inner());
             if h.queue.len() >= HANDOFF_MAX || h.bytes + m.body.len() > HANDOFF_MAX_BYTES {
-                h.queue.clear();
-                h.bytes = 0;
+                // Keep what is queued (the link drains it, in order) and stop here: the link
+                // reads everything after the queue's last message from the database.
                 h.overflowed = true;
             } else if !h.overflowed {
                 h.bytes += m.body.len();
@@ -248,10 +249,11 @@ impl Delivery {
     /// One connection's worth of delivery. `Ok(false)`: nothing was pending; `Ok(true)`: the link
     /// ended normally (idle or shutdown) after doing work.
     ///
-    /// The link first catches up from the database (`take_batch`, which marks what it returns
-    /// `sent`). Once a read comes back short, everything later is in the hand-off queue, in
-    /// order; messages from there are marked `sent` without waiting for that commit, so the
-    /// path from acceptance to the wire has no database round trip.
+    /// The link first catches up from the database (`take_batch`). Once a read comes back
+    /// short, everything later is in the hand-off queue, in order, so the path from acceptance
+    /// to the wire has no database round trip. Wherever a message came from, its `sent` is
+    /// recorded only if it is still unacknowledged after [`SENT_MARK_DELAY`] (one lazy update
+    /// for all of them); most are acknowledged first and never pay for that row update.
     async fn attempt(&self, to: &Name, wake: &Arc<Wake>) -> Result<bool, AttemptError> {
         let notify = &wake.work;
         if !self.store.has_pending(to.clone()).await? {
@@ -279,8 +281,7 @@ impl Delivery {
             .await?;
         // Body bytes written and not yet acknowledged.
         let mut inflight_bytes = 0usize;
-        let mut from_memory = false;
-        // Seqs written from memory whose `sent` is not recorded yet, oldest first.
+        // Seqs written whose `sent` is not recorded yet, oldest first.
         let mut unmarked: VecDeque<i64> = VecDeque::new();
         // When the link last moved: an answer arrived, or a write went into an empty window.
         let mut last_progress = tokio::time::Instant::now();
@@ -299,14 +300,12 @@ impl Delivery {
                 if inflight.is_empty() {
                     last_progress = tokio::time::Instant::now();
                 }
-                if from_memory {
-                    // Usually acknowledged before this matters: `sent` is recorded only for
-                    // messages still unacknowledged after SENT_MARK_DELAY.
-                    if unmarked.is_empty() {
-                        mark_at = tokio::time::Instant::now() + SENT_MARK_DELAY;
-                    }
-                    unmarked.extend(pending.iter().map(|m| m.seq));
+                // Usually acknowledged before this matters: `sent` is recorded only for
+                // messages still unacknowledged after SENT_MARK_DELAY.
+                if unmarked.is_empty() {
+                    mark_at = tokio::time::Instant::now() + SENT_MARK_DELAY;
                 }
+                unmarked.extend(pending.iter().map(|m| m.seq));
                 for m in pending.drain(..) {
                     last_seq = m.seq;
                     inflight_bytes += m.body.len();
@@ -331,7 +330,6 @@ impl Delivery {
                         .take_batch(to.clone(), last_seq, room, room_bytes)
                         .await?;
                     pending = batch;
-                    from_memory = false;
                     if more_in_db {
                         continue;
                     }
@@ -342,12 +340,6 @@ impl Delivery {
                     }
                 } else {
                     let mut h = wake.handed.lock().unwrap_or_else(|p| p.into_inner());
-                    if h.overflowed {
-                        h.queue.clear();
-                        h.bytes = 0;
-                        from_db = true;
-                        continue;
-                    }
                     let mut bytes = inflight_bytes;
                     while pending.len() < room
                         && (bytes < WINDOW_BYTES || inflight.is_empty() && pending.is_empty())
@@ -363,9 +355,15 @@ impl Delivery {
                             None => break,
                         }
                     }
+                    // The queue stopped taking messages when it was full: once it is drained,
+                    // the rest is read from the database (which resets the queue).
+                    let drained_overflow = h.overflowed && h.queue.is_empty();
                     drop(h);
                     if !pending.is_empty() {
-                        from_memory = true;
+                        continue;
+                    }
+                    if drained_overflow {
+                        from_db = true;
                         continue;
                     }
                 }

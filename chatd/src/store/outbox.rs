@@ -105,8 +105,10 @@ impl Store {
     }
 
     /// The next undelivered messages for `recipient` after `after_seq` (at most `limit`, and
-    /// bodies of at most `max_bytes` together, but always one), marked `sent` (one more attempt
-    /// each). The flag says whether a limit cut the batch short (more may be waiting).
+    /// bodies of at most `max_bytes` together, but always one). The flag says whether a limit
+    /// cut the batch short (more may be waiting). Nothing is written: the link records `sent`
+    /// only for messages still unacknowledged after a while ([`Store::mark_sent_soon`]), and an
+    /// acknowledgement of a row still `queued` counts its attempt.
     pub async fn take_batch(
         &self,
         recipient: Name,
@@ -138,17 +140,6 @@ impl Store {
                 })
                 .collect::<Result<_, _>>()?;
             let cut = cut || rows.len() == limit;
-            let now = peerchat_db::now_ms() as i64;
-            if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-                // The rows selected are exactly the pending ones in [first, last] (the query
-                // took them in order), so one ranged update marks them all.
-                conn.prepare_cached(
-                    "UPDATE deliveries SET state = 'sent', attempts = attempts + 1, updated_at_ms = ?4
-                     WHERE recipient = ?1 AND out_seq BETWEEN ?2 AND ?3
-                       AND state IN ('queued','sent') AND final = 0",
-                )?
-                .execute(params![recipient.as_str(), first.0, last.0, now])?;
-            }
             let mut out = Vec::with_capacity(rows.len());
             for (seq, msg_id, recipients, body, created) in rows {
                 let recipients: Vec<Name> = serde_json::from_str(&recipients).unwrap_or_default();
@@ -165,8 +156,7 @@ impl Store {
         .await
     }
 
-    /// Marks messages handed to a link from memory `sent` (one more attempt each) without
-    /// waiting. The link calls it only for messages still unacknowledged after its delay; the
+    /// Marks messages written to a link `sent` (one more attempt each) without waiting. The link calls it only for messages still unacknowledged after its delay; the
     /// state filter keeps it from overwriting `delivered` or `failed`, and a crash before it
     /// commits only means the state still says `queued`.
     pub fn mark_sent_soon(&self, recipient: Name, seqs: Vec<i64>) -> Result<(), StoreError> {
