@@ -60,6 +60,8 @@ impl Store {
     pub async fn receive(&self, batch: Vec<Received>) -> Result<Vec<bool>, StoreError> {
         let feed = self.inbox_feed.clone();
         let followers = self.inbox_feed.clone();
+        let floor = self.inbox_floor.clone();
+        let committed = self.inbox_floor.clone();
         let job = move |conn: &Connection| {
             let now = peerchat_db::now_ms() as i64;
             // Two plain statements rather than one INSERT … SELECT … WHERE NOT EXISTS: that
@@ -68,9 +70,11 @@ impl Store {
             let mut seen = conn.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM inbox_seen WHERE sender = ?1 AND msg_id = ?2)",
             )?;
+            // ?8: the seq floor (see `SeqFloor`), normally 0: the next rowid.
             let mut insert = conn.prepare_cached(
-                    "INSERT INTO inbox (sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO inbox (seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
+                     VALUES (CASE WHEN ?8 > 0 THEN MAX(?8, (SELECT COALESCE(MAX(seq), 0) FROM inbox)) + 1 END,
+                             ?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (sender, msg_id) DO NOTHING",
                 )?;
             let mut fresh = Vec::with_capacity(batch.len());
@@ -91,7 +95,8 @@ impl Store {
                     m.msg.body,
                     m.msg.sent_at_ms as i64,
                     now,
-                    m.authenticated
+                    m.authenticated,
+                    floor.get()
                 ])?;
                 if n == 1 {
                     max = conn.last_insert_rowid();
@@ -115,7 +120,8 @@ impl Store {
             Ok((fresh, max, rows))
         };
         let (fresh, _, _) = self
-            .submit_then(job, move |(_, _, rows)| {
+            .submit_then(job, move |(_, max, rows)| {
+                committed.committed(*max);
                 // On the DB thread, right after the commit: followers see rows in seq order.
                 for r in rows {
                     let _ = feed.send(r.clone());

@@ -16,6 +16,8 @@ mod outbox;
 mod peers;
 mod retention;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -75,6 +77,46 @@ pub struct Store {
     /// order), so caught-up followers need no database read. Bounded: a follower that lags
     /// behind it reads from the database instead.
     inbox_feed: broadcast::Sender<FeedItem>,
+    inbox_floor: SeqFloor,
+    outbox_floor: SeqFloor,
+}
+
+/// The highest seq `inbox` or `outbox` ever handed out, while that is above the table's largest
+/// seq (0 otherwise). Seqs are plain rowids (the largest plus one), so they are never reused as
+/// long as the newest row stays, which retention guarantees; but before schema 6, retention could
+/// remove the newest rows, and then only AUTOINCREMENT's `sqlite_sequence` remembered how far
+/// the seqs had gone (migration 6 keeps it in `seq_floor`). Until an insert above the floor has
+/// committed, inserts give the seq explicitly: `CASE WHEN ?floor > 0 THEN MAX(?floor, MAX(seq)) + 1 END`
+/// (NULL, i.e. the next rowid, when there is no floor).
+#[derive(Clone, Default)]
+pub(crate) struct SeqFloor(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl SeqFloor {
+    fn load(conn: &Connection, table: &str) -> Result<SeqFloor, StoreError> {
+        use rusqlite::OptionalExtension;
+        let floor: Option<i64> = conn
+            .query_row(
+                &format!(
+                    "SELECT seq FROM seq_floor
+                     WHERE name = ?1 AND seq > (SELECT COALESCE(MAX(seq), 0) FROM {table})"
+                ),
+                [table],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(SeqFloor(std::sync::Arc::new(floor.unwrap_or(0).into())))
+    }
+
+    fn get(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A row with `seq` committed: once that is above the floor, plain rowids are safe.
+    fn committed(&self, seq: i64) {
+        if seq > self.get() {
+            self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// What the inbox feed carries: a committed row, or only the seq of one whose body is too large
@@ -106,6 +148,8 @@ impl StoreThread {
 impl Store {
     pub fn open(path: &Path) -> Result<(Store, StoreThread), StoreError> {
         let conn = peerchat_db::open(path, schema::MIGRATIONS)?;
+        let inbox_floor = SeqFloor::load(&conn, "inbox")?;
+        let outbox_floor = SeqFloor::load(&conn, "outbox")?;
         let (tx, rx) = mpsc::channel::<Queued>();
         let thread = std::thread::Builder::new()
             .name("chatd-db".into())
@@ -118,6 +162,8 @@ impl Store {
                 sink: std::sync::Arc::default(),
                 deliveries_tx: std::sync::Arc::new(deliveries_tx),
                 inbox_feed: broadcast::channel(INBOX_FEED).0,
+                inbox_floor,
+                outbox_floor,
             },
             StoreThread(Some(thread)),
         ))

@@ -43,7 +43,12 @@ impl Store {
         body: String,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
         let sink = self.sink.clone();
+        let floor = self.outbox_floor.clone();
+        let committed = self.outbox_floor.clone();
         let hand_off = move |o: &SendOutcome| {
+            if let Some(out) = &o.outgoing {
+                committed.committed(out.seq);
+            }
             if let (Some(sink), Some(out)) = (sink.get(), &o.outgoing) {
                 for r in o
                     .recipients
@@ -76,10 +81,13 @@ impl Store {
                 return Ok(SendOutcome { recipients, msg_id, created: false, outgoing: None });
             }
             let now = peerchat_db::now_ms() as i64;
+            // ?5: the seq floor (see `SeqFloor`), normally 0: the next rowid.
             conn.prepare_cached(
-                "INSERT INTO outbox (msg_id, recipients, body, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
+                 VALUES (CASE WHEN ?5 > 0 THEN MAX(?5, (SELECT COALESCE(MAX(seq), 0) FROM outbox)) + 1 END,
+                         ?1, ?2, ?3, ?4)",
             )?
-            .execute(params![msg_id, recipients_json, body, now])?;
+            .execute(params![msg_id, recipients_json, body, now, floor.get()])?;
             let seq = conn.last_insert_rowid();
             let mut ins = conn.prepare_cached(
                 "INSERT INTO deliveries (out_seq, recipient, state, last_error, updated_at_ms)

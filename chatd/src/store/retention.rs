@@ -1,7 +1,9 @@
 //! Retention: removing old inbox messages and finished outgoing messages, by age and/or count.
 //! The default keeps everything.
 //!
-//! Undelivered outgoing messages are never removed. A removed inbox message leaves its dedup key
+//! Undelivered outgoing messages are never removed, and neither is the newest row of `inbox` or
+//! `outbox`: seqs are rowids (the largest plus one), and links and followers hold seq cursors,
+//! so the largest seq must never go away or it would be handed out again. A removed inbox message leaves its dedup key
 //! (sender, message id) in `inbox_seen` for [`SEEN_KEEP`], so a sender that never got our
 //! acknowledgement and resends it is still acknowledged without storing it twice.
 
@@ -38,6 +40,8 @@ pub struct Pruned {
 const FINISHED: &str = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.out_seq = outbox.seq
      AND d.state IN ('queued','sent') AND d.final = 0)";
 
+const NOT_NEWEST: &str = "seq < (SELECT MAX(seq) FROM outbox)";
+
 impl Store {
     pub async fn prune(&self, r: Retention) -> Result<Pruned, StoreError> {
         self.call(move |conn| {
@@ -60,6 +64,8 @@ impl Store {
                 )?;
                 inbox_cut = inbox_cut.max(seq);
             }
+            // Never the newest row (see the module docs).
+            inbox_cut = inbox_cut.min(super::inbox::max_seq(conn)? - 1);
             let mut pruned = Pruned::default();
             if inbox_cut > 0 {
                 conn.execute(
@@ -73,21 +79,34 @@ impl Store {
                 "DELETE FROM inbox_seen WHERE received_at_ms < ?1",
                 params![now - SEEN_KEEP.as_millis() as i64],
             )?;
+            // The removed messages' delivery rows go with them (no foreign key does it).
+            let mut removed: Vec<i64> = Vec::new();
             if let Some(age) = r.max_age {
-                pruned.outbox += conn.execute(
-                    &format!("DELETE FROM outbox WHERE created_at_ms < ?1 AND {FINISHED}"),
-                    params![now - age.as_millis() as i64],
-                )?;
+                removed.extend(
+                    conn.prepare(&format!(
+                        "DELETE FROM outbox WHERE created_at_ms < ?1 AND {FINISHED} AND {NOT_NEWEST}
+                         RETURNING seq"
+                    ))?
+                    .query_map(params![now - age.as_millis() as i64], |row| row.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?,
+                );
             }
             if let Some(n) = r.max_count {
-                pruned.outbox += conn.execute(
-                    &format!(
-                        "DELETE FROM outbox WHERE {FINISHED} AND seq NOT IN
-                         (SELECT seq FROM outbox WHERE {FINISHED} ORDER BY seq DESC LIMIT ?1)"
-                    ),
-                    params![n as i64],
-                )?;
+                removed.extend(
+                    conn.prepare(&format!(
+                        "DELETE FROM outbox WHERE {FINISHED} AND {NOT_NEWEST} AND seq NOT IN
+                         (SELECT seq FROM outbox WHERE {FINISHED} ORDER BY seq DESC LIMIT ?1)
+                         RETURNING seq"
+                    ))?
+                    .query_map(params![n as i64], |row| row.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?,
+                );
             }
+            let mut rows = conn.prepare("DELETE FROM deliveries WHERE out_seq = ?1")?;
+            for seq in &removed {
+                rows.execute(params![seq])?;
+            }
+            pruned.outbox = removed.len();
             Ok(pruned)
         })
         .await

@@ -89,4 +89,64 @@ pub const MIGRATIONS: &[&str] = &[
         pinned_at_ms INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     ALTER TABLE peers ADD COLUMN key TEXT;",
+    // 6: `inbox` and `outbox` without AUTOINCREMENT (its `sqlite_sequence` update was ≈ 1 µs of
+    // every insert), `deliveries` without the foreign key (its check on every insert, and the
+    // cascade, which retention now does itself). A seq must never be handed out twice (links and
+    // followers keep seq cursors), so retention never removes a table's newest row, and
+    // `seq_floor` keeps the old high-water marks: where retention had already removed the
+    // newest rows, the next insert goes above the floor (see `SeqFloor`). `deliveries` goes
+    // first: dropping `outbox` while a foreign key still points at it would cascade.
+    "CREATE TABLE seq_floor (
+        name TEXT PRIMARY KEY NOT NULL,
+        seq INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO seq_floor (name, seq)
+        SELECT name, seq FROM sqlite_sequence WHERE name IN ('inbox', 'outbox');
+
+    CREATE TABLE deliveries_v6 (
+        out_seq INTEGER NOT NULL,
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state = 'queued' OR state = 'sent' OR state = 'delivered'
+            OR state = 'failed' OR state = 'cancelled'),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        final INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (out_seq, recipient)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO deliveries_v6 (out_seq, recipient, state, attempts, final, last_error, updated_at_ms)
+        SELECT out_seq, recipient, state, attempts, final, last_error, updated_at_ms FROM deliveries;
+    DROP TABLE deliveries;
+
+    CREATE TABLE outbox_v6 (
+        seq INTEGER PRIMARY KEY,
+        msg_id TEXT NOT NULL UNIQUE,
+        recipients TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO outbox_v6 (seq, msg_id, recipients, body, created_at_ms)
+        SELECT seq, msg_id, recipients, body, created_at_ms FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v6 RENAME TO outbox;
+    ALTER TABLE deliveries_v6 RENAME TO deliveries;
+    CREATE INDEX deliveries_pending ON deliveries(recipient, out_seq)
+        WHERE state IN ('queued','sent') AND final = 0;
+
+    CREATE TABLE inbox_v6 (
+        seq INTEGER PRIMARY KEY,
+        sender TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        body TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        authenticated INTEGER NOT NULL,
+        UNIQUE (sender, msg_id)
+    ) STRICT;
+    INSERT INTO inbox_v6 (seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
+        SELECT seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated FROM inbox;
+    DROP TABLE inbox;
+    ALTER TABLE inbox_v6 RENAME TO inbox;
+    CREATE INDEX inbox_by_sender ON inbox(sender, seq);",
 ];
