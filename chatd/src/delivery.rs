@@ -273,7 +273,9 @@ impl Delivery {
         let mut conn = self.connect(to, &target.address, target.key).await?;
         // From the database until caught up. The hand-off queue is reset before every read:
         // whatever is committed after the read is pushed to it (in order), and whatever was
-        // pushed before the read is also in what the read returns (and skipped by seq).
+        // pushed before the read is also in what the read returns (and skipped by seq). If the
+        // queue fills up while streaming, it is drained first and the database read resumes
+        // after the last message sent.
         wake.reset_handoff();
         let (mut pending, _) = self
             .store

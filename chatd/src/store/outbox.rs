@@ -194,7 +194,8 @@ impl Store {
             .call(move |conn| {
                 let now = peerchat_db::now_ms() as i64;
                 conn.prepare_cached(
-                    "UPDATE deliveries SET state = 'sent', final = 1, updated_at_ms = ?3
+                    "UPDATE deliveries SET state = 'sent', final = 1, attempts = attempts + 1,
+                        updated_at_ms = ?3
                  WHERE out_seq = ?1 AND recipient = ?2",
                 )?
                 .execute(params![seq, recipient.as_str(), now])?;
@@ -335,9 +336,9 @@ impl Store {
     }
 
     /// A link to `recipient` failed: whatever was `sent` is back to `queued` (it may or may not
-    /// have arrived; the receiver's dedup makes the retry safe) and the error is kept. Messages
-    /// that never got onto the link count the failed attempt too (sent ones were counted when
-    /// they were written).
+    /// have arrived; the receiver's dedup makes the retry safe) and the error is kept. Rows still
+    /// `queued` (never written, or written but not yet marked `sent`, see `mark_sent_soon`)
+    /// count the failed attempt here; `sent` ones were counted when they were marked.
     pub async fn note_link_failure(
         &self,
         recipient: Name,
