@@ -4,9 +4,10 @@
 //! This program isolates what that thread does per message (insert the `outbox` row, insert the
 //! `deliveries` row, and later the range update to `delivered`; on the recipient, the `inbox`
 //! insert) and times it with `synchronous=OFF` in a temporary directory, so that only CPU is
-//! measured, not the disk. The "shipped" tables are those of chatd's migration 6 (restated here:
-//! update both together), "schema 5" those before it (AUTOINCREMENT, the deliveries foreign
-//! key); the others drop one feature each, to price it. The inserts give no explicit seq (chatd
+//! measured, not the disk. The "shipped" tables are those of chatd's migration 7 (restated here:
+//! update both together): no `deliveries_pending` index, a per-recipient pending floor moved
+//! after every `delivered` update; "schema 6" is the one before it, with the partial index; the
+//! others drop one feature each, to price it. The inserts give no explicit seq (chatd
 //! binds a `seq_floor` expression that is NULL in normal operation). Run: `target/release/schema-bench`.
 
 use std::time::Instant;
@@ -37,7 +38,26 @@ const DELIVERIES: &str = "CREATE TABLE deliveries (
     state TEXT NOT NULL CHECK (state = 'queued' OR state = 'sent' OR state = 'delivered'
         OR state = 'failed' OR state = 'cancelled'),
     attempts INTEGER NOT NULL DEFAULT 0, final INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+    updated_at_ms INTEGER NOT NULL, PRIMARY KEY (out_seq, recipient)) STRICT, WITHOUT ROWID;
+    CREATE TABLE pending_floor (recipient TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL)
+    STRICT, WITHOUT ROWID;";
+const DELIVERIES_6: &str = "CREATE TABLE deliveries (
+    out_seq INTEGER NOT NULL, recipient TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'queued' OR state = 'sent' OR state = 'delivered'
+        OR state = 'failed' OR state = 'cancelled'),
+    attempts INTEGER NOT NULL DEFAULT 0, final INTEGER NOT NULL DEFAULT 0, last_error TEXT,
     updated_at_ms INTEGER NOT NULL, PRIMARY KEY (out_seq, recipient)) STRICT, WITHOUT ROWID;";
+/// chatd's `advance_floor`, run after each `delivered` update.
+const ADVANCE_FLOOR: &str = "INSERT INTO pending_floor (recipient, seq)
+    SELECT ?1, COALESCE(
+        (SELECT out_seq - 1 FROM deliveries
+         WHERE recipient = ?1
+           AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
+           AND state IN ('queued','sent') AND final = 0
+         ORDER BY out_seq LIMIT 1),
+        (SELECT MAX(out_seq) FROM deliveries WHERE recipient = ?1))
+    WHERE EXISTS (SELECT 1 FROM deliveries WHERE recipient = ?1)
+    ON CONFLICT (recipient) DO UPDATE SET seq = MAX(seq, excluded.seq)";
 const PENDING: &str = "CREATE INDEX deliveries_pending ON deliveries(recipient, out_seq)
     WHERE state IN ('queued','sent') AND final = 0;";
 const INBOX: &str = "CREATE TABLE inbox (seq INTEGER PRIMARY KEY,
@@ -56,53 +76,46 @@ struct Variant {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Side {
-    Sender { deliveries: bool },
+    /// `floor`: schema 7's pending floor is moved after the `delivered` update.
+    Sender {
+        deliveries: bool,
+        floor: bool,
+    },
     Recipient,
 }
 
 fn variants() -> Vec<Variant> {
-    // Schema 5, as shipped before migration 6: AUTOINCREMENT and the deliveries foreign key.
-    let ai = |s: &str| s.replacen("PRIMARY KEY,", "PRIMARY KEY AUTOINCREMENT,", 1);
-    let fk = DELIVERIES.replacen(
-        "out_seq INTEGER NOT NULL,",
-        "out_seq INTEGER NOT NULL REFERENCES outbox(seq) ON DELETE CASCADE,",
-        1,
-    );
-    let sender = Side::Sender { deliveries: true };
     vec![
         Variant {
-            name: "sender, shipped (schema 6)",
-            ddl: format!("{OUTBOX}{DELIVERIES}{PENDING}"),
-            foreign_keys: true,
-            side: sender,
-        },
-        Variant {
-            name: "sender, schema 5",
-            ddl: format!("{}{fk}{PENDING}", ai(OUTBOX)),
-            foreign_keys: true,
-            side: sender,
-        },
-        Variant {
-            name: "sender, no pending index",
+            name: "sender, shipped (schema 7)",
             ddl: format!("{OUTBOX}{DELIVERIES}"),
             foreign_keys: true,
-            side: sender,
+            side: Side::Sender {
+                deliveries: true,
+                floor: true,
+            },
+        },
+        Variant {
+            name: "sender, schema 6",
+            ddl: format!("{OUTBOX}{DELIVERIES_6}{PENDING}"),
+            foreign_keys: true,
+            side: Side::Sender {
+                deliveries: true,
+                floor: false,
+            },
         },
         Variant {
             name: "sender, outbox row only",
             ddl: OUTBOX.to_string(),
             foreign_keys: true,
-            side: Side::Sender { deliveries: false },
+            side: Side::Sender {
+                deliveries: false,
+                floor: false,
+            },
         },
         Variant {
-            name: "recipient, shipped (schema 6)",
+            name: "recipient, shipped (schema 7)",
             ddl: format!("{INBOX}{INBOX_BY_SENDER}"),
-            foreign_keys: true,
-            side: Side::Recipient,
-        },
-        Variant {
-            name: "recipient, schema 5",
-            ddl: format!("{}{INBOX_BY_SENDER}", ai(INBOX)),
             foreign_keys: true,
             side: Side::Recipient,
         },
@@ -137,7 +150,7 @@ fn measure(dir: &std::path::Path, v: &Variant, args: &Args) -> anyhow::Result<(f
         let (mut first, mut last) = (0i64, 0i64);
         for id in chunk {
             match v.side {
-                Side::Sender { deliveries } => {
+                Side::Sender { deliveries, .. } => {
                     tx.prepare_cached(
                         "INSERT INTO outbox (msg_id, recipients, body, created_at_ms)
                          VALUES (?1, ?2, ?3, ?4)",
@@ -166,7 +179,11 @@ fn measure(dir: &std::path::Path, v: &Variant, args: &Args) -> anyhow::Result<(f
                 }
             }
         }
-        if v.side == (Side::Sender { deliveries: true }) {
+        if let Side::Sender {
+            deliveries: true,
+            floor,
+        } = v.side
+        {
             // What chatd's lazy `delivered` job does for a window of acknowledgements.
             let t = Instant::now();
             tx.prepare_cached(
@@ -175,6 +192,9 @@ fn measure(dir: &std::path::Path, v: &Variant, args: &Args) -> anyhow::Result<(f
                    AND state IN ('queued','sent') AND final = 0",
             )?
             .execute(params![2i64, "b", first, last])?;
+            if floor {
+                tx.prepare_cached(ADVANCE_FLOOR)?.execute(params!["b"])?;
+            }
             in_update += t.elapsed().as_secs_f64();
         }
         tx.commit()?;

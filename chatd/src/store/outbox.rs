@@ -1,5 +1,11 @@
 //! Outgoing messages: one `outbox` row per message, one `deliveries` row per recipient with its
 //! own state. A recipient's rows are delivered in `out_seq` order (the order they were accepted).
+//!
+//! A recipient's pending (`queued` or `sent`, not final) rows all lie above its `pending_floor`
+//! (schema 7): every query for one recipient's pending rows scans the primary key from there,
+//! and every change that can end a row's pending state calls [`advance_floor`]. Queries over
+//! every recipient (`pending_recipients`, `outbox_pending`) read the whole table; they run at
+//! start and for `chatctl outbox`, not per message.
 
 use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
 use peerchat_proto::control::{Counts, DeliveryState, RecipientState};
@@ -19,6 +25,20 @@ pub struct Outgoing {
     pub body: Arc<str>,
     pub created_at_ms: u64,
 }
+
+/// A recipient's next pending messages after `?2` (and above its floor), oldest first.
+pub(super) const TAKE_BATCH: &str = "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms
+     FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
+     WHERE d.recipient = ?1
+       AND d.out_seq > MAX(?2, COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0))
+       AND d.state IN ('queued','sent') AND d.final = 0
+     ORDER BY d.out_seq LIMIT ?3";
+
+/// Whether recipient `?1` has a pending row (above its floor).
+pub(super) const HAS_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM deliveries
+     WHERE recipient = ?1
+       AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
+       AND state IN ('queued','sent') AND final = 0)";
 
 #[derive(Debug, Clone)]
 pub struct SendOutcome {
@@ -99,6 +119,10 @@ impl Store {
                 let error = failed.iter().find(|(n, _)| *n == r).map(|(_, e)| e.clone());
                 let state = if error.is_some() { DeliveryState::Failed } else { DeliveryState::Queued };
                 ins.execute(params![seq, r.as_str(), state.as_str(), error, now])?;
+                if error.is_some() {
+                    // Never pending: keep the floor above it.
+                    advance_floor(conn, r.as_str())?;
+                }
                 states.push(RecipientState { to: r, state, error });
             }
             let outgoing = Outgoing {
@@ -128,12 +152,7 @@ impl Store {
             let mut bytes = 0;
             let mut cut = false;
             let rows: Vec<(i64, String, String, String, i64)> = conn
-                .prepare_cached(
-                    "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms
-                     FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
-                     WHERE d.recipient = ?1 AND d.state IN ('queued','sent') AND final = 0 AND d.out_seq > ?2
-                     ORDER BY d.out_seq LIMIT ?3",
-                )?
+                .prepare_cached(TAKE_BATCH)?
                 .query_map(params![recipient.as_str(), after_seq, limit as i64], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
@@ -199,7 +218,7 @@ impl Store {
                  WHERE out_seq = ?1 AND recipient = ?2",
                 )?
                 .execute(params![seq, recipient.as_str(), now])?;
-                Ok(())
+                advance_floor(conn, recipient.as_str())
             })
             .await;
         this.bump_deliveries();
@@ -292,7 +311,7 @@ impl Store {
                     error,
                     now
                 ])?;
-                return Ok(());
+                return advance_floor(conn, recipient.as_str());
             }
             if state == DeliveryState::Delivered {
                 // A window of acks from one link, in order: every pending row of the recipient
@@ -310,7 +329,7 @@ impl Store {
                     )?
                     .execute(params![recipient.as_str(), first, last, now])?;
                 if n == seqs.len() {
-                    return Ok(());
+                    return advance_floor(conn, recipient.as_str());
                 }
             }
             // Many at once: one statement over a JSON array of seqs.
@@ -326,7 +345,7 @@ impl Store {
                 error,
                 now
             ])?;
-            Ok(())
+            advance_floor(conn, recipient.as_str())
         };
         if lazy {
             self.submit_lazy(job)
@@ -349,7 +368,9 @@ impl Store {
             conn.prepare_cached(
                 "UPDATE deliveries SET attempts = attempts + (state = 'queued'), state = 'queued',
                         last_error = ?2, updated_at_ms = ?3
-                 WHERE recipient = ?1 AND state IN ('queued','sent') AND final = 0",
+                 WHERE recipient = ?1
+                   AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
+                   AND state IN ('queued','sent') AND final = 0",
             )?
             .execute(params![recipient.as_str(), error, now])?;
             Ok(())
@@ -368,13 +389,19 @@ impl Store {
         let r = self
             .call(move |conn| {
                 let now = peerchat_db::now_ms() as i64;
-                Ok(conn
-                .prepare_cached(
-                    "UPDATE deliveries SET state = 'failed', last_error = ?3, updated_at_ms = ?4
-                     WHERE recipient = ?1 AND state IN ('queued','sent') AND final = 0
-                       AND out_seq IN (SELECT seq FROM outbox WHERE created_at_ms < ?2)",
-                )?
-                .execute(params![recipient.as_str(), cutoff_ms as i64, why, now])?)
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = 'failed', last_error = ?3, updated_at_ms = ?4
+                         WHERE recipient = ?1
+                           AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
+                           AND state IN ('queued','sent') AND final = 0
+                           AND out_seq IN (SELECT seq FROM outbox WHERE created_at_ms < ?2)",
+                    )?
+                    .execute(params![recipient.as_str(), cutoff_ms as i64, why, now])?;
+                if n > 0 {
+                    advance_floor(conn, recipient.as_str())?;
+                }
+                Ok(n)
             })
             .await;
         if matches!(r, Ok(n) if n > 0) {
@@ -387,10 +414,7 @@ impl Store {
     pub async fn has_pending(&self, recipient: Name) -> Result<bool, StoreError> {
         self.call(move |conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM deliveries
-                     WHERE recipient = ?1 AND state IN ('queued','sent') AND final = 0)",
-                )?
+                .prepare_cached(HAS_PENDING)?
                 .query_row(params![recipient.as_str()], |r| r.get(0))?)
         })
         .await
@@ -408,13 +432,7 @@ impl Store {
 
     /// Recipients with anything left to deliver (to restart their links after a restart).
     pub async fn pending_recipients(&self) -> Result<Vec<String>, StoreError> {
-        self.call(|conn| {
-            Ok(conn
-                .prepare("SELECT DISTINCT recipient FROM deliveries WHERE state IN ('queued','sent') AND final = 0")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?)
-        })
-        .await
+        self.call(pending_names).await
     }
 
     pub async fn counts(&self) -> Result<Counts, StoreError> {
@@ -541,10 +559,17 @@ impl Store {
                 let n = conn
                     .prepare_cached(
                         "UPDATE deliveries SET state = 'cancelled', updated_at_ms = ?2
-                         WHERE out_seq = ?1 AND state IN ('queued','sent') AND final = 0",
+                         WHERE out_seq = ?1 AND state IN ('queued','sent') AND final = 0
+                         RETURNING recipient",
                     )?
-                    .execute(params![seq, peerchat_db::now_ms() as i64])?;
-                Ok(Some(n))
+                    .query_map(params![seq, peerchat_db::now_ms() as i64], |r| {
+                        r.get::<_, String>(0)
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                for r in &n {
+                    advance_floor(conn, r)?;
+                }
+                Ok(Some(n.len()))
             })
             .await;
         this.bump_deliveries();
@@ -567,4 +592,37 @@ fn states(conn: &Connection, seq: i64) -> Result<Vec<RecipientState>, StoreError
             })
         })
         .collect())
+}
+
+/// Moves `recipient`'s pending floor up past the rows that are no longer pending: to just
+/// below its first pending row, or, when it has none, to the newest row of any recipient (a
+/// later message gets a higher seq). Never down, and never past a pending row: the scan starts
+/// at the old floor, below which nothing is pending. Called, in the same transaction, after
+/// anything that can end a row's pending state. Reads only the rows above the old floor.
+pub(super) fn advance_floor(conn: &Connection, recipient: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO pending_floor (recipient, seq)
+         SELECT ?1, COALESCE(
+             (SELECT out_seq - 1 FROM deliveries
+              WHERE recipient = ?1
+                AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
+                AND state IN ('queued','sent') AND final = 0
+              ORDER BY out_seq LIMIT 1),
+             (SELECT MAX(out_seq) FROM deliveries),
+             0)
+         WHERE true
+         ON CONFLICT (recipient) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+    )?
+    .execute(params![recipient])?;
+    Ok(())
+}
+
+/// Every recipient with a pending row (reads the whole table).
+fn pending_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT DISTINCT recipient FROM deliveries WHERE state IN ('queued','sent') AND final = 0",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
 }

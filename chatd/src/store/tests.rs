@@ -1,5 +1,5 @@
-//! Schema 6 on a real SQLite file: the upgrade keeps every row, and a seq is never handed out
-//! twice, even where retention before schema 6 had removed the newest rows.
+//! Schemas 6 and 7 on a real SQLite file: upgrades keep every row, a seq is never handed out
+//! twice, and a recipient's pending floor never passes a pending row.
 
 use std::time::Duration;
 
@@ -129,4 +129,183 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
         .await
         .expect("inbox");
     assert_eq!(last.iter().map(|r| r.seq).collect::<Vec<_>>(), [6]);
+}
+
+/// A database at schema 6: messages 1–3 to `pb` (1 delivered, 2 and 3 pending) and to `pc`
+/// (all delivered).
+fn schema6_with_pending(path: &std::path::Path) {
+    let conn = peerchat_db::open(path, &schema::MIGRATIONS[..6]).expect("schema 6");
+    for seq in 1..=3i64 {
+        conn.execute(
+            "INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
+             VALUES (?1, ?2, '[\"pb\",\"pc\"]', 'old', 1000)",
+            params![seq, format!("out{seq}")],
+        )
+        .expect("outbox row");
+        let pb = if seq == 1 { "delivered" } else { "queued" };
+        conn.execute(
+            "INSERT INTO deliveries (out_seq, recipient, state, updated_at_ms) VALUES (?1, 'pb', ?2, 1000)",
+            params![seq, pb],
+        )
+        .expect("delivery row pb");
+        conn.execute(
+            "INSERT INTO deliveries (out_seq, recipient, state, updated_at_ms) VALUES (?1, 'pc', 'delivered', 1000)",
+            params![seq],
+        )
+        .expect("delivery row pc");
+    }
+}
+
+fn floor(path: &std::path::Path, recipient: &str) -> Option<i64> {
+    let conn = peerchat_db::rusqlite::Connection::open(path).expect("open");
+    conn.query_row(
+        "SELECT seq FROM pending_floor WHERE recipient = ?1",
+        [recipient],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+async fn pending_seqs(store: &Store, recipient: &str) -> Vec<i64> {
+    let (batch, _) = store
+        .take_batch(name(recipient), 0, 100, 1 << 20)
+        .await
+        .expect("take_batch");
+    batch.iter().map(|m| m.seq).collect()
+}
+
+/// Schema 7: the pending floor starts right below each recipient's first pending row, moves up
+/// only past rows that stopped being pending (delivered, cancelled, failed), never past a
+/// pending one, and every query for pending rows finds exactly what the old index found.
+#[tokio::test]
+async fn pending_floor_never_passes_a_pending_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.db");
+    schema6_with_pending(&path);
+    let (store, _thread) = Store::open(&path).expect("open at schema 7");
+    assert_eq!((floor(&path, "pb"), floor(&path, "pc")), (Some(1), Some(3)));
+    assert!(store.has_pending(name("pb")).await.expect("has_pending"));
+    assert!(!store.has_pending(name("pc")).await.expect("has_pending"));
+    assert_eq!(
+        store.pending_recipients().await.expect("pending"),
+        ["pb".to_string()]
+    );
+    assert_eq!(pending_seqs(&store, "pb").await, [2, 3]);
+    let c = store.counts().await.expect("counts");
+    assert_eq!((c.queued, c.delivered), (2, 4));
+
+    // A new message to both; a message to a new name.
+    for (id, to) in [
+        ("m4", vec![name("pb"), name("pc")]),
+        ("m5", vec![name("pd")]),
+    ] {
+        store
+            .submit_send(id.into(), true, to, vec![], "hi".into())
+            .expect("submit")
+            .await
+            .expect("reply")
+            .expect("send");
+    }
+    assert_eq!(pending_seqs(&store, "pb").await, [2, 3, 4]);
+    assert_eq!(pending_seqs(&store, "pc").await, [4]);
+    assert_eq!(pending_seqs(&store, "pd").await, [5]);
+    let mut names = store.pending_recipients().await.expect("pending");
+    names.sort();
+    assert_eq!(names, ["pb", "pc", "pd"]);
+
+    // Delivering 3 (out of order) must not move pb's floor past 2, which is still pending.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store
+        .mark_delivered_soon(name("pb"), vec![3], move || drop(tx))
+        .expect("delivered");
+    wait_for_commit(&store, rx).await;
+    assert_eq!(floor(&path, "pb"), Some(1));
+    assert_eq!(pending_seqs(&store, "pb").await, [2, 4]);
+
+    // Cancelling 2 ends it: the floor moves to just below 4.
+    assert_eq!(store.cancel("out2".into()).await.expect("cancel"), Some(1));
+    assert_eq!(floor(&path, "pb"), Some(3));
+    assert_eq!(pending_seqs(&store, "pb").await, [4]);
+
+    // A failure of 4 leaves nothing pending: the floor is the newest row of all (pd's 5).
+    store
+        .mark_failed(name("pb"), 4, "refused".into())
+        .await
+        .expect("failed");
+    assert_eq!(floor(&path, "pb"), Some(5));
+    assert!(!store.has_pending(name("pb")).await.expect("has_pending"));
+    assert_eq!(pending_seqs(&store, "pb").await, Vec::<i64>::new());
+
+    // The next message to pb is above the floor and found.
+    store
+        .submit_send("m6".into(), true, vec![name("pb")], vec![], "hi".into())
+        .expect("submit")
+        .await
+        .expect("reply")
+        .expect("send");
+    assert_eq!(pending_seqs(&store, "pb").await, [6]);
+    let pending: Vec<(String, String)> = store
+        .outbox_pending(10)
+        .await
+        .expect("outbox_pending")
+        .into_iter()
+        .map(|r| (r.msg_id, r.to.to_string()))
+        .collect();
+    assert_eq!(
+        pending,
+        [
+            ("m4".to_string(), "pc".to_string()),
+            ("m5".to_string(), "pd".to_string()),
+            ("m6".to_string(), "pb".to_string())
+        ]
+    );
+    let detail = store
+        .message_detail("m4".into())
+        .await
+        .expect("detail")
+        .expect("known message");
+    assert_eq!(
+        detail
+            .iter()
+            .map(|r| (r.to.to_string(), r.state.as_str()))
+            .collect::<Vec<_>>(),
+        [("pb".to_string(), "failed"), ("pc".to_string(), "queued")]
+    );
+}
+
+/// Waits until the lazy `delivered` job has committed (it rides along with the next batch, or
+/// commits on its own within 20 ms): a job submitted after it commits after it.
+async fn wait_for_commit(store: &Store, _failed: tokio::sync::oneshot::Receiver<()>) {
+    store.call(|_| Ok(())).await.expect("a later job");
+}
+
+/// The queries for a recipient's pending rows search the primary key from the floor; neither
+/// reads the whole table.
+#[test]
+fn pending_queries_search_from_the_floor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.db");
+    let conn = peerchat_db::open(&path, schema::MIGRATIONS).expect("open");
+    for sql in [super::outbox::TAKE_BATCH, super::outbox::HAS_PENDING] {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let args: Vec<&dyn peerchat_db::rusqlite::ToSql> = vec![&"pb", &0, &10];
+        let n = stmt.parameter_count();
+        let plan: Vec<String> = stmt
+            .query_map(&args[..n], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("SEARCH d USING PRIMARY KEY (out_seq>?)")
+                || plan.contains("SEARCH deliveries USING PRIMARY KEY (out_seq>?)"),
+            "{sql}\n{plan}"
+        );
+        assert!(
+            !plan.contains("SCAN d") && !plan.contains("SCAN deliveries"),
+            "{sql}\n{plan}"
+        );
+    }
 }
