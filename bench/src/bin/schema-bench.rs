@@ -55,8 +55,9 @@ const ADVANCE_FLOOR: &str = "INSERT INTO pending_floor (recipient, seq)
            AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
            AND state IN ('queued','sent') AND final = 0
          ORDER BY out_seq LIMIT 1),
-        (SELECT MAX(out_seq) FROM deliveries WHERE recipient = ?1))
-    WHERE EXISTS (SELECT 1 FROM deliveries WHERE recipient = ?1)
+        (SELECT MAX(out_seq) FROM deliveries),
+        0)
+    WHERE true
     ON CONFLICT (recipient) DO UPDATE SET seq = MAX(seq, excluded.seq)";
 const PENDING: &str = "CREATE INDEX deliveries_pending ON deliveries(recipient, out_seq)
     WHERE state IN ('queued','sent') AND final = 0;";

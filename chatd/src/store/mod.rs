@@ -79,7 +79,13 @@ pub struct Store {
     inbox_feed: broadcast::Sender<FeedItem>,
     inbox_floor: SeqFloor,
     outbox_floor: SeqFloor,
+    /// Recipients known to have a committed `pending_floor` row (see `submit_send`).
+    floors: KnownFloors,
 }
+
+/// Recipients whose `pending_floor` row is committed, so that a send to them needs no insert
+/// there. Loaded at open; a name is added only after the commit that gave it its row.
+pub(crate) type KnownFloors = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Name>>>;
 
 /// The highest seq `inbox` or `outbox` ever handed out, while that is above the table's largest
 /// seq (0 otherwise). Seqs are plain rowids (the largest plus one), so they are never reused as
@@ -150,6 +156,11 @@ impl Store {
         let conn = peerchat_db::open(path, schema::MIGRATIONS)?;
         let inbox_floor = SeqFloor::load(&conn, "inbox")?;
         let outbox_floor = SeqFloor::load(&conn, "outbox")?;
+        let floors: std::collections::HashSet<Name> = conn
+            .prepare("SELECT recipient FROM pending_floor")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .filter_map(|r| r.ok().and_then(|n| Name::new(n).ok()))
+            .collect();
         let (tx, rx) = mpsc::channel::<Queued>();
         let thread = std::thread::Builder::new()
             .name("chatd-db".into())
@@ -164,6 +175,7 @@ impl Store {
                 inbox_feed: broadcast::channel(INBOX_FEED).0,
                 inbox_floor,
                 outbox_floor,
+                floors: std::sync::Arc::new(std::sync::Mutex::new(floors)),
             },
             StoreThread(Some(thread)),
         ))

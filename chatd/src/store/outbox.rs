@@ -65,9 +65,18 @@ impl Store {
         let sink = self.sink.clone();
         let floor = self.outbox_floor.clone();
         let committed = self.outbox_floor.clone();
+        let known = self.floors.clone();
+        let known_now = self.floors.clone();
         let hand_off = move |o: &SendOutcome| {
             if let Some(out) = &o.outgoing {
                 committed.committed(out.seq);
+                // Committed: every recipient has its floor row now.
+                let mut k = known_now.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &o.recipients {
+                    if !k.contains(&r.to) {
+                        k.insert(r.to.clone());
+                    }
+                }
             }
             if let (Some(sink), Some(out)) = (sink.get(), &o.outgoing) {
                 for r in o
@@ -119,6 +128,18 @@ impl Store {
                 let error = failed.iter().find(|(n, _)| *n == r).map(|(_, e)| e.clone());
                 let state = if error.is_some() { DeliveryState::Failed } else { DeliveryState::Queued };
                 ins.execute(params![seq, r.as_str(), state.as_str(), error, now])?;
+                // A recipient's first message gives it a floor right below it, so that its
+                // scans never start at 0 (that would read every other recipient's history).
+                // Safe: a recipient without a floor row has no rows at all (migration 7 gave
+                // every existing one a floor, this gives every new one, and floor rows are
+                // never removed). Skipped for names whose row is known to be committed.
+                if !known.lock().unwrap_or_else(|p| p.into_inner()).contains(&r) {
+                    conn.prepare_cached(
+                        "INSERT INTO pending_floor (recipient, seq) VALUES (?1, ?2 - 1)
+                         ON CONFLICT (recipient) DO NOTHING",
+                    )?
+                    .execute(params![r.as_str(), seq])?;
+                }
                 if error.is_some() {
                     // Never pending: keep the floor above it.
                     advance_floor(conn, r.as_str())?;
@@ -316,8 +337,8 @@ impl Store {
             if state == DeliveryState::Delivered {
                 // A window of acks from one link, in order: every pending row of the recipient
                 // between the first and the last acked seq was on that link and acknowledged
-                // (a nacked one is `failed` already), so one range update over the pending
-                // index covers them. Only if it matched fewer rows than were acked (some were
+                // (a nacked one is `failed` already), so one range update over the primary key
+                // covers them. Only if it matched fewer rows than were acked (some were
                 // cancelled meanwhile; an ack beats a cancel) does the exact list go further.
                 let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
                 let n = conn

@@ -209,6 +209,8 @@ async fn pending_floor_never_passes_a_pending_row() {
     assert_eq!(pending_seqs(&store, "pb").await, [2, 3, 4]);
     assert_eq!(pending_seqs(&store, "pc").await, [4]);
     assert_eq!(pending_seqs(&store, "pd").await, [5]);
+    // A new name gets its floor with its first message, right below it.
+    assert_eq!(floor(&path, "pd"), Some(4));
     let mut names = store.pending_recipients().await.expect("pending");
     names.sort();
     assert_eq!(names, ["pb", "pc", "pd"]);
@@ -308,4 +310,57 @@ fn pending_queries_search_from_the_floor() {
             "{sql}\n{plan}"
         );
     }
+}
+
+/// `sent` rows are pending too (the floor stays below them), a final `sent` (seed peer) and an
+/// expiry end them, and a window of acks (the range update) moves the floor like single acks.
+#[tokio::test]
+async fn floor_stays_below_sent_rows_and_passes_final_and_expired_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.db");
+    let (store, _thread) = Store::open(&path).expect("open");
+    for id in ["m1", "m2", "m3"] {
+        store
+            .submit_send(id.into(), true, vec![name("pb")], vec![], "hi".into())
+            .expect("submit")
+            .await
+            .expect("reply")
+            .expect("send");
+    }
+    assert_eq!(floor(&path, "pb"), Some(0));
+    store.mark_sent_soon(name("pb"), vec![1]).expect("sent");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store
+        .mark_delivered_soon(name("pb"), vec![2, 3], move || drop(tx))
+        .expect("delivered");
+    wait_for_commit(&store, rx).await;
+    let c = store.counts().await.expect("counts");
+    assert_eq!((c.sent, c.delivered), (1, 2));
+    // 1 is `sent`, still pending: the floor must not pass it.
+    assert_eq!(floor(&path, "pb"), Some(0));
+    assert_eq!(pending_seqs(&store, "pb").await, [1]);
+
+    // A seed peer's final `sent` ends it: nothing is pending, the floor is the newest row.
+    store.mark_sent_final(name("pb"), 1).await.expect("final");
+    assert_eq!(floor(&path, "pb"), Some(3));
+    assert!(!store.has_pending(name("pb")).await.expect("has_pending"));
+
+    // An expired message ends too.
+    store
+        .submit_send("m4".into(), true, vec![name("pb")], vec![], "hi".into())
+        .expect("submit")
+        .await
+        .expect("reply")
+        .expect("send");
+    assert_eq!(pending_seqs(&store, "pb").await, [4]);
+    let cutoff = peerchat_db::now_ms() + 60_000;
+    assert_eq!(
+        store
+            .expire(name("pb"), cutoff, "too old".into())
+            .await
+            .expect("expire"),
+        1
+    );
+    assert_eq!(floor(&path, "pb"), Some(4));
+    assert_eq!(pending_seqs(&store, "pb").await, Vec::<i64>::new());
 }
