@@ -155,7 +155,8 @@ pub const MIGRATIONS: &[&str] = &[
     // `queued` or `sent` (not final) row of a recipient has `out_seq > pending_floor.seq`, so
     // its pending rows are a primary-key range scan from there. A floor only moves up, and only
     // past rows that are no longer pending (`advance_floor`); a new row always gets a seq above
-    // every existing one. A recipient with no floor row starts at 0.
+    // every existing one. Here every recipient with rows gets its floor; a new one gets it with
+    // its first message (`submit_send`). Floor rows are never removed.
     "DROP INDEX deliveries_pending;
     CREATE TABLE pending_floor (
         recipient TEXT PRIMARY KEY NOT NULL,
