@@ -35,8 +35,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// A link with nothing to send for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Messages written to a link (from memory or from the database) are recorded `sent` in one
-/// lazy update when the oldest of them has been unacknowledged this long (all still unacknowledged then are marked, even
-/// ones written just before); most are acknowledged sooner, saving a row update each. Long
+/// lazy update when the oldest of them has been unacknowledged this long (all still
+/// unacknowledged then are marked, even ones written just before); most are acknowledged
+/// sooner, saving a row update each. Long
 /// enough that a full window (4,096 messages, ≈ 50 ms at full speed) is normally acknowledged
 /// first: at 50 ms nearly every message of a sustained stream got the update (≈ 5 % of the
 /// sender's database thread). The cost: `status` says `queued` instead of `sent` for up to a

@@ -35,6 +35,8 @@ use tracing::{info, warn};
 pub use delivery::RetryPolicy;
 pub use platform::default_socket;
 pub use store::Retention;
+/// The pending-floor statement, for schema-bench (it times the SQL chatd runs).
+pub use store::ADVANCE_FLOOR;
 
 /// Longest message id (caller-chosen ids included).
 pub const MAX_MSG_ID: usize = 128;

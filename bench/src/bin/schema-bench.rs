@@ -6,7 +6,7 @@
 //! insert) and times it with `synchronous=OFF` in a temporary directory, so that only CPU is
 //! measured, not the disk. The "shipped" tables are those of chatd's migration 7 (restated here:
 //! update both together): no `deliveries_pending` index, a per-recipient pending floor moved
-//! after every `delivered` update; "schema 6" is the one before it, with the partial index; the
+//! after every `delivered` update by chatd's own statement (`chatd::ADVANCE_FLOOR`); "schema 6" is the one before it, with the partial index; the
 //! others drop one feature each, to price it. The inserts give no explicit seq (chatd
 //! binds a `seq_floor` expression that is NULL in normal operation). Run: `target/release/schema-bench`.
 
@@ -47,18 +47,6 @@ const DELIVERIES_6: &str = "CREATE TABLE deliveries (
         OR state = 'failed' OR state = 'cancelled'),
     attempts INTEGER NOT NULL DEFAULT 0, final INTEGER NOT NULL DEFAULT 0, last_error TEXT,
     updated_at_ms INTEGER NOT NULL, PRIMARY KEY (out_seq, recipient)) STRICT, WITHOUT ROWID;";
-/// chatd's `advance_floor`, run after each `delivered` update.
-const ADVANCE_FLOOR: &str = "INSERT INTO pending_floor (recipient, seq)
-    SELECT ?1, COALESCE(
-        (SELECT out_seq - 1 FROM deliveries
-         WHERE recipient = ?1
-           AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
-           AND state IN ('queued','sent') AND final = 0
-         ORDER BY out_seq LIMIT 1),
-        (SELECT MAX(out_seq) FROM deliveries),
-        0)
-    WHERE true
-    ON CONFLICT (recipient) DO UPDATE SET seq = MAX(seq, excluded.seq)";
 const PENDING: &str = "CREATE INDEX deliveries_pending ON deliveries(recipient, out_seq)
     WHERE state IN ('queued','sent') AND final = 0;";
 const INBOX: &str = "CREATE TABLE inbox (seq INTEGER PRIMARY KEY,
@@ -194,7 +182,8 @@ fn measure(dir: &std::path::Path, v: &Variant, args: &Args) -> anyhow::Result<(f
             )?
             .execute(params![2i64, "b", first, last])?;
             if floor {
-                tx.prepare_cached(ADVANCE_FLOOR)?.execute(params!["b"])?;
+                tx.prepare_cached(chatd::ADVANCE_FLOOR)?
+                    .execute(params!["b"])?;
             }
             in_update += t.elapsed().as_secs_f64();
         }

@@ -29,7 +29,7 @@ use tracing::{debug, error};
 
 pub use groups::GroupError;
 pub use inbox::{InboxQuery, InboxRow, Received};
-pub use outbox::{DeliveryRow, Outgoing, SendOutcome};
+pub use outbox::{DeliveryRow, Outgoing, SendOutcome, ADVANCE_FLOOR};
 pub use peers::CachedPeer;
 pub use retention::Retention;
 

@@ -453,7 +453,16 @@ impl Store {
 
     /// Recipients with anything left to deliver (to restart their links after a restart).
     pub async fn pending_recipients(&self) -> Result<Vec<String>, StoreError> {
-        self.call(pending_names).await
+        self.call(|conn| {
+            Ok(conn
+                .prepare(
+                    "SELECT DISTINCT recipient FROM deliveries
+                     WHERE state IN ('queued','sent') AND final = 0",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     pub async fn counts(&self) -> Result<Counts, StoreError> {
@@ -615,14 +624,8 @@ fn states(conn: &Connection, seq: i64) -> Result<Vec<RecipientState>, StoreError
         .collect())
 }
 
-/// Moves `recipient`'s pending floor up past the rows that are no longer pending: to just
-/// below its first pending row, or, when it has none, to the newest row of any recipient (a
-/// later message gets a higher seq). Never down, and never past a pending row: the scan starts
-/// at the old floor, below which nothing is pending. Called, in the same transaction, after
-/// anything that can end a row's pending state. Reads only the rows above the old floor.
-pub(super) fn advance_floor(conn: &Connection, recipient: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO pending_floor (recipient, seq)
+/// `advance_floor`'s statement (`?1`: the recipient); public for schema-bench, which times it.
+pub const ADVANCE_FLOOR: &str = "INSERT INTO pending_floor (recipient, seq)
          SELECT ?1, COALESCE(
              (SELECT out_seq - 1 FROM deliveries
               WHERE recipient = ?1
@@ -632,18 +635,15 @@ pub(super) fn advance_floor(conn: &Connection, recipient: &str) -> Result<(), St
              (SELECT MAX(out_seq) FROM deliveries),
              0)
          WHERE true
-         ON CONFLICT (recipient) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-    )?
-    .execute(params![recipient])?;
-    Ok(())
-}
+         ON CONFLICT (recipient) DO UPDATE SET seq = MAX(seq, excluded.seq)";
 
-/// Every recipient with a pending row (reads the whole table).
-fn pending_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT DISTINCT recipient FROM deliveries WHERE state IN ('queued','sent') AND final = 0",
-        )?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?)
+/// Moves `recipient`'s pending floor up past the rows that are no longer pending: to just
+/// below its first pending row, or, when it has none, to the newest row of any recipient (a
+/// later message gets a higher seq). Never down, and never past a pending row: the scan starts
+/// at the old floor, below which nothing is pending. Called, in the same transaction, after
+/// anything that can end a row's pending state. Reads only the rows above the old floor.
+pub(super) fn advance_floor(conn: &Connection, recipient: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(ADVANCE_FLOOR)?
+        .execute(params![recipient])?;
+    Ok(())
 }

@@ -3,9 +3,10 @@
 //!
 //! Undelivered outgoing messages are never removed, and neither is the newest row of `inbox` or
 //! `outbox`: seqs are rowids (the largest plus one), and links and followers hold seq cursors,
-//! so the largest seq must never go away or it would be handed out again. A removed inbox message leaves its dedup key
-//! (sender, message id) in `inbox_seen` for [`SEEN_KEEP`], so a sender that never got our
-//! acknowledgement and resends it is still acknowledged without storing it twice.
+//! so the largest seq must never go away or it would be handed out again. A removed inbox
+//! message leaves its dedup key (sender, message id) in `inbox_seen` for [`SEEN_KEEP`], so a
+//! sender that never got our acknowledgement and resends it is still acknowledged without
+//! storing it twice.
 
 use std::time::Duration;
 

@@ -13,6 +13,16 @@ fn name(s: &str) -> Name {
     Name::new(s.to_string()).expect("valid name")
 }
 
+/// Sends "hi" to `to` with the caller-chosen id `id`; returns the committed outcome.
+async fn send(store: &Store, id: &str, to: Vec<Name>) -> super::SendOutcome {
+    store
+        .submit_send(id.into(), true, to, vec![], "hi".into())
+        .expect("submit")
+        .await
+        .expect("reply")
+        .expect("send")
+}
+
 fn received(id: &str) -> Received {
     Received {
         sender: "pa".into(),
@@ -102,12 +112,7 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
     assert_eq!(seqs, [2, 4, 5]);
     let mut out = Vec::new();
     for id in ["s1", "s2"] {
-        let o = store
-            .submit_send(id.into(), true, vec![name("pb")], vec![], "hi".into())
-            .expect("submit")
-            .await
-            .expect("reply")
-            .expect("send");
+        let o = send(&store, id, vec![name("pb")]).await;
         out.push(o.outgoing.expect("new message").seq);
     }
     assert_eq!(out, [4, 5]);
@@ -199,12 +204,7 @@ async fn pending_floor_never_passes_a_pending_row() {
         ("m4", vec![name("pb"), name("pc")]),
         ("m5", vec![name("pd")]),
     ] {
-        store
-            .submit_send(id.into(), true, to, vec![], "hi".into())
-            .expect("submit")
-            .await
-            .expect("reply")
-            .expect("send");
+        send(&store, id, to).await;
     }
     assert_eq!(pending_seqs(&store, "pb").await, [2, 3, 4]);
     assert_eq!(pending_seqs(&store, "pc").await, [4]);
@@ -216,11 +216,10 @@ async fn pending_floor_never_passes_a_pending_row() {
     assert_eq!(names, ["pb", "pc", "pd"]);
 
     // Delivering 3 (out of order) must not move pb's floor past 2, which is still pending.
-    let (tx, rx) = tokio::sync::oneshot::channel();
     store
-        .mark_delivered_soon(name("pb"), vec![3], move || drop(tx))
+        .mark_delivered_soon(name("pb"), vec![3], || ())
         .expect("delivered");
-    wait_for_commit(&store, rx).await;
+    wait_for_commit(&store).await;
     assert_eq!(floor(&path, "pb"), Some(1));
     assert_eq!(pending_seqs(&store, "pb").await, [2, 4]);
 
@@ -239,12 +238,7 @@ async fn pending_floor_never_passes_a_pending_row() {
     assert_eq!(pending_seqs(&store, "pb").await, Vec::<i64>::new());
 
     // The next message to pb is above the floor and found.
-    store
-        .submit_send("m6".into(), true, vec![name("pb")], vec![], "hi".into())
-        .expect("submit")
-        .await
-        .expect("reply")
-        .expect("send");
+    send(&store, "m6", vec![name("pb")]).await;
     assert_eq!(pending_seqs(&store, "pb").await, [6]);
     let pending: Vec<(String, String)> = store
         .outbox_pending(10)
@@ -277,7 +271,7 @@ async fn pending_floor_never_passes_a_pending_row() {
 
 /// Waits until the lazy `delivered` job has committed (it rides along with the next batch, or
 /// commits on its own within 20 ms): a job submitted after it commits after it.
-async fn wait_for_commit(store: &Store, _failed: tokio::sync::oneshot::Receiver<()>) {
+async fn wait_for_commit(store: &Store) {
     store.call(|_| Ok(())).await.expect("a later job");
 }
 
@@ -320,20 +314,14 @@ async fn floor_stays_below_sent_rows_and_passes_final_and_expired_ones() {
     let path = dir.path().join("node.db");
     let (store, _thread) = Store::open(&path).expect("open");
     for id in ["m1", "m2", "m3"] {
-        store
-            .submit_send(id.into(), true, vec![name("pb")], vec![], "hi".into())
-            .expect("submit")
-            .await
-            .expect("reply")
-            .expect("send");
+        send(&store, id, vec![name("pb")]).await;
     }
     assert_eq!(floor(&path, "pb"), Some(0));
     store.mark_sent_soon(name("pb"), vec![1]).expect("sent");
-    let (tx, rx) = tokio::sync::oneshot::channel();
     store
-        .mark_delivered_soon(name("pb"), vec![2, 3], move || drop(tx))
+        .mark_delivered_soon(name("pb"), vec![2, 3], || ())
         .expect("delivered");
-    wait_for_commit(&store, rx).await;
+    wait_for_commit(&store).await;
     let c = store.counts().await.expect("counts");
     assert_eq!((c.sent, c.delivered), (1, 2));
     // 1 is `sent`, still pending: the floor must not pass it.
@@ -346,12 +334,7 @@ async fn floor_stays_below_sent_rows_and_passes_final_and_expired_ones() {
     assert!(!store.has_pending(name("pb")).await.expect("has_pending"));
 
     // An expired message ends too.
-    store
-        .submit_send("m4".into(), true, vec![name("pb")], vec![], "hi".into())
-        .expect("submit")
-        .await
-        .expect("reply")
-        .expect("send");
+    send(&store, "m4", vec![name("pb")]).await;
     assert_eq!(pending_seqs(&store, "pb").await, [4]);
     let cutoff = peerchat_db::now_ms() + 60_000;
     assert_eq!(
