@@ -131,7 +131,8 @@ pub async fn run(
         tasks.clone(),
     );
     {
-        // Newly committed messages go straight to their recipients' links (in commit order).
+        // Newly accepted messages go straight to their recipients' links (in seq order), just
+        // before their commit (see `store::BeforeCommit`).
         let delivery = Arc::downgrade(&delivery);
         store.set_outgoing_sink(Box::new(move |to, m| {
             if let Some(d) = delivery.upgrade() {

@@ -347,3 +347,87 @@ async fn floor_stays_below_sent_rows_and_passes_final_and_expired_ones() {
     assert_eq!(floor(&path, "pb"), Some(4));
     assert_eq!(pending_seqs(&store, "pb").await, Vec::<i64>::new());
 }
+
+/// A message handed to its links before its commit, whose commit then fails: the hand-off
+/// happened (the message may reach the recipient, which deduplicates by id), the sender hears a
+/// storage error, and its seq is never given to another message, so that an acknowledgement of
+/// the lost message cannot be taken for a later one.
+#[tokio::test]
+async fn a_failed_commit_after_the_hand_off_never_reuses_its_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _thread) = Store::open(&dir.path().join("node.db")).expect("open");
+    let handed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = handed.clone();
+    store.set_outgoing_sink(Box::new(move |to, m| {
+        sink.lock().expect("sink").push((to.clone(), m.seq));
+    }));
+    let first = send(&store, "ok1", vec![name("pb")]).await;
+    let first = first.outgoing.expect("new message").seq;
+
+    // Hold the DB thread in a batch of its own, so that the send and the poison below are
+    // queued behind it and run together in the next batch.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let hold = store
+        .submit(move |_| {
+            let _ = started_tx.send(());
+            let _ = held.recv_timeout(Duration::from_secs(10));
+            Ok(())
+        })
+        .expect("hold");
+    started.await.expect("the DB thread runs the holding job");
+    let lost = store
+        .submit_send("lost".into(), true, vec![name("pb")], vec![], "hi".into())
+        .expect("submit");
+    // A deferred foreign key that is still violated makes COMMIT itself fail, after every job
+    // of the batch ran successfully (so the before-commit hand-off has happened).
+    let poison = store
+        .submit(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);
+                 INSERT INTO child VALUES (42);",
+            )?;
+            Ok(())
+        })
+        .expect("poison");
+    release.send(()).expect("release");
+    hold.await.expect("reply").expect("holding job");
+    assert!(matches!(
+        lost.await.expect("reply"),
+        Err(super::StoreError::Commit(_))
+    ));
+    assert!(poison.await.expect("reply").is_err());
+
+    let handed_seqs: Vec<i64> = handed
+        .lock()
+        .expect("sink")
+        .iter()
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(
+        handed_seqs.len(),
+        2,
+        "both sends were handed off: {handed_seqs:?}"
+    );
+    let lost_seq = handed_seqs[1];
+    assert_eq!(lost_seq, first + 1);
+    let pending: Vec<String> = store
+        .outbox_pending(10)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|r| r.msg_id)
+        .collect();
+    assert_eq!(pending, ["ok1"], "the lost message was not recorded");
+
+    // The next messages get new seqs, above the lost one, and the floor then goes away.
+    let next = send(&store, "ok2", vec![name("pb")]).await;
+    assert_eq!(next.outgoing.expect("new message").seq, lost_seq + 1);
+    let after = send(&store, "ok3", vec![name("pb")]).await;
+    assert_eq!(after.outgoing.expect("new message").seq, lost_seq + 2);
+    assert_eq!(store.outbox_floor.get(), 0);
+    // The lost id was never recorded: sending it again is a new message.
+    let again = send(&store, "lost", vec![name("pb")]).await;
+    assert!(again.created);
+}
