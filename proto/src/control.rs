@@ -305,6 +305,24 @@ pub struct InboxMessage {
     pub authenticated: bool,
 }
 
+/// The borrowed twin of [`Response::Message`]: the same JSON, encoded without copying the row
+/// (chatd writes one per message to every follower).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename = "message")]
+pub struct MessageRef<'a> {
+    pub seq: i64,
+    pub id: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    /// Empty unless the message went to more than one recipient (as in [`InboxMessage`]).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub recipients: &'a [String],
+    pub body: &'a str,
+    pub sent_at: &'a str,
+    pub received_at: &'a str,
+    pub authenticated: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub name: Name,
@@ -471,5 +489,46 @@ mod tests {
         let line = to_line(&err);
         let back: ControlReply = serde_json::from_slice(&line).unwrap();
         assert_eq!(back.outcome.into_result().unwrap_err().code, "unknown_name");
+    }
+
+    #[test]
+    fn borrowed_message_encodes_like_response_message() {
+        for recipients in [vec![], vec!["pa".to_string(), "pb".to_string()]] {
+            let owned = InboxMessage {
+                seq: 42,
+                id: "m\"1".into(),
+                from: "pc".into(),
+                to: "pa".into(),
+                recipients: recipients.clone(),
+                body: "hé\n\"x\"".into(),
+                sent_at: "2025-11-25T04:11:06.990Z".into(),
+                received_at: "2025-11-25T04:11:07.123Z".into(),
+                authenticated: true,
+            };
+            let borrowed = MessageRef {
+                seq: 42,
+                id: &owned.id,
+                from: &owned.from,
+                to: &owned.to,
+                recipients: &recipients,
+                body: &owned.body,
+                sent_at: &owned.sent_at,
+                received_at: &owned.received_at,
+                authenticated: true,
+            };
+            let mut line = b"x".to_vec();
+            crate::envelope::append_line(
+                &mut line,
+                &Reply {
+                    id: 8,
+                    outcome: Outcome::<_>::Ok(borrowed),
+                },
+            );
+            let expected: ControlReply = Reply {
+                id: 8,
+                outcome: Outcome::Ok(Response::Message(owned)),
+            };
+            assert_eq!(line[1..], to_line(&expected)[..]);
+        }
     }
 }

@@ -81,11 +81,23 @@ impl ErrorBody {
 
 /// Encodes any wire value as one line (JSON plus `\n`).
 pub fn to_line<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut v = Vec::with_capacity(128);
+    append_line(&mut v, value);
+    v
+}
+
+/// Appends one line (JSON plus `\n`) to `buf`: what [`to_line`] gives, without a buffer of its
+/// own (a busy follower or pipelined client writes many lines per write).
+pub fn append_line<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
+    let start = buf.len();
     // Serializing our own plain data types cannot fail (no maps with non-string keys, no
     // failing Serialize impls); fall back to an error line rather than panicking anyway.
-    let mut v = serde_json::to_vec(value).unwrap_or_else(|e| {
-        format!(r#"{{"id":0,"error":{{"code":"internal","message":"encode: {e}"}}}}"#).into_bytes()
-    });
-    v.push(b'\n');
-    v
+    if let Err(e) = serde_json::to_writer(&mut *buf, value) {
+        buf.truncate(start);
+        buf.extend_from_slice(
+            format!(r#"{{"id":0,"error":{{"code":"internal","message":"encode: {e}"}}}}"#)
+                .as_bytes(),
+        );
+    }
+    buf.push(b'\n');
 }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use peerchat_proto::control::Response;
-use peerchat_proto::envelope::{Outcome, Reply};
+use peerchat_proto::control::{MessageRef, Response};
+use peerchat_proto::envelope::{append_line, Outcome, Reply};
 use peerchat_proto::Name;
 use tokio::io::AsyncWrite;
 use tokio::sync::broadcast;
@@ -15,8 +15,7 @@ use tracing::debug;
 
 use super::{flush, store_error, write_line};
 use crate::node::Node;
-use crate::store::{FeedItem, InboxQuery};
-use peerchat_proto::envelope::to_line;
+use crate::store::{FeedItem, InboxQuery, InboxRow};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
 const PAGE: u32 = 256;
@@ -68,11 +67,9 @@ async fn stream(
     };
     write_line(w, &ok(id, Response::Following { after: cursor })).await?;
     let mut buf = Vec::new();
-    for r in backlog {
-        buf.extend_from_slice(&to_line(&ok(
-            id,
-            Response::Message(super::inbox::to_wire(node, r)),
-        )));
+    let mut lines = MessageLines::default();
+    for r in &backlog {
+        lines.append(&mut buf, id, node, r);
     }
     flush(w, &mut buf).await?;
     let mut heartbeat =
@@ -93,12 +90,9 @@ async fn stream(
             };
             let full = rows.len() as u32 == PAGE;
             // One write per page.
-            for r in rows {
+            for r in &rows {
                 cursor = r.seq;
-                buf.extend_from_slice(&to_line(&ok(
-                    id,
-                    Response::Message(super::inbox::to_wire(node, r)),
-                )));
+                lines.append(&mut buf, id, node, r);
             }
             flush(w, &mut buf).await?;
             if !full {
@@ -126,11 +120,7 @@ async fn stream(
                         let wanted = from.as_deref().is_none_or(|f| f == row.sender);
                         if row.seq > cursor && wanted {
                             cursor = row.seq;
-                            let row = (*row).clone();
-                            buf.extend_from_slice(&to_line(&ok(
-                                id,
-                                Response::Message(super::inbox::to_wire(node, row)),
-                            )));
+                            lines.append(&mut buf, id, node, &row);
                         }
                     }
                     // A row too large for the feed: read it (and what follows) from the
@@ -181,6 +171,44 @@ async fn write_error(
         outcome: Outcome::Err(store_error(e)),
     };
     write_line(w, &reply).await
+}
+
+/// Encodes inbox rows as `message` lines: the JSON of `Response::Message(inbox::to_wire(row))`,
+/// written straight from the row (`MessageRef`), with the timestamps formatted into buffers
+/// reused from line to line. A follower gets one line per message, so this is a hot path.
+#[derive(Default)]
+struct MessageLines {
+    sent_at: String,
+    received_at: String,
+}
+
+impl MessageLines {
+    fn append(&mut self, buf: &mut Vec<u8>, id: u64, node: &Node, r: &InboxRow) {
+        crate::time::rfc3339_into(&mut self.sent_at, r.sent_at_ms);
+        crate::time::rfc3339_into(&mut self.received_at, r.received_at_ms);
+        let message = MessageRef {
+            seq: r.seq,
+            id: &r.msg_id,
+            from: &r.sender,
+            to: node.name.as_str(),
+            recipients: if r.recipients.len() > 1 {
+                &r.recipients
+            } else {
+                &[]
+            },
+            body: &r.body,
+            sent_at: &self.sent_at,
+            received_at: &self.received_at,
+            authenticated: r.authenticated,
+        };
+        append_line(
+            buf,
+            &Reply {
+                id,
+                outcome: Outcome::Ok(message),
+            },
+        );
+    }
 }
 
 fn ok(id: u64, r: Response) -> Reply<Response> {

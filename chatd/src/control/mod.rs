@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use peerchat_proto::control::{self, code, Request, Response};
-use peerchat_proto::envelope::{to_line, ErrorBody, Outcome, Reply};
+use peerchat_proto::envelope::{append_line, to_line, ErrorBody, Outcome, Reply};
 use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
@@ -331,7 +331,7 @@ async fn writer(
                     }
                 };
                 let outcome: Outcome<Response> = result.into();
-                buf.extend_from_slice(&to_line(&Reply { id, outcome }));
+                append_line(&mut buf, &Reply { id, outcome });
                 next = if buf.len() < WRITE_BATCH {
                     rx.try_recv().ok()
                 } else {
