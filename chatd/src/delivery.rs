@@ -432,6 +432,20 @@ impl Delivery {
     ) -> Result<(), AttemptError> {
         let (id, nack) = match frame {
             Frame::Ack { id } => (id, None),
+            Frame::Acks { count, last } => {
+                // A run of acks: every message but the last is taken on trust of the order, the
+                // last is checked by id, like a single ack.
+                let count = count as usize;
+                if count == 0 || count > inflight.len() {
+                    return Err(LinkError::Protocol(format!(
+                        "acknowledgement of {count} messages with {} in flight",
+                        inflight.len()
+                    ))
+                    .into());
+                }
+                delivered.extend(inflight.drain(..count - 1).map(|m| m.seq));
+                (last, None)
+            }
             Frame::Nack { id, code, message } => {
                 (id, Some(format!("refused by {to}: {message} ({code})")))
             }
@@ -486,6 +500,7 @@ impl Delivery {
             version: peer::VERSION,
             from: self.me.clone(),
             to: to.clone(),
+            features: vec![peer::feature::ACKS.to_string()],
         };
         let secret = self.identity.noise_secret();
         let mut conn = match crate::noise::initiate(stream, &secret, &expected, &hello).await {

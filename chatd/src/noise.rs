@@ -127,10 +127,16 @@ async fn read_message(stream: &mut TcpStream) -> Result<Vec<u8>, LinkError> {
     Ok(msg)
 }
 
-/// The name a Hello claims and the name it wants to reach.
-pub fn hello_names(hello: &Frame) -> Option<(u32, &Name, &Name)> {
+/// What a Hello says: its version, the name it claims, the name it wants to reach, and the
+/// features it asks for.
+pub fn hello_fields(hello: &Frame) -> Option<(u32, &Name, &Name, &[String])> {
     match hello {
-        Frame::Hello { version, from, to } => Some((*version, from, to)),
+        Frame::Hello {
+            version,
+            from,
+            to,
+            features,
+        } => Some((*version, from, to, features)),
         _ => None,
     }
 }

@@ -136,7 +136,7 @@ async fn link(
     let secret = server.identity.noise_secret();
     let (mut conn, hello) = crate::noise::respond(stream, &secret).await?;
     drop(secret);
-    let Some((version, from, to)) = crate::noise::hello_names(&hello) else {
+    let Some((version, from, to, features)) = crate::noise::hello_fields(&hello) else {
         return Err(LinkError::Protocol(format!(
             "expected hello, got {}",
             kind(&hello)
@@ -185,6 +185,7 @@ async fn link(
         return Err(LinkError::WrongKey);
     }
     let from = from.clone();
+    let ack_runs = features.iter().any(|f| f == peer::feature::ACKS);
     conn.send(&Frame::Welcome {
         version: peer::VERSION,
         name: server.name.clone(),
@@ -205,23 +206,24 @@ async fn link(
             }
         }
         let mut batch = Vec::with_capacity(frames.len());
-        let mut replies: Vec<Frame> = Vec::with_capacity(frames.len());
+        // One answer per frame, in order: an ack (the message's place in `batch`) or a nack.
+        let mut answers: Vec<Result<usize, Frame>> = Vec::with_capacity(frames.len());
         for f in frames {
             match f {
                 Frame::Msg(m) => match check(&m) {
                     Ok(()) => {
-                        replies.push(Frame::Ack { id: m.id.clone() });
+                        answers.push(Ok(batch.len()));
                         batch.push(Received {
                             sender: from.to_string(),
                             msg: m,
                             authenticated: true,
                         });
                     }
-                    Err((code, message)) => replies.push(Frame::Nack {
+                    Err((code, message)) => answers.push(Err(Frame::Nack {
                         id: m.id,
                         code: code.into(),
                         message,
-                    }),
+                    })),
                 },
                 other => {
                     return Err(LinkError::Protocol(format!(
@@ -231,6 +233,7 @@ async fn link(
                 }
             }
         }
+        let replies = replies(answers, &batch, ack_runs);
         if !batch.is_empty() {
             let n = batch.len();
             if let Err(e) = server.store.receive(batch).await {
@@ -251,6 +254,47 @@ async fn link(
         }
         conn.flush().await?;
     }
+}
+
+/// The frames that answer a burst, in order: with `ack_runs` (the client asked for
+/// `peer::feature::ACKS`), each run of acknowledged messages becomes one `Acks` frame.
+fn replies(answers: Vec<Result<usize, Frame>>, batch: &[Received], ack_runs: bool) -> Vec<Frame> {
+    let id = |i: usize| batch[i].msg.id.clone();
+    if !ack_runs {
+        return answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(i) => Frame::Ack { id: id(i) },
+                Err(nack) => nack,
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    let mut run: Option<(u32, usize)> = None;
+    for a in answers {
+        match a {
+            Ok(i) => {
+                let count = run.map_or(0, |(c, _)| c);
+                run = Some((count + 1, i));
+            }
+            Err(nack) => {
+                if let Some((count, last)) = run.take() {
+                    out.push(Frame::Acks {
+                        count,
+                        last: id(last),
+                    });
+                }
+                out.push(nack);
+            }
+        }
+    }
+    if let Some((count, last)) = run {
+        out.push(Frame::Acks {
+            count,
+            last: id(last),
+        });
+    }
+    out
 }
 
 fn check(m: &WireMessage) -> Result<(), (&'static str, String)> {
@@ -306,6 +350,7 @@ pub fn kind(f: &Frame) -> &'static str {
         Frame::Refused { .. } => "refused",
         Frame::Msg(_) => "msg",
         Frame::Ack { .. } => "ack",
+        Frame::Acks { .. } => "acks",
         Frame::Nack { .. } => "nack",
     }
 }

@@ -143,47 +143,179 @@ fn a_flipped_ciphertext_byte_closes_the_link_and_delivers_nothing() {
 
 /// Speaks our peer protocol as `signer`, claiming to be `from`; returns the server's first frame.
 fn claim(target: SocketAddr, signer: &Signer, from: &str, to: &str) -> Frame {
-    let mut s = TcpStream::connect(target).unwrap();
+    RawLink::open(target, signer, from, to, vec![]).recv()
+}
+
+/// A hand-made client side of a peer link: preamble, Noise XX as `signer`, a Hello claiming
+/// `from` with `features`; then whole frames (a large one cut into several records).
+struct RawLink {
+    s: TcpStream,
+    transport: snow::TransportState,
+    /// Decrypted bytes not yet taken as frames.
+    plain: Vec<u8>,
+}
+
+impl RawLink {
+    fn open(
+        target: SocketAddr,
+        signer: &Signer,
+        from: &str,
+        to: &str,
+        features: Vec<String>,
+    ) -> RawLink {
+        let mut s = TcpStream::connect(target).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let params: snow::params::NoiseParams = peer::NOISE_PARAMS.parse().unwrap();
+        let secret = signer.noise_secret();
+        let mut hs = snow::Builder::new(params)
+            .local_private_key(&secret)
+            .unwrap()
+            .prologue(peer::PREAMBLE)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut buf = vec![0u8; 65_535];
+        s.write_all(peer::PREAMBLE).unwrap();
+        let n = hs.write_message(&[], &mut buf).unwrap();
+        write_record(&mut s, &buf[..n]);
+        let m = read_record(&mut s);
+        hs.read_message(&m, &mut buf).unwrap();
+        let hello = Frame::Hello {
+            version: peer::VERSION,
+            from: Name::new(from).unwrap(),
+            to: Name::new(to).unwrap(),
+            features,
+        };
+        let n = hs.write_message(&peer::encode(&hello), &mut buf).unwrap();
+        write_record(&mut s, &buf[..n]);
+        RawLink {
+            s,
+            transport: hs.into_transport_mode().unwrap(),
+            plain: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        let mut buf = vec![0u8; 65_535];
+        for chunk in peer::frame_bytes(frame).chunks(65_535 - 16) {
+            let n = self.transport.write_message(chunk, &mut buf).unwrap();
+            write_record(&mut self.s, &buf[..n]);
+        }
+    }
+
+    fn recv(&mut self) -> Frame {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            if self.plain.len() >= 4 {
+                let len = u32::from_be_bytes(self.plain[..4].try_into().unwrap()) as usize;
+                if self.plain.len() >= 4 + len {
+                    let frame = peer::decode(&self.plain[4..4 + len]).unwrap();
+                    self.plain.drain(..4 + len);
+                    return frame;
+                }
+            }
+            let m = read_record(&mut self.s);
+            let n = self.transport.read_message(&m, &mut buf).unwrap();
+            self.plain.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+fn write_record(s: &mut TcpStream, m: &[u8]) {
+    s.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
+    s.write_all(m).unwrap();
+}
+
+fn read_record(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut m).unwrap();
+    m
+}
+
+/// Registers `name` for `signer` at the registry (seq 1), as a node would.
+fn register(registry: SocketAddr, signer: &Signer, name: &str) {
+    let mut s = TcpStream::connect(registry).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
-    let params: snow::params::NoiseParams = peer::NOISE_PARAMS.parse().unwrap();
-    let secret = signer.noise_secret();
-    let mut hs = snow::Builder::new(params)
-        .local_private_key(&secret)
-        .unwrap()
-        .prologue(peer::PREAMBLE)
-        .unwrap()
-        .build_initiator()
+    s.write_all(format!("{}\n", signer.register(name, 9, 1)).as_bytes())
         .unwrap();
-    let mut buf = vec![0u8; 65_535];
-    let write = |s: &mut TcpStream, m: &[u8]| {
-        s.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
-        s.write_all(m).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    assert!(line.contains("\"registered\""), "registration: {line}");
+}
+
+/// A caller that lists the `acks` feature gets runs of acknowledgements as one `acks` frame
+/// ending at the right id, with a `nack` in between kept in place; a caller that does not (every
+/// earlier chatd) gets one `ack` per message, as before.
+#[test]
+fn acks_come_in_runs_only_for_callers_that_ask() {
+    let net = Net::new();
+    let pb = net.node("pb");
+    let raw = Signer::new(7);
+    register(net.registry.addr, &raw, "raw");
+    let msg = |id: &str, body: String| {
+        Frame::Msg(peer::WireMessage {
+            id: id.into(),
+            to: vec![Name::new("pb").unwrap()],
+            sent_at_ms: 1,
+            body,
+        })
     };
-    let read = |s: &mut TcpStream| {
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).unwrap();
-        let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut m).unwrap();
-        m
-    };
-    s.write_all(peer::PREAMBLE).unwrap();
-    let n = hs.write_message(&[], &mut buf).unwrap();
-    write(&mut s, &buf[..n]);
-    let m = read(&mut s);
-    hs.read_message(&m, &mut buf).unwrap();
-    let hello = Frame::Hello {
-        version: peer::VERSION,
-        from: Name::new(from).unwrap(),
-        to: Name::new(to).unwrap(),
-    };
-    let n = hs.write_message(&peer::encode(&hello), &mut buf).unwrap();
-    write(&mut s, &buf[..n]);
-    let mut transport = hs.into_transport_mode().unwrap();
-    let m = read(&mut s);
-    let n = transport.read_message(&m, &mut buf).unwrap();
-    let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-    assert_eq!(len + 4, n, "one frame in the first record");
-    peer::decode(&buf[4..n]).unwrap()
+    let too_large = "x".repeat(peerchat_proto::MAX_BODY_BYTES + 1);
+
+    let mut old = RawLink::open(pb.listen, &raw, "raw", "pb", vec![]);
+    assert!(matches!(old.recv(), Frame::Welcome { .. }));
+    for id in ["o1", "o2", "o3"] {
+        old.send(&msg(id, format!("body {id}")));
+    }
+    for id in ["o1", "o2", "o3"] {
+        assert_eq!(old.recv(), Frame::Ack { id: id.into() });
+    }
+
+    let mut new = RawLink::open(
+        pb.listen,
+        &raw,
+        "raw",
+        "pb",
+        vec!["something-else".into(), peer::feature::ACKS.into()],
+    );
+    assert!(matches!(new.recv(), Frame::Welcome { .. }));
+    // Sent as fast as possible: however the server cuts them into bursts, the answers must add
+    // up to acks for n1, n2, a nack for n3, acks for n4, n5, n6, in order.
+    for (id, body) in [
+        ("n1", "a".to_string()),
+        ("n2", "b".into()),
+        ("n3", too_large),
+        ("n4", "c".into()),
+        ("n5", "d".into()),
+        ("n6", "e".into()),
+    ] {
+        new.send(&msg(id, body));
+    }
+    let mut answered: Vec<String> = Vec::new();
+    while answered.len() < 6 {
+        match new.recv() {
+            Frame::Acks { count, last } => {
+                assert!(count >= 1);
+                let start = answered.len();
+                answered.extend((1..=count).map(|_| "ack".to_string()));
+                let i = start + count as usize - 1;
+                assert_eq!(
+                    last,
+                    format!("n{}", i + 1),
+                    "the run ends at the right message"
+                );
+            }
+            Frame::Nack { id, code, .. } => {
+                assert_eq!((id.as_str(), code.as_str()), ("n3", peer::code::TOO_LARGE));
+                answered.push("nack".into());
+            }
+            other => panic!("a caller that asked for acks got {other:?}"),
+        }
+    }
+    assert_eq!(answered, ["ack", "ack", "nack", "ack", "ack", "ack"]);
+    assert_eq!(pb.wait_inbox(8, T).len(), 8);
 }
 
 #[test]

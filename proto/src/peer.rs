@@ -7,7 +7,8 @@
 //!
 //! The client opens with `Hello`; the server answers `Welcome` (or `Refused` and closes). Then the
 //! client streams `Msg` frames without waiting (pipelined, at most a window in flight) and the server
-//! answers each with `Ack` once the message is committed to its database, in the same order.
+//! answers each with `Ack` once the message is committed to its database, in the same order (or,
+//! if the Hello asked for [`feature::ACKS`], each run of them with one `Acks`).
 
 use serde::{Deserialize, Serialize};
 
@@ -34,11 +35,26 @@ pub mod code {
     pub const BUSY: &str = "busy";
 }
 
+/// Optional behaviours a client can ask for in its `Hello` (`features`). A server uses only the
+/// ones it knows and ignores the rest, so adding one never needs a new protocol version.
+pub mod feature {
+    /// The server may answer a run of consecutive acknowledged messages with one `Acks` frame
+    /// instead of one `Ack` each.
+    pub const ACKS: &str = "acks";
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame {
-    /// Client → server, first frame: who is calling, and whom it expects to reach.
-    Hello { version: u32, from: Name, to: Name },
+    /// Client → server, first frame: who is calling, whom it expects to reach, and the optional
+    /// behaviours it understands (see [`feature`]; absent means none).
+    Hello {
+        version: u32,
+        from: Name,
+        to: Name,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+    },
     /// Server → client: the server is `name`, ready for messages.
     Welcome { version: u32, name: Name },
     /// Server → client, then close: the link is refused (e.g. the server is not `to`).
@@ -47,6 +63,10 @@ pub enum Frame {
     Msg(WireMessage),
     /// Server → client: message `id` is committed (or was already, for a repeat).
     Ack { id: String },
+    /// Server → client, only if the client's Hello listed [`feature::ACKS`]: the next `count`
+    /// unanswered messages are committed, the last of them being `last` (so the client can
+    /// check that both sides agree on where the run ends).
+    Acks { count: u32, last: String },
     /// Server → client: message `id` will never be accepted; do not retry it.
     Nack {
         id: String,
@@ -171,6 +191,32 @@ mod tests {
         assert_eq!(decode(&encode(&f)).unwrap(), f);
         assert!(decode(b"{\"type\":\"msg\"}").is_err());
         assert!(decode(b"\x00\x01").is_err());
+    }
+
+    #[test]
+    fn hello_features_are_optional_both_ways() {
+        // An earlier chatd's Hello (no features) still decodes, and ours without features
+        // encodes exactly as before.
+        let old = br#"{"type":"hello","version":1,"from":"pa","to":"pb"}"#;
+        let hello = decode(old).unwrap();
+        assert!(matches!(&hello, Frame::Hello { features, .. } if features.is_empty()));
+        assert_eq!(encode(&hello), old);
+        let new = Frame::Hello {
+            version: VERSION,
+            from: Name::new("pa").unwrap(),
+            to: Name::new("pb").unwrap(),
+            features: vec![feature::ACKS.into()],
+        };
+        assert_eq!(
+            encode(&new),
+            br#"{"type":"hello","version":1,"from":"pa","to":"pb","features":["acks"]}"#
+        );
+        let acks = Frame::Acks {
+            count: 3,
+            last: "m3".into(),
+        };
+        assert_eq!(encode(&acks), br#"{"type":"acks","count":3,"last":"m3"}"#);
+        assert_eq!(decode(&encode(&acks)).unwrap(), acks);
     }
 
     #[test]
