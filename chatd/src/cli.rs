@@ -104,11 +104,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub message_lifetime: u64,
     /// Remove inbox messages, and delivered/failed/cancelled outgoing ones, older than this many
-    /// seconds (default: keep everything). Undelivered messages are never removed.
+    /// seconds (default: keep everything). Undelivered messages are never removed, nor the newest
+    /// inbox and the newest outgoing message, however old (their seqs must never be reused).
     #[arg(long, value_name = "SECS", env = "CHATD_RETENTION_AGE", value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_age: Option<u64>,
     /// Keep at most this many inbox messages and this many finished outgoing messages (default:
-    /// all)
+    /// all; at least the newest of each is always kept)
     #[arg(long, value_name = "N", env = "CHATD_RETENTION_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_count: Option<u64>,
     /// Log level or filter (error, warn, info, debug, trace, or e.g. chatd=debug) [default: $RUST_LOG, else info]

@@ -89,15 +89,17 @@ pub struct Args {
 ///
 /// Run it on the registry host as the owner of the database (the `registryd` user, or root). It
 /// writes the database directly; a running registryd picks the change up within a second.
-/// The config file is not read: pass --db (or REGISTRYD_DB) when the daemon's database is not the
-/// default one. Use it when a node lost its key (a new install, a deleted state directory): the node's old
-/// key can no longer sign for the name.
+/// It finds the database the way the daemon does: --db (or REGISTRYD_DB), else `db` in the
+/// daemon's config file (--config, else the user's registryd.toml when it exists), else the
+/// default. Use it when a node lost its key (a new install, a deleted state directory): the
+/// node's old key can no longer sign for the name.
 #[derive(Parser, Debug)]
 #[command(
     name = "registryd release",
     version,
     after_help = "\
 Examples:
+  sudo -u registryd registryd release alice --config /etc/peerchat/registryd.toml
   sudo -u registryd registryd release alice --db /var/lib/peerchat/registryd/registry.db
   registryd release bob                       # database in the state directory
 
@@ -106,7 +108,11 @@ Exit status: 0 released, 1 error (including: no such name), 2 usage error."
 pub struct ReleaseArgs {
     /// The name to release
     pub name: String,
-    /// SQLite database file [default: STATE_DIR/registry.db]
+    /// SQLite database file [default: `db` in the config file, else STATE_DIR/registry.db]
     #[arg(long, value_name = "PATH", env = "REGISTRYD_DB")]
     pub db: Option<PathBuf>,
+    /// The daemon's config file, read for its `db` [default: the user's registryd.toml when it
+    /// exists]
+    #[arg(long, value_name = "PATH", env = "REGISTRYD_CONFIG")]
+    pub config: Option<PathBuf>,
 }

@@ -43,15 +43,30 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `db` the daemon would use according to its config file (`config`, else the user's
+/// registryd.toml when it exists), read with the daemon's own layered parser.
+fn configured_db(config: Option<&std::path::Path>) -> anyhow::Result<Option<std::path::PathBuf>> {
+    use peerchat_daemon::config::{parse_from, ConfigPath};
+    let argv = vec![std::ffi::OsString::from("registryd")];
+    let args: Args = parse_from(argv, |_| match config {
+        Some(p) => ConfigPath::Explicit(p.to_path_buf()),
+        None => peerchat_daemon::startup::user_config("registryd.toml")
+            .map_or(ConfigPath::None, ConfigPath::Default),
+    })?;
+    Ok(args.db)
+}
+
 fn release_main() -> ! {
     use clap::Parser;
     let args = registryd::cli::ReleaseArgs::parse_from(std::env::args_os().skip(1));
     let result = (|| -> anyhow::Result<bool> {
         let name = peerchat_proto::Name::new(args.name.clone())
             .map_err(|e| anyhow::anyhow!("{:?}: {e}", args.name))?;
-        let db = args
-            .db
-            .unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db"));
+        let db = match args.db {
+            Some(db) => db,
+            None => configured_db(args.config.as_deref())?
+                .unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db")),
+        };
         if !db.exists() {
             anyhow::bail!("no registry database at {}", db.display());
         }

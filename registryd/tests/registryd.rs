@@ -339,3 +339,37 @@ fn rotation_moves_a_name_and_release_frees_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
 }
+
+/// `registryd release` finds the database where the daemon's config file puts it, and refuses a
+/// config file the daemon would refuse.
+#[test]
+fn release_reads_the_database_from_the_config_file() {
+    let dir = tempdir();
+    let reg = Registry::start(dir.path());
+    let r = ask(reg.addr, &[Signer::new(1).register("pc", 7000, 1)]);
+    assert!(r[0]["ok"].is_object(), "{}", r[0]);
+    let config = dir.path().join("registryd.toml");
+    std::fs::write(
+        &config,
+        format!("db = {:?}\nttl = 60\n", reg.db.display().to_string()),
+    )
+    .unwrap();
+    let release = |config: &std::path::Path| {
+        std::process::Command::new(peerchat_testkit::bin("registryd"))
+            .args(["release", "pc", "--config"])
+            .arg(config)
+            .env_remove("REGISTRYD_DB")
+            .output()
+            .unwrap()
+    };
+    let out = release(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("released pc"), "{stderr}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "no_such_option = 1\n").unwrap();
+    let out = release(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
