@@ -65,11 +65,11 @@ struct Wake {
     resync: std::sync::atomic::AtomicBool,
 }
 
-/// Messages accepted for a recipient, pushed by the DB thread in `seq` order just before their
-/// commit (so a message can be on the wire while our fsync runs; see `store::BeforeCommit`). A
-/// streaming link takes them from here instead of reading them back from SQLite. If the queue is
-/// full, pushing stops (`overflowed`); the link drains the queue, then reads what came after it
-/// from the database, so nothing is ever lost by the hand-off: the database stays the truth.
+/// Messages committed for a recipient, pushed by the DB thread in commit order (so in `seq`
+/// order). A streaming link takes them from here instead of reading them back from SQLite. If
+/// the queue is full, pushing stops (`overflowed`); the link drains the queue, then reads what
+/// came after it from the database, so nothing is ever lost by the hand-off: the database stays
+/// the truth.
 #[derive(Default)]
 struct Handed {
     queue: VecDeque<Outgoing>,
@@ -162,9 +162,8 @@ impl Delivery {
             .spawn(async move { this.run_recipient(recipient, wake).await });
     }
 
-    /// A message for `recipient` is about to be committed (called on the DB thread, in seq
-    /// order, before the commit). Only a running task takes it; a new task starts from the
-    /// database anyway.
+    /// A message for `recipient` was just committed (called on the DB thread, in commit order).
+    /// Only a running task takes it; a new task starts from the database anyway.
     pub fn hand_off(&self, recipient: &Name, m: &Outgoing) {
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = links.get(recipient) {
@@ -275,11 +274,9 @@ impl Delivery {
         let mut conn = self.connect(to, &target.address, target.key).await?;
         // From the database until caught up. The hand-off queue is reset before every read:
         // whatever is committed after the read is pushed to it (in order), and whatever was
-        // pushed before the read is also in what the read returns (and skipped by seq): it was
-        // pushed by a batch that ran before the read's job, so the read sees its commit. (A
-        // message pushed whose commit then failed is in neither, or only in the queue: sending
-        // it is harmless, see `store::BeforeCommit`.) If the queue fills up while streaming, it
-        // is drained first and the database read resumes after the last message sent.
+        // pushed before the read is also in what the read returns (and skipped by seq). If the
+        // queue fills up while streaming, it is drained first and the database read resumes
+        // after the last message sent.
         wake.reset_handoff();
         let (mut pending, _) = self
             .store

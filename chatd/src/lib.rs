@@ -131,8 +131,7 @@ pub async fn run(
         tasks.clone(),
     );
     {
-        // Newly accepted messages go straight to their recipients' links (in seq order), just
-        // before their commit (see `store::BeforeCommit`).
+        // Newly committed messages go straight to their recipients' links (in commit order).
         let delivery = Arc::downgrade(&delivery);
         store.set_outgoing_sink(Box::new(move |to, m| {
             if let Some(d) = delivery.upgrade() {

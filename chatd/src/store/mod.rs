@@ -4,11 +4,6 @@
 //! transaction (group commit: one fsync for many messages). A job's reply is sent only after the
 //! transaction committed, so "the store said ok" always means "it is on disk".
 //!
-//! A job may also leave a *before-commit* step, run once every job of the batch has succeeded and
-//! just before COMMIT. `submit_send` uses it to hand new messages to their links, so that the
-//! recipient's commit runs while ours does instead of after it (two fsyncs in parallel, not in
-//! series). What that costs, and why it is safe, is explained at [`BeforeCommit`].
-//!
 //! Jobs do not get savepoints (a savepoint copies every page a job touches into a sub-journal:
 //! measured at ~10% of the DB thread under load). Instead, the rule: a job refuses (a logical
 //! error such as an id conflict) only *before* it writes anything, and a database error inside
@@ -53,27 +48,11 @@ pub enum StoreError {
 }
 
 /// Runs on the DB thread with the connection (inside the batch's transaction); returns the
-/// database error that spoils the transaction, if it hit one, an optional step to run before the
-/// commit, and a completion to run once the commit's outcome is known. If the transaction could
-/// not even begin, the job gets the error instead of a connection.
-type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> JobOutput + Send>;
+/// database error that spoils the transaction, if it hit one, and a completion to run once the
+/// commit's outcome is known. If the transaction could not even begin, the job gets the error
+/// instead of a connection.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> (Option<String>, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-
-struct JobOutput {
-    spoiled: Option<String>,
-    before_commit: Option<BeforeCommit>,
-    done: Completion,
-}
-
-/// Runs on the DB thread after every job of the batch succeeded, in job order, right before
-/// COMMIT; the commit may still fail (or the process die) afterwards. So a before-commit step
-/// may only do what stays correct if the batch is then lost: handing a message to a link is such
-/// a thing, because the recipient deduplicates by (sender, message id) and never sees our seqs,
-/// and because the outbox seqs it handed out are never reused in this process
-/// ([`SeqFloor::handed_out`]). The client of a lost batch hears an error (or nothing, if chatd
-/// died), which already meant "may or may not have been recorded"; a retry with the same
-/// `msg_id` is deduplicated by the recipient.
-pub(crate) type BeforeCommit = Box<dyn FnOnce() + Send>;
 
 /// A job and whether someone waits for it (`Now`) or it may wait for the next batch (`Lazy`).
 enum Queued {
@@ -84,9 +63,8 @@ enum Queued {
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
-/// Called on the DB thread, in seq order, for every newly accepted message and each of its
-/// queued recipients, just before the message's commit (the delivery engine's in-memory
-/// hand-off; see `delivery.rs` and [`BeforeCommit`]).
+/// Called on the DB thread, in commit order, for every newly accepted message and each of its
+/// queued recipients (the delivery engine's in-memory hand-off; see `delivery.rs`).
 pub type OutgoingSink = Box<dyn Fn(&Name, &Outgoing) + Send + Sync>;
 
 #[derive(Clone)]
@@ -139,19 +117,11 @@ impl SeqFloor {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A row with `seq` committed: once that is at or above the floor, plain rowids are safe.
+    /// A row with `seq` committed: once that is above the floor, plain rowids are safe.
     fn committed(&self, seq: i64) {
-        if seq >= self.get() {
+        if seq > self.get() {
             self.0.store(0, std::sync::atomic::Ordering::Relaxed);
         }
-    }
-
-    /// `seq` left this thread before its commit (a before-commit hand-off): if the commit fails,
-    /// SQLite would give the same seq to the next row, and a link that still holds the lost
-    /// message would take that row's acknowledgement for it. Raising the floor prevents it;
-    /// [`SeqFloor::committed`] lowers it again once the row is on disk.
-    fn handed_out(&self, seq: i64) {
-        self.0.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -234,7 +204,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
-        let (job, rx) = make_job(f, |_| None, |_| {});
+        let (job, rx) = make_job(f, |_| {});
         self.jobs
             .send(Queued::Lazy(job))
             .map_err(|_| StoreError::Closed)?;
@@ -248,18 +218,7 @@ impl Store {
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         after_commit: impl FnOnce(&T) + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
-        self.submit_staged(f, |_| None, after_commit)
-    }
-
-    /// Like [`Store::submit_then`], and `before_commit` may make a step (see [`BeforeCommit`])
-    /// from the job's result, to run once the whole batch succeeded, before its commit.
-    pub(crate) fn submit_staged<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-        before_commit: impl FnOnce(&T) -> Option<BeforeCommit> + Send + 'static,
-        after_commit: impl FnOnce(&T) + Send + 'static,
-    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
-        let (job, rx) = make_job(f, before_commit, after_commit);
+        let (job, rx) = make_job(f, after_commit);
         self.jobs
             .send(Queued::Now(job))
             .map_err(|_| StoreError::Closed)?;
@@ -290,7 +249,6 @@ impl Store {
 #[allow(clippy::type_complexity)]
 fn make_job<T: Send + 'static>(
     f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    before_commit: impl FnOnce(&T) -> Option<BeforeCommit> + Send + 'static,
     after_commit: impl FnOnce(&T) + Send + 'static,
 ) -> (Job, oneshot::Receiver<Result<T, StoreError>>) {
     let (tx, rx) = oneshot::channel();
@@ -301,10 +259,6 @@ fn make_job<T: Send + 'static>(
         };
         let spoiled = match &result {
             Err(e @ (StoreError::Sql(_) | StoreError::Commit(_))) => Some(e.to_string()),
-            _ => None,
-        };
-        let before_commit = match &result {
-            Ok(v) => before_commit(v),
             _ => None,
         };
         let done: Completion = Box::new(move |commit| {
@@ -318,11 +272,7 @@ fn make_job<T: Send + 'static>(
                 Err(e) => Err(StoreError::Commit(e)),
             });
         });
-        JobOutput {
-            spoiled,
-            before_commit,
-            done,
-        }
+        (spoiled, done)
     });
     (job, rx)
 }
@@ -406,34 +356,27 @@ fn run_batch(
             // Every job must still hear back, with the reason.
             let msg = e.to_string();
             for job in batch {
-                completions.push(job(Err(&msg)).done);
+                completions.push(job(Err(&msg)).1);
             }
             return Err(msg);
         }
     };
     let mut failed: Option<String> = None;
-    let mut before_commit = Vec::new();
     for job in batch {
         if let Some(msg) = &failed {
             // The transaction is lost; the remaining jobs hear why instead of running.
-            completions.push(job(Err(msg)).done);
+            completions.push(job(Err(msg)).1);
             continue;
         }
-        let out = job(Ok(&tx));
-        completions.push(out.done);
-        before_commit.extend(out.before_commit);
-        if let Some(msg) = out.spoiled {
+        let (spoiled, done) = job(Ok(&tx));
+        completions.push(done);
+        if let Some(msg) = spoiled {
             // Dropping the transaction below rolls back every job of the batch.
             failed = Some(msg);
         }
     }
     match failed {
         Some(msg) => Err(msg),
-        None => {
-            for step in before_commit {
-                step();
-            }
-            tx.commit().map_err(|e| e.to_string())
-        }
+        None => tx.commit().map_err(|e| e.to_string()),
     }
 }

@@ -64,31 +64,10 @@ impl Store {
     ) -> Result<tokio::sync::oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
         let sink = self.sink.clone();
         let floor = self.outbox_floor.clone();
-        let handed = self.outbox_floor.clone();
         let committed = self.outbox_floor.clone();
         let known = self.floors.clone();
         let known_now = self.floors.clone();
-        // Before the commit: hand the message to its recipients' links, so that it is on its way
-        // (and the recipient's commit runs) while ours does. Safe if our commit then fails; see
-        // `BeforeCommit`.
-        let hand_off = move |o: &SendOutcome| -> Option<super::BeforeCommit> {
-            let out = o.outgoing.clone()?;
-            let queued: Vec<Name> = o
-                .recipients
-                .iter()
-                .filter(|r| r.state == DeliveryState::Queued)
-                .map(|r| r.to.clone())
-                .collect();
-            Some(Box::new(move || {
-                handed.handed_out(out.seq);
-                if let Some(sink) = sink.get() {
-                    for to in &queued {
-                        sink(to, &out);
-                    }
-                }
-            }))
-        };
-        let after_commit = move |o: &SendOutcome| {
+        let hand_off = move |o: &SendOutcome| {
             if let Some(out) = &o.outgoing {
                 committed.committed(out.seq);
                 // Committed: every recipient has its floor row now.
@@ -99,8 +78,17 @@ impl Store {
                     }
                 }
             }
+            if let (Some(sink), Some(out)) = (sink.get(), &o.outgoing) {
+                for r in o
+                    .recipients
+                    .iter()
+                    .filter(|r| r.state == DeliveryState::Queued)
+                {
+                    sink(&r.to, out);
+                }
+            }
         };
-        self.submit_staged(move |conn| {
+        self.submit_then(move |conn| {
             let recipients_json = serde_json::to_string(&to).unwrap_or_else(|_| "[]".into());
             let existing: Option<(i64, String, String)> = if caller_chose_id {
                 conn.prepare_cached("SELECT seq, recipients, body FROM outbox WHERE msg_id = ?1")?
@@ -166,7 +154,7 @@ impl Store {
                 created_at_ms: now as u64,
             };
             Ok(SendOutcome { recipients: states, msg_id, created: true, outgoing: Some(outgoing) })
-        }, hand_off, after_commit)
+        }, hand_off)
     }
 
     /// The next undelivered messages for `recipient` after `after_seq` (at most `limit`, and
