@@ -354,3 +354,66 @@ pub fn kind(f: &Frame) -> &'static str {
         Frame::Nack { .. } => "nack",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(id: &str) -> Received {
+        Received {
+            sender: "pa".into(),
+            msg: WireMessage {
+                id: id.into(),
+                to: vec![],
+                sent_at_ms: 1,
+                body: "hi".into(),
+            },
+            authenticated: true,
+        }
+    }
+
+    fn nack(id: &str) -> Frame {
+        Frame::Nack {
+            id: id.into(),
+            code: peer::code::TOO_LARGE.into(),
+            message: "too large".into(),
+        }
+    }
+
+    /// A burst of five stored messages with a refused one in the middle: one `acks` frame per
+    /// run, the nack in its place; one `ack` each for a caller that did not ask for runs.
+    #[test]
+    fn a_burst_is_answered_with_one_acks_frame_per_run() {
+        let batch: Vec<Received> = ["m1", "m2", "m4", "m5", "m6"]
+            .into_iter()
+            .map(received)
+            .collect();
+        let answers = || vec![Ok(0), Ok(1), Err(nack("m3")), Ok(2), Ok(3), Ok(4)];
+        assert_eq!(
+            replies(answers(), &batch, true),
+            [
+                Frame::Acks {
+                    count: 2,
+                    last: "m2".into()
+                },
+                nack("m3"),
+                Frame::Acks {
+                    count: 3,
+                    last: "m6".into()
+                },
+            ]
+        );
+        let one_each: Vec<Frame> = ["m1", "m2"]
+            .into_iter()
+            .map(|id| Frame::Ack { id: id.into() })
+            .chain([nack("m3")])
+            .chain(
+                ["m4", "m5", "m6"]
+                    .into_iter()
+                    .map(|id| Frame::Ack { id: id.into() }),
+            )
+            .collect();
+        assert_eq!(replies(answers(), &batch, false), one_each);
+        assert_eq!(replies(vec![Err(nack("x"))], &[], true), [nack("x")]);
+    }
+}

@@ -234,11 +234,11 @@ fn read_record(s: &mut TcpStream) -> Vec<u8> {
     m
 }
 
-/// Registers `name` for `signer` at the registry (seq 1), as a node would.
-fn register(registry: SocketAddr, signer: &Signer, name: &str) {
+/// Registers `name` at `port` for `signer` at the registry (seq 1), as a node would.
+fn register(registry: SocketAddr, signer: &Signer, name: &str, port: u16) {
     let mut s = TcpStream::connect(registry).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(format!("{}\n", signer.register(name, 9, 1)).as_bytes())
+    s.write_all(format!("{}\n", signer.register(name, port, 1)).as_bytes())
         .unwrap();
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).unwrap();
@@ -253,7 +253,7 @@ fn acks_come_in_runs_only_for_callers_that_ask() {
     let net = Net::new();
     let pb = net.node("pb");
     let raw = Signer::new(7);
-    register(net.registry.addr, &raw, "raw");
+    register(net.registry.addr, &raw, "raw", 9);
     let msg = |id: &str, body: String| {
         Frame::Msg(peer::WireMessage {
             id: id.into(),
@@ -504,4 +504,111 @@ fn unknown_callers_cannot_make_a_node_flood_the_registry() {
     // A known peer from the same address is not affected.
     sent(&pa, "pb", "after");
     assert_eq!(pb.wait_inbox(2, T), ["before", "after"]);
+}
+
+/// The server side of a peer link, by hand: accepts one connection on `listener` as `signer`,
+/// answers the Hello with a welcome from `name`, reads one `msg` and answers it with
+/// `answer(id)`. Returns the id it received and the link.
+fn fake_server_once(
+    listener: &TcpListener,
+    signer: &Signer,
+    name: &str,
+    answer: impl Fn(&str) -> Frame,
+) -> (String, RawLink) {
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut preamble = [0u8; 11];
+    s.read_exact(&mut preamble).unwrap();
+    assert_eq!(&preamble[..], peer::PREAMBLE);
+    let params: snow::params::NoiseParams = peer::NOISE_PARAMS.parse().unwrap();
+    let secret = signer.noise_secret();
+    let mut hs = snow::Builder::new(params)
+        .local_private_key(&secret)
+        .unwrap()
+        .prologue(peer::PREAMBLE)
+        .unwrap()
+        .build_responder()
+        .unwrap();
+    let mut buf = vec![0u8; 65_535];
+    hs.read_message(&read_record(&mut s), &mut buf).unwrap();
+    let n = hs.write_message(&[], &mut buf).unwrap();
+    write_record(&mut s, &buf[..n]);
+    let n = hs.read_message(&read_record(&mut s), &mut buf).unwrap();
+    assert!(matches!(
+        peer::decode(&buf[..n]).unwrap(),
+        Frame::Hello { .. }
+    ));
+    let mut link = RawLink {
+        s,
+        transport: hs.into_transport_mode().unwrap(),
+        plain: Vec::new(),
+    };
+    link.send(&Frame::Welcome {
+        version: peer::VERSION,
+        name: Name::new(name).unwrap(),
+    });
+    let Frame::Msg(m) = link.recv() else {
+        panic!("expected a msg frame")
+    };
+    link.send(&answer(&m.id));
+    (m.id, link)
+}
+
+/// Waits until the caller closed the link (it does at once after a protocol error).
+fn wait_closed(mut link: RawLink) {
+    let mut rest = Vec::new();
+    link.s.read_to_end(&mut rest).unwrap();
+}
+
+/// The sender checks a run of acks like a single ack: a count larger than what is in flight,
+/// or a run that ends at another message, ends the link and the message stays undelivered
+/// (with the reason); a correct run marks it delivered.
+#[test]
+fn a_wrong_run_of_acks_ends_the_link_and_delivers_nothing() {
+    let net = Net::new();
+    let pa = net.node_with("pa", &FAST);
+    let fake = Signer::new(8);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    register(
+        net.registry.addr,
+        &fake,
+        "fake",
+        listener.local_addr().unwrap().port(),
+    );
+    let id = sent(&pa, "fake", "count me once");
+
+    let (got, link) = fake_server_once(&listener, &fake, "fake", |id| Frame::Acks {
+        count: 2,
+        last: id.into(),
+    });
+    assert_eq!(got, id);
+    wait_closed(link);
+    wait_recipient(&pa, &id, "the bad count to be reported", |r| {
+        r["state"] != "delivered"
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("acknowledgement of 2 messages with 1 in flight"))
+    });
+
+    let (got, link) = fake_server_once(&listener, &fake, "fake", |_| Frame::Acks {
+        count: 1,
+        last: "another-message".into(),
+    });
+    assert_eq!(got, id, "the same message is sent again");
+    wait_closed(link);
+    wait_recipient(&pa, &id, "the wrong last id to be reported", |r| {
+        r["state"] != "delivered"
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unexpected message another-message"))
+    });
+
+    let (got, _link) = fake_server_once(&listener, &fake, "fake", |id| Frame::Acks {
+        count: 1,
+        last: id.into(),
+    });
+    assert_eq!(got, id);
+    wait_recipient(&pa, &id, "a correct run to deliver it", |r| {
+        r["state"] == "delivered"
+    });
 }
