@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::peer_conn::{LinkError, PeerConn};
-use crate::store::{Received, Store};
+use crate::store::{Arrival, Received, Store};
 
 /// Time for a new connection to send the preamble (the Noise handshake has its own limit).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -233,22 +233,40 @@ async fn link(
                 }
             }
         }
-        let replies = replies(answers, &batch, ack_runs);
+        let batch = std::sync::Arc::new(batch);
         if !batch.is_empty() {
-            let n = batch.len();
-            if let Err(e) = server.store.receive(batch).await {
-                // Nothing acked: the sender keeps the messages and retries.
-                warn!(error = %e, from = %from, "could not store incoming messages");
-                refuse(
-                    &mut conn,
-                    peer::code::STORAGE,
-                    "receiver cannot store messages right now".into(),
-                )
-                .await;
-                return Ok(());
+            let arrivals = match server.store.receive(batch.clone()).await {
+                Ok(a) => a,
+                Err(e) => {
+                    // Nothing acked: the sender keeps the messages and retries.
+                    warn!(error = %e, from = %from, "could not store incoming messages");
+                    refuse(
+                        &mut conn,
+                        peer::code::STORAGE,
+                        "receiver cannot store messages right now".into(),
+                    )
+                    .await;
+                    return Ok(());
+                }
+            };
+            for a in answers.iter_mut() {
+                if let Ok(i) = *a {
+                    if arrivals.get(i) == Some(&Arrival::Conflict) {
+                        let id = batch[i].msg.id.clone();
+                        warn!(from = %from, id = %id, "refused a message whose id the sender already used for another one");
+                        *a = Err(Frame::Nack {
+                            message: format!(
+                                "message id {id} was already used by {from} for a different message"
+                            ),
+                            id,
+                            code: peer::code::ID_CONFLICT.into(),
+                        });
+                    }
+                }
             }
-            debug!(from = %from, messages = n, "stored incoming messages");
+            debug!(from = %from, messages = batch.len(), "stored incoming messages");
         }
+        let replies = replies(answers, &batch, ack_runs);
         for r in &replies {
             conn.feed(r).await?;
         }

@@ -612,3 +612,44 @@ fn a_wrong_run_of_acks_ends_the_link_and_delivers_nothing() {
         r["state"] == "delivered"
     });
 }
+
+/// A sender that reuses a message id for another body (e.g. after its own retention forgot the
+/// first message) gets a `nack` `id_conflict` for it, not an `ack` that would mark it delivered
+/// while the recipient dropped it; the same body again is still a repeat, acknowledged.
+#[test]
+fn a_reused_id_with_another_body_is_refused_not_dropped() {
+    let net = Net::new();
+    let pb = net.node("pb");
+    let raw = Signer::new(9);
+    register(net.registry.addr, &raw, "raw", 9);
+    let msg = |body: &str| {
+        Frame::Msg(peer::WireMessage {
+            id: "r1".into(),
+            to: vec![Name::new("pb").unwrap()],
+            sent_at_ms: 1,
+            body: body.into(),
+        })
+    };
+    let mut link = RawLink::open(pb.listen, &raw, "raw", "pb", vec![]);
+    assert!(matches!(link.recv(), Frame::Welcome { .. }));
+    link.send(&msg("one"));
+    assert_eq!(link.recv(), Frame::Ack { id: "r1".into() });
+    link.send(&msg("two"));
+    match link.recv() {
+        Frame::Nack { id, code, message } => {
+            assert_eq!(
+                (id.as_str(), code.as_str()),
+                ("r1", peer::code::ID_CONFLICT)
+            );
+            assert!(message.contains("already used by raw"), "{message}");
+        }
+        other => panic!("a reused id got {other:?}"),
+    }
+    link.send(&msg("one"));
+    assert_eq!(link.recv(), Frame::Ack { id: "r1".into() });
+    assert_eq!(pb.wait_inbox(1, T), ["one"]);
+    assert!(pb
+        .daemon
+        .log_text()
+        .contains("already used for another one"));
+}

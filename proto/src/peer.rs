@@ -33,6 +33,8 @@ pub mod code {
     pub const BAD_FRAME: &str = "bad_frame";
     pub const STORAGE: &str = "storage";
     pub const BUSY: &str = "busy";
+    /// (nack) The recipient already holds a different message from this sender under this id.
+    pub const ID_CONFLICT: &str = "id_conflict";
 }
 
 /// Optional behaviours a client can ask for in its `Hello` (`features`). A server uses only the

@@ -1,7 +1,7 @@
 //! Received messages. `(sender, msg_id)` is unique: a repeated delivery is recognised, not stored
 //! twice, and acknowledged again.
 
-use peerchat_db::rusqlite::{params, Connection};
+use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
 use peerchat_proto::peer::WireMessage;
 
 use super::{Store, StoreError};
@@ -23,6 +23,19 @@ pub struct Received {
     pub sender: String,
     pub msg: WireMessage,
     pub authenticated: bool,
+}
+
+/// What became of a received message. Every outcome is committed when `receive` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Stored now.
+    New,
+    /// Already stored (or seen and removed by retention): acknowledge it again.
+    Repeat,
+    /// The inbox already holds a *different* message (another body) from this sender under
+    /// this id: the sender reused an id, e.g. after its own retention forgot it. Storing
+    /// nothing and acknowledging it would lose the new message silently; it is refused instead.
+    Conflict,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,9 +68,12 @@ fn row(r: &peerchat_db::rusqlite::Row<'_>) -> peerchat_db::rusqlite::Result<Inbo
 }
 
 impl Store {
-    /// Stores a batch of messages from one link in one go. Returns, per message, whether it was
-    /// new. Every message in the result is committed (new or already there) and may be acked.
-    pub async fn receive(&self, batch: Vec<Received>) -> Result<Vec<bool>, StoreError> {
+    /// Stores a batch of messages from one link in one go. Returns, per message, what became of
+    /// it; all of it is committed. `New` and `Repeat` may be acked, `Conflict` must be refused.
+    pub async fn receive(
+        &self,
+        batch: std::sync::Arc<Vec<Received>>,
+    ) -> Result<Vec<Arrival>, StoreError> {
         let feed = self.inbox_feed.clone();
         let followers = self.inbox_feed.clone();
         let floor = self.inbox_floor.clone();
@@ -79,12 +95,25 @@ impl Store {
                 )?;
             let mut fresh = Vec::with_capacity(batch.len());
             let mut max = 0;
+            // Only for a key already in the inbox (rare): is it the same message?
+            let same_body = |m: &Received| -> Result<bool, StoreError> {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT body = ?3 FROM inbox WHERE sender = ?1 AND msg_id = ?2",
+                    )?
+                    .query_row(params![m.sender, m.msg.id, m.msg.body], |r| {
+                        r.get::<_, bool>(0)
+                    })
+                    .optional()?
+                    .unwrap_or(true))
+            };
             // Rows for the followers' feed, built only when someone follows.
             let follow = followers.receiver_count() > 0;
             let mut rows = Vec::new();
-            for m in &batch {
+            for m in batch.iter() {
                 if seen.query_row(params![m.sender, m.msg.id], |r| r.get::<_, bool>(0))? {
-                    fresh.push(false);
+                    // Retention removed it; its body is gone, so it cannot be compared.
+                    fresh.push(Arrival::Repeat);
                     continue;
                 }
                 let to = serde_json::to_string(&m.msg.to).unwrap_or_else(|_| "[]".into());
@@ -115,7 +144,13 @@ impl Store {
                         })));
                     }
                 }
-                fresh.push(n == 1);
+                fresh.push(if n == 1 {
+                    Arrival::New
+                } else if same_body(m)? {
+                    Arrival::Repeat
+                } else {
+                    Arrival::Conflict
+                });
             }
             Ok((fresh, max, rows))
         };

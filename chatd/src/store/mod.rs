@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{debug, error};
 
 pub use groups::GroupError;
-pub use inbox::{InboxQuery, InboxRow, Received};
+pub use inbox::{Arrival, InboxQuery, InboxRow, Received};
 pub use outbox::{DeliveryRow, Outgoing, SendOutcome, ADVANCE_FLOOR};
 pub use peers::CachedPeer;
 pub use retention::Retention;

@@ -91,11 +91,11 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
 
     // New rows go above the old high-water mark (3), then continue from there.
     store
-        .receive(vec![received("new1")])
+        .receive(std::sync::Arc::new(vec![received("new1")]))
         .await
         .expect("receive");
     store
-        .receive(vec![received("new2")])
+        .receive(std::sync::Arc::new(vec![received("new2")]))
         .await
         .expect("receive");
     let seqs: Vec<i64> = store
@@ -122,7 +122,7 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
     // After a restart the floor is behind the largest seq: plain rowids from here on.
     let (store, _thread) = Store::open(&path).expect("reopen");
     store
-        .receive(vec![received("new3")])
+        .receive(std::sync::Arc::new(vec![received("new3")]))
         .await
         .expect("receive");
     let last = store
@@ -346,4 +346,45 @@ async fn floor_stays_below_sent_rows_and_passes_final_and_expired_ones() {
     );
     assert_eq!(floor(&path, "pb"), Some(4));
     assert_eq!(pending_seqs(&store, "pb").await, Vec::<i64>::new());
+}
+
+/// A key already in the inbox with another body is a different message under a reused id: it
+/// is reported as a conflict (to be refused), not as a repeat (which would be acknowledged and
+/// lost). The same body again is a repeat.
+#[tokio::test]
+async fn a_reused_id_with_another_body_is_a_conflict_not_a_repeat() {
+    use super::Arrival;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _thread) = Store::open(&dir.path().join("node.db")).expect("open");
+    let with_body = |body: &str| {
+        let mut r = received("m1");
+        r.msg.body = body.into();
+        r
+    };
+    let first = store
+        .receive(std::sync::Arc::new(vec![with_body("one")]))
+        .await
+        .expect("receive");
+    assert_eq!(first, [Arrival::New]);
+    let again = store
+        .receive(std::sync::Arc::new(vec![
+            with_body("two"),
+            with_body("one"),
+            received("m2"),
+        ]))
+        .await
+        .expect("receive");
+    assert_eq!(again, [Arrival::Conflict, Arrival::Repeat, Arrival::New]);
+    let bodies: Vec<String> = store
+        .inbox(InboxQuery {
+            from: None,
+            after: Some(0),
+            limit: 10,
+        })
+        .await
+        .expect("inbox")
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(bodies, ["one", "body m2"]);
 }
