@@ -503,6 +503,53 @@ fn a_backlog_past_the_handoff_queue_arrives_once_in_order() {
     assert!(bodies.iter().zip(&want).all(|(b, w)| b == w), "in order");
 }
 
+/// A message cancelled while it waits in the link's in-memory hand-off queue (the window is
+/// full because the recipient is frozen) never goes out; everything after it still arrives, in
+/// order, so its absence is certain once the last one is in.
+#[test]
+fn a_message_cancelled_in_the_handoff_queue_is_not_sent() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    assert_eq!(code(&pa.ctl(&["send", "pb", "first"])), 0);
+    pb.wait_inbox(1, T);
+    // 4,096 messages fill the link's window; the rest wait in the hand-off queue.
+    let n = 4_300;
+    let victim = 4_200;
+    let input: String = (0..n).map(|i| format!("m{i}\n")).collect();
+    pb.daemon.freeze();
+    let out = pa.ctl_stdin(&["--json", "send", "-l", "pb"], input.as_bytes());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ids = json_lines(&out.stdout);
+    let id = ids[victim]["id"].as_str().expect("an id").to_string();
+    let out = pa.ctl(&["cancel", &id]);
+    pb.daemon.thaw();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let got = wait_for(
+        Duration::from_secs(60),
+        "the last message in pb's inbox",
+        || {
+            let m = peerchat_testkit::checker::read_inbox(&pb.socket).ok()?;
+            m.iter()
+                .any(|m| m.body == format!("m{}", n - 1))
+                .then_some(m)
+        },
+    );
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    let want: Vec<String> = std::iter::once("first".to_string())
+        .chain((0..n).filter(|i| *i != victim).map(|i| format!("m{i}")))
+        .collect();
+    let cancelled = format!("m{victim}");
+    assert!(
+        !bodies.contains(&cancelled.as_str()),
+        "the cancelled {cancelled} was delivered"
+    );
+    assert_eq!(bodies.len(), want.len(), "no message lost or twice");
+    assert!(bodies.iter().zip(&want).all(|(b, w)| b == w), "in order");
+    let status = json_lines(&pa.ctl(&["--json", "status", &id]).stdout);
+    assert_eq!(status[0]["recipients"][0]["state"], "cancelled");
+}
+
 #[test]
 fn order_holds_per_recipient_with_mixed_sends() {
     let net = Net::new();

@@ -181,6 +181,21 @@ impl Delivery {
         }
     }
 
+    /// Message `seq` to `recipient` was cancelled: drop it from the link's hand-off queue, so
+    /// that a link that has not written it yet never does. (One already written, or taken for
+    /// the next write, still goes; an ack then turns `cancelled` into `delivered`.)
+    pub fn forget(&self, recipient: &Name, seq: i64) {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = links.get(recipient) {
+            let mut h = w.handed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = h.queue.iter().position(|m| m.seq == seq) {
+                if let Some(m) = h.queue.remove(i) {
+                    h.bytes = h.bytes.saturating_sub(m.body.len());
+                }
+            }
+        }
+    }
+
     /// Something that blocked `recipient` was fixed (e.g. `chatctl trust`): end its backoff now.
     pub fn retry_now(self: &Arc<Self>, recipient: &Name) {
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());

@@ -91,8 +91,12 @@ pub fn cancel(node: &Arc<Node>, msg_id: String) -> ReplyFuture {
                 code::NOT_FOUND,
                 format!("no outgoing message with id {msg_id}"),
             )),
-            Some(n) => {
-                tracing::info!(id = %msg_id, recipients = n, "message cancelled");
+            Some((seq, recipients)) => {
+                // Not yet on the wire? Then it must not go out from the in-memory hand-off.
+                for r in &recipients {
+                    node.delivery.forget(r, seq);
+                }
+                tracing::info!(id = %msg_id, recipients = recipients.len(), "message cancelled");
                 Ok(Response::MessageInfo(info(&node, &msg_id).await?))
             }
         }

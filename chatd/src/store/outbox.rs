@@ -577,7 +577,9 @@ impl Store {
     }
 
     /// Cancels every undelivered recipient of `msg_id`. `None` if there is no such message.
-    pub async fn cancel(&self, msg_id: String) -> Result<Option<usize>, StoreError> {
+    /// Cancels every pending delivery of `msg_id`; returns its seq and the recipients whose
+    /// delivery was cancelled (`None`: no such message).
+    pub async fn cancel(&self, msg_id: String) -> Result<Option<(i64, Vec<Name>)>, StoreError> {
         let this = self.clone();
         let r = self
             .call(move |conn| {
@@ -599,7 +601,10 @@ impl Store {
                 for r in &n {
                     advance_floor(conn, r)?;
                 }
-                Ok(Some(n.len()))
+                Ok(Some((
+                    seq,
+                    n.into_iter().filter_map(|r| Name::new(r).ok()).collect(),
+                )))
             })
             .await;
         this.bump_deliveries();
