@@ -165,15 +165,7 @@ impl RawLink {
     ) -> RawLink {
         let mut s = TcpStream::connect(target).unwrap();
         s.set_read_timeout(Some(T)).unwrap();
-        let params: snow::params::NoiseParams = peer::NOISE_PARAMS.parse().unwrap();
-        let secret = signer.noise_secret();
-        let mut hs = snow::Builder::new(params)
-            .local_private_key(&secret)
-            .unwrap()
-            .prologue(peer::PREAMBLE)
-            .unwrap()
-            .build_initiator()
-            .unwrap();
+        let mut hs = handshake(signer, true);
         let mut buf = vec![0u8; 65_535];
         s.write_all(peer::PREAMBLE).unwrap();
         let n = hs.write_message(&[], &mut buf).unwrap();
@@ -218,6 +210,22 @@ impl RawLink {
             let n = self.transport.read_message(&m, &mut buf).unwrap();
             self.plain.extend_from_slice(&buf[..n]);
         }
+    }
+}
+
+/// Our Noise handshake as `signer`, on the client side (`initiator`) or the server side.
+fn handshake(signer: &Signer, initiator: bool) -> snow::HandshakeState {
+    let params: snow::params::NoiseParams = peer::NOISE_PARAMS.parse().unwrap();
+    let secret = signer.noise_secret();
+    let builder = snow::Builder::new(params)
+        .local_private_key(&secret)
+        .unwrap()
+        .prologue(peer::PREAMBLE)
+        .unwrap();
+    if initiator {
+        builder.build_initiator().unwrap()
+    } else {
+        builder.build_responder().unwrap()
     }
 }
 
@@ -520,15 +528,7 @@ fn fake_server_once(
     let mut preamble = [0u8; 11];
     s.read_exact(&mut preamble).unwrap();
     assert_eq!(&preamble[..], peer::PREAMBLE);
-    let params: snow::params::NoiseParams = peer::NOISE_PARAMS.parse().unwrap();
-    let secret = signer.noise_secret();
-    let mut hs = snow::Builder::new(params)
-        .local_private_key(&secret)
-        .unwrap()
-        .prologue(peer::PREAMBLE)
-        .unwrap()
-        .build_responder()
-        .unwrap();
+    let mut hs = handshake(signer, false);
     let mut buf = vec![0u8; 65_535];
     hs.read_message(&read_record(&mut s), &mut buf).unwrap();
     let n = hs.write_message(&[], &mut buf).unwrap();

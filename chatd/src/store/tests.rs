@@ -23,6 +23,18 @@ async fn send(store: &Store, id: &str, to: Vec<Name>) -> super::SendOutcome {
         .expect("send")
 }
 
+/// The first ten inbox rows.
+async fn inbox_rows(store: &Store) -> Vec<super::InboxRow> {
+    store
+        .inbox(InboxQuery {
+            from: None,
+            after: Some(0),
+            limit: 10,
+        })
+        .await
+        .expect("inbox")
+}
+
 fn received(id: &str) -> Received {
     Received {
         sender: "pa".into(),
@@ -98,17 +110,7 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
         .receive(std::sync::Arc::new(vec![received("new2")]))
         .await
         .expect("receive");
-    let seqs: Vec<i64> = store
-        .inbox(InboxQuery {
-            from: None,
-            after: Some(0),
-            limit: 10,
-        })
-        .await
-        .expect("inbox")
-        .iter()
-        .map(|r| r.seq)
-        .collect();
+    let seqs: Vec<i64> = inbox_rows(&store).await.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [2, 4, 5]);
     let mut out = Vec::new();
     for id in ["s1", "s2"] {
@@ -380,14 +382,8 @@ async fn a_reused_id_with_another_body_is_a_conflict_not_a_repeat() {
         .await
         .expect("receive");
     assert_eq!(again, [Arrival::Conflict, Arrival::Repeat, Arrival::New]);
-    let bodies: Vec<String> = store
-        .inbox(InboxQuery {
-            from: None,
-            after: Some(0),
-            limit: 10,
-        })
+    let bodies: Vec<String> = inbox_rows(&store)
         .await
-        .expect("inbox")
         .into_iter()
         .map(|r| r.body)
         .collect();
