@@ -191,11 +191,7 @@ impl MessageLines {
             id: &r.msg_id,
             from: &r.sender,
             to: node.name.as_str(),
-            recipients: if r.recipients.len() > 1 {
-                &r.recipients
-            } else {
-                &[]
-            },
+            recipients: r.shown_recipients(),
             body: &r.body,
             sent_at: &self.sent_at,
             received_at: &self.received_at,

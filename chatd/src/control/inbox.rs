@@ -57,17 +57,15 @@ fn fit(rows: &mut Vec<InboxRow>, keep_newest: bool) -> bool {
     cut
 }
 
+/// An inbox row as the control protocol shows it (followers get the same JSON from
+/// `follow::MessageLines`, without the copies).
 pub fn to_wire(node: &Node, r: InboxRow) -> InboxMessage {
     InboxMessage {
+        recipients: r.shown_recipients().to_vec(),
         seq: r.seq,
         id: r.msg_id,
         from: r.sender,
         to: node.name.to_string(),
-        recipients: if r.recipients.len() > 1 {
-            r.recipients
-        } else {
-            Vec::new()
-        },
         body: r.body,
         sent_at: crate::time::rfc3339(r.sent_at_ms),
         received_at: crate::time::rfc3339(r.received_at_ms),

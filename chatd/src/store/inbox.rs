@@ -18,6 +18,18 @@ pub struct InboxRow {
     pub authenticated: bool,
 }
 
+impl InboxRow {
+    /// The recipients shown with the message: all of them when it went to more than one,
+    /// none otherwise (`InboxMessage::recipients`).
+    pub fn shown_recipients(&self) -> &[String] {
+        if self.recipients.len() > 1 {
+            &self.recipients
+        } else {
+            &[]
+        }
+    }
+}
+
 /// One message arriving from a peer link.
 pub struct Received {
     pub sender: String,

@@ -26,6 +26,14 @@ pub struct Outgoing {
     pub created_at_ms: u64,
 }
 
+/// The condition every query for one recipient's (`?1`) pending rows starts with: above its
+/// floor, so that SQLite scans the primary key from there (see the module docs).
+macro_rules! above_floor {
+    () => {
+        "out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)"
+    };
+}
+
 /// A recipient's next pending messages after `?2` (and above its floor), oldest first.
 pub(super) const TAKE_BATCH: &str = "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms
      FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
@@ -35,10 +43,11 @@ pub(super) const TAKE_BATCH: &str = "SELECT o.seq, o.msg_id, o.recipients, o.bod
      ORDER BY d.out_seq LIMIT ?3";
 
 /// Whether recipient `?1` has a pending row (above its floor).
-pub(super) const HAS_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM deliveries
-     WHERE recipient = ?1
-       AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
-       AND state IN ('queued','sent') AND final = 0)";
+pub(super) const HAS_PENDING: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE recipient = ?1 AND ",
+    above_floor!(),
+    " AND state IN ('queued','sent') AND final = 0)"
+);
 
 #[derive(Debug, Clone)]
 pub struct SendOutcome {
@@ -386,13 +395,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             let now = peerchat_db::now_ms() as i64;
-            conn.prepare_cached(
+            conn.prepare_cached(concat!(
                 "UPDATE deliveries SET attempts = attempts + (state = 'queued'), state = 'queued',
-                        last_error = ?2, updated_at_ms = ?3
-                 WHERE recipient = ?1
-                   AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
-                   AND state IN ('queued','sent') AND final = 0",
-            )?
+                            last_error = ?2, updated_at_ms = ?3
+                     WHERE recipient = ?1 AND ",
+                above_floor!(),
+                " AND state IN ('queued','sent') AND final = 0"
+            ))?
             .execute(params![recipient.as_str(), error, now])?;
             Ok(())
         })
@@ -411,13 +420,13 @@ impl Store {
             .call(move |conn| {
                 let now = peerchat_db::now_ms() as i64;
                 let n = conn
-                    .prepare_cached(
+                    .prepare_cached(concat!(
                         "UPDATE deliveries SET state = 'failed', last_error = ?3, updated_at_ms = ?4
-                         WHERE recipient = ?1
-                           AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
-                           AND state IN ('queued','sent') AND final = 0
-                           AND out_seq IN (SELECT seq FROM outbox WHERE created_at_ms < ?2)",
-                    )?
+                         WHERE recipient = ?1 AND ",
+                        above_floor!(),
+                        " AND state IN ('queued','sent') AND final = 0
+                           AND out_seq IN (SELECT seq FROM outbox WHERE created_at_ms < ?2)"
+                    ))?
                     .execute(params![recipient.as_str(), cutoff_ms as i64, why, now])?;
                 if n > 0 {
                     advance_floor(conn, recipient.as_str())?;
@@ -576,7 +585,6 @@ impl Store {
         .await
     }
 
-    /// Cancels every undelivered recipient of `msg_id`. `None` if there is no such message.
     /// Cancels every pending delivery of `msg_id`; returns its seq and the recipients whose
     /// delivery was cancelled (`None`: no such message).
     pub async fn cancel(&self, msg_id: String) -> Result<Option<(i64, Vec<Name>)>, StoreError> {
@@ -630,17 +638,18 @@ fn states(conn: &Connection, seq: i64) -> Result<Vec<RecipientState>, StoreError
 }
 
 /// `advance_floor`'s statement (`?1`: the recipient); public for schema-bench, which times it.
-pub const ADVANCE_FLOOR: &str = "INSERT INTO pending_floor (recipient, seq)
-         SELECT ?1, COALESCE(
-             (SELECT out_seq - 1 FROM deliveries
-              WHERE recipient = ?1
-                AND out_seq > COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0)
-                AND state IN ('queued','sent') AND final = 0
-              ORDER BY out_seq LIMIT 1),
-             (SELECT MAX(out_seq) FROM deliveries),
-             0)
-         WHERE true
-         ON CONFLICT (recipient) DO UPDATE SET seq = MAX(seq, excluded.seq)";
+pub const ADVANCE_FLOOR: &str = concat!(
+    "INSERT INTO pending_floor (recipient, seq)
+     SELECT ?1, COALESCE(
+         (SELECT out_seq - 1 FROM deliveries WHERE recipient = ?1 AND ",
+    above_floor!(),
+    " AND state IN ('queued','sent') AND final = 0
+          ORDER BY out_seq LIMIT 1),
+         (SELECT MAX(out_seq) FROM deliveries),
+         0)
+     WHERE true
+     ON CONFLICT (recipient) DO UPDATE SET seq = MAX(seq, excluded.seq)"
+);
 
 /// Moves `recipient`'s pending floor up past the rows that are no longer pending: to just
 /// below its first pending row, or, when it has none, to the newest row of any recipient (a
