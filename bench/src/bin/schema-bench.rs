@@ -6,8 +6,8 @@
 //! insert) and times it with `synchronous=OFF` in a temporary directory, so that only CPU is
 //! measured, not the disk. The "shipped" tables are those of chatd's migration 7 (restated here:
 //! update both together): no `deliveries_pending` index, a per-recipient pending floor moved
-//! after every `delivered` update by chatd's own statement (`chatd::ADVANCE_FLOOR`); "schema 6" is the one before it, with the partial index; the
-//! others drop one feature each, to price it. The inserts give no explicit seq (chatd
+//! after every `delivered` update by chatd's own statement (`chatd::ADVANCE_FLOOR`). "schema 6"
+//! is the one before it, with the partial index; the others drop one feature each, to price it. The inserts give no explicit seq (chatd
 //! binds a `seq_floor` expression that is NULL in normal operation). Run: `target/release/schema-bench`.
 
 use std::time::Instant;
