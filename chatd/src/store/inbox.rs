@@ -42,10 +42,12 @@ pub struct Received {
 pub enum Arrival {
     /// Stored now.
     New,
-    /// Already stored (or seen and removed by retention): acknowledge it again.
+    /// Already stored (or removed by retention, with the same body digest): acknowledge it
+    /// again.
     Repeat,
-    /// The inbox already holds a *different* message (another body) from this sender under
-    /// this id: the sender reused an id, e.g. after its own retention forgot it. Storing
+    /// The inbox already holds (or held, by the digest retention kept) a *different* message
+    /// (another body) from this sender under this id: the sender reused an id, e.g. after its
+    /// own retention forgot it. Storing
     /// nothing and acknowledging it would lose the new message silently; it is refused instead.
     Conflict,
 }
@@ -56,6 +58,12 @@ pub struct InboxQuery {
     /// Exclusive lower bound; when absent, the newest `limit` rows are returned.
     pub after: Option<i64>,
     pub limit: u32,
+}
+
+/// The digest `inbox_seen` keeps of a removed message's body (SHA-256 of its UTF-8 bytes).
+pub(super) fn body_digest(body: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(body.as_bytes()).into()
 }
 
 pub(super) fn max_seq(conn: &Connection) -> Result<i64, StoreError> {
@@ -95,8 +103,9 @@ impl Store {
             // Two plain statements rather than one INSERT … SELECT … WHERE NOT EXISTS: that
             // form makes SQLite keep a statement journal per row (measured: a temp-file
             // write of ~16 KiB per message).
+            // The key of a message retention removed, with its body's digest (migration 8).
             let mut seen = conn.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM inbox_seen WHERE sender = ?1 AND msg_id = ?2)",
+                "SELECT body_sha256 FROM inbox_seen WHERE sender = ?1 AND msg_id = ?2",
             )?;
             // ?8: the seq floor (see `SeqFloor`), normally 0: the next rowid.
             let mut insert = conn.prepare_cached(
@@ -123,9 +132,18 @@ impl Store {
             let follow = followers.receiver_count() > 0;
             let mut rows = Vec::new();
             for m in batch.iter() {
-                if seen.query_row(params![m.sender, m.msg.id], |r| r.get::<_, bool>(0))? {
-                    // Retention removed it; its body is gone, so it cannot be compared.
-                    fresh.push(Arrival::Repeat);
+                let removed = seen
+                    .query_row(params![m.sender, m.msg.id], |r| {
+                        r.get::<_, Option<Vec<u8>>>(0)
+                    })
+                    .optional()?;
+                if let Some(digest) = removed {
+                    // Retention removed it and kept its body's digest (none for keys kept
+                    // before schema 8: those count as repeats, as they cannot be compared).
+                    fresh.push(match digest {
+                        Some(d) if d[..] != body_digest(&m.msg.body)[..] => Arrival::Conflict,
+                        _ => Arrival::Repeat,
+                    });
                     continue;
                 }
                 let to = serde_json::to_string(&m.msg.to).unwrap_or_else(|_| "[]".into());

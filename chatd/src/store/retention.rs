@@ -4,9 +4,10 @@
 //! Undelivered outgoing messages are never removed, and neither is the newest row of `inbox` or
 //! `outbox`: seqs are rowids (the largest plus one), and links and followers hold seq cursors,
 //! so the largest seq must never go away or it would be handed out again. A removed inbox
-//! message leaves its dedup key (sender, message id) in `inbox_seen` for [`SEEN_KEEP`], so a
-//! sender that never got our acknowledgement and resends it is still acknowledged without
-//! storing it twice.
+//! message leaves its dedup key (sender, message id) and its body's SHA-256 in `inbox_seen` for
+//! [`SEEN_KEEP`], so a sender that never got our acknowledgement and resends it is still
+//! acknowledged without storing it twice, and one that reuses the id for another body is
+//! refused (`Arrival::Conflict`).
 
 use std::time::Duration;
 
@@ -69,11 +70,24 @@ impl Store {
             inbox_cut = inbox_cut.min(super::inbox::max_seq(conn)? - 1);
             let mut pruned = Pruned::default();
             if inbox_cut > 0 {
-                conn.execute(
-                    "INSERT OR IGNORE INTO inbox_seen (sender, msg_id, received_at_ms)
-                     SELECT sender, msg_id, received_at_ms FROM inbox WHERE seq <= ?1",
-                    params![inbox_cut],
+                // Each key with its body's digest (SQLite has no SHA-256 of its own).
+                let mut keep = conn.prepare_cached(
+                    "INSERT OR IGNORE INTO inbox_seen (sender, msg_id, received_at_ms, body_sha256)
+                     VALUES (?1, ?2, ?3, ?4)",
                 )?;
+                let mut removed = conn.prepare(
+                    "SELECT sender, msg_id, received_at_ms, body FROM inbox WHERE seq <= ?1",
+                )?;
+                let mut rows = removed.query(params![inbox_cut])?;
+                while let Some(row) = rows.next()? {
+                    let body: String = row.get(3)?;
+                    keep.execute(params![
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                        &super::inbox::body_digest(&body)[..],
+                    ])?;
+                }
                 pruned.inbox = conn.execute("DELETE FROM inbox WHERE seq <= ?1", params![inbox_cut])?;
             }
             conn.execute(

@@ -167,4 +167,9 @@ pub const MIGRATIONS: &[&str] = &[
                COALESCE(MIN(CASE WHEN state IN ('queued','sent') AND final = 0 THEN out_seq END) - 1,
                         MAX(out_seq))
         FROM deliveries GROUP BY recipient;",
+    // 8: the SHA-256 of each removed message's body next to its dedup key, so that a sender
+    // reusing an id for a *different* message after the inbox row is gone is refused
+    // (`id_conflict`) instead of acknowledged as a repeat and lost. NULL for keys kept before
+    // this migration: their bodies are gone, so they still count as repeats.
+    "ALTER TABLE inbox_seen ADD COLUMN body_sha256 BLOB;",
 ];

@@ -1,4 +1,4 @@
-//! Schemas 6 and 7 on a real SQLite file: upgrades keep every row, a seq is never handed out
+//! Schemas 6 to 8 on a real SQLite file: upgrades keep every row, a seq is never handed out
 //! twice, and a recipient's pending floor never passes a pending row.
 
 use std::time::Duration;
@@ -388,4 +388,60 @@ async fn a_reused_id_with_another_body_is_a_conflict_not_a_repeat() {
         .map(|r| r.body)
         .collect();
     assert_eq!(bodies, ["one", "body m2"]);
+}
+
+/// After retention removed a message, its key and body digest stay in `inbox_seen`: the same
+/// body again is a repeat, another body under that id is a conflict. A key kept before schema 8
+/// has no digest and stays a repeat.
+#[tokio::test]
+async fn a_reused_id_is_a_conflict_even_after_retention_removed_the_message() {
+    use super::Arrival;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.db");
+    {
+        let conn = peerchat_db::open(&path, &schema::MIGRATIONS[..7]).expect("schema 7");
+        conn.execute(
+            "INSERT INTO inbox_seen (sender, msg_id, received_at_ms) VALUES ('pa', 'm0', ?1)",
+            params![peerchat_db::now_ms() as i64],
+        )
+        .expect("old key");
+    }
+    let (store, _thread) = Store::open(&path).expect("open");
+    let with_body = |id: &str, body: &str| {
+        let mut r = received(id);
+        r.msg.body = body.into();
+        r
+    };
+    let first = store
+        .receive(std::sync::Arc::new(vec![
+            with_body("m1", "one"),
+            with_body("m2", "newest"),
+        ]))
+        .await
+        .expect("receive");
+    assert_eq!(first, [Arrival::New, Arrival::New]);
+    // Count 0 removes everything but the newest row (m2).
+    let pruned = store
+        .prune(Retention {
+            max_age: None,
+            max_count: Some(0),
+        })
+        .await
+        .expect("prune");
+    assert_eq!(pruned.inbox, 1);
+    let again = store
+        .receive(std::sync::Arc::new(vec![
+            with_body("m1", "two"),
+            with_body("m1", "one"),
+            with_body("m0", "anything"),
+        ]))
+        .await
+        .expect("receive");
+    assert_eq!(again, [Arrival::Conflict, Arrival::Repeat, Arrival::Repeat]);
+    let ids: Vec<String> = inbox_rows(&store)
+        .await
+        .into_iter()
+        .map(|r| r.msg_id)
+        .collect();
+    assert_eq!(ids, ["m2"]);
 }
