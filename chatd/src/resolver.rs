@@ -122,11 +122,27 @@ impl Resolver {
         self.pins().get(name).copied()
     }
 
+    /// Whether `name` is a legacy (seed) peer: [`Resolver::resolve`] without copying the entry
+    /// when the cache answers (every `send` asks).
+    pub async fn is_legacy(&self, name: &Name) -> Result<bool, ResolveError> {
+        if let Some(legacy) = self.fresh(name, |r| r.legacy) {
+            return Ok(legacy);
+        }
+        self.resolve(name).await.map(|r| r.legacy)
+    }
+
+    /// `f` of the cached entry for `name`, if it is fresh.
+    fn fresh<T>(&self, name: &Name, f: impl FnOnce(&Resolved) -> T) -> Option<T> {
+        let cache = self.cache();
+        let e = cache.get(name)?;
+        e.fetched
+            .is_some_and(|t| t.elapsed() < FRESH)
+            .then(|| f(&e.resolved))
+    }
+
     pub async fn resolve(&self, name: &Name) -> Result<Resolved, ResolveError> {
-        if let Some(e) = self.cache().get(name) {
-            if e.fetched.is_some_and(|t| t.elapsed() < FRESH) {
-                return Ok(e.resolved.clone());
-            }
+        if let Some(r) = self.fresh(name, Resolved::clone) {
+            return Ok(r);
         }
         match self.registry.lookup(name).await {
             Ok(record) => {

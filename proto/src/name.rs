@@ -2,15 +2,23 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Longest allowed name, in bytes (all allowed characters are ASCII).
 pub const MAX_NAME_LEN: usize = 64;
 
 /// A validated node name: 1–64 characters of `[A-Za-z0-9._-]`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Name(String);
+
+/// Written as the plain string, borrowed (`into = "String"` would copy it first: a name is
+/// written several times per message).
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -96,5 +104,12 @@ mod tests {
         assert_eq!(Name::new("é"), Err(NameError::BadChar('é')));
         assert_eq!(Name::new("a:b"), Err(NameError::BadChar(':')));
         assert!(serde_json::from_str::<Name>("\"a/b\"").is_err());
+    }
+
+    #[test]
+    fn is_written_as_a_plain_string() {
+        let n = Name::new("pb").expect("valid");
+        assert_eq!(serde_json::to_string(&n).expect("json"), "\"pb\"");
+        assert_eq!(serde_json::from_str::<Name>("\"pb\"").expect("name"), n);
     }
 }

@@ -76,7 +76,7 @@ async fn prepare(
             ),
         ));
     }
-    let (recipients, strict) = expand(node, targets).await?;
+    let (recipients, typed) = expand(node, targets).await?;
     if recipients.is_empty() {
         return Err(ErrorBody::new(
             code::BAD_REQUEST,
@@ -96,7 +96,7 @@ async fn prepare(
         }
         None => (uuid::Uuid::now_v7().to_string(), false),
     };
-    match check_recipients(node, &recipients, &strict, &body).await {
+    match check_recipients(node, &recipients, typed, &body).await {
         Ok(failed) => node
             .store
             .submit_send(msg_id, caller_chose_id, recipients, failed, body)
@@ -122,24 +122,24 @@ async fn prepare(
     }
 }
 
-/// Resolves every recipient. Typed names that cannot be used refuse the send; expanded ones
-/// come back as (name, reason) to be recorded as failed.
+/// Resolves every recipient. Typed names (the first `typed`) that cannot be used refuse the
+/// send; expanded ones come back as (name, reason) to be recorded as failed.
 async fn check_recipients(
     node: &Node,
     recipients: &[Name],
-    strict: &[Name],
+    typed: usize,
     body: &str,
 ) -> Result<Vec<(Name, String)>, ErrorBody> {
     let mut unknown = Vec::new();
     let mut failed: Vec<(Name, String)> = Vec::new();
-    for r in recipients {
-        let is_strict = strict.contains(r);
-        let problem = match node.resolver.resolve(r).await {
-            Ok(t) if t.legacy && !node.legacy => Some(ErrorBody::new(
+    for (i, r) in recipients.iter().enumerate() {
+        let is_strict = i < typed;
+        let problem = match node.resolver.is_legacy(r).await {
+            Ok(true) if !node.legacy => Some(ErrorBody::new(
                 code::REFUSED,
                 format!("{r} is a legacy (seed) peer: messages to it are unframed, unauthenticated and never acknowledged; start chatd with --legacy to allow that"),
             )),
-            Ok(t) if t.legacy && body.len() > crate::legacy::MAX_LEGACY_BODY => Some(ErrorBody::new(
+            Ok(true) if body.len() > crate::legacy::MAX_LEGACY_BODY => Some(ErrorBody::new(
                 code::TOO_LARGE,
                 format!("{r} is a legacy (seed) peer, which takes at most {} bytes", crate::legacy::MAX_LEGACY_BODY),
             )),
@@ -185,18 +185,19 @@ async fn check_recipients(
     Ok(failed)
 }
 
-/// The recipient list (deduplicated, in the order given) and which of them were typed by name.
-async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, Vec<Name>), ErrorBody> {
+/// The recipient list (deduplicated, in the order given) and how many at its start were typed
+/// by name (the rest come from groups and broadcast).
+async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, usize), ErrorBody> {
     let mut all: Vec<Name> = Vec::new();
     let push = |n: Name, all: &mut Vec<Name>| {
         if !all.contains(&n) {
             all.push(n);
         }
     };
-    for n in &t.to {
-        push(n.clone(), &mut all);
+    for n in t.to {
+        push(n, &mut all);
     }
-    let strict = all.clone();
+    let typed = all.len();
     for g in t.groups {
         let info = node
             .store
@@ -218,7 +219,7 @@ async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, Vec<Name>), Error
             push(r.name, &mut all);
         }
     }
-    Ok((all, strict))
+    Ok((all, typed))
 }
 
 fn validate_msg_id(id: &str) -> Result<(), ErrorBody> {

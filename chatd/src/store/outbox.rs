@@ -132,9 +132,8 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut states = Vec::with_capacity(to.len());
-            let to_all = to.clone();
-            for r in to {
-                let error = failed.iter().find(|(n, _)| *n == r).map(|(_, e)| e.clone());
+            for r in &to {
+                let error = failed.iter().find(|(n, _)| n == r).map(|(_, e)| e.clone());
                 let state = if error.is_some() { DeliveryState::Failed } else { DeliveryState::Queued };
                 ins.execute(params![seq, r.as_str(), state.as_str(), error, now])?;
                 // A recipient's first message gives it a floor right below it, so that its
@@ -142,7 +141,7 @@ impl Store {
                 // Safe: a recipient without a floor row has no rows at all (migration 7 gave
                 // every existing one a floor, this gives every new one, and floor rows are
                 // never removed). Skipped for names whose row is known to be committed.
-                if !known.lock().unwrap_or_else(|p| p.into_inner()).contains(&r) {
+                if !known.lock().unwrap_or_else(|p| p.into_inner()).contains(r) {
                     conn.prepare_cached(
                         "INSERT INTO pending_floor (recipient, seq) VALUES (?1, ?2 - 1)
                          ON CONFLICT (recipient) DO NOTHING",
@@ -153,12 +152,12 @@ impl Store {
                     // Never pending: keep the floor above it.
                     advance_floor(conn, r.as_str())?;
                 }
-                states.push(RecipientState { to: r, state, error });
+                states.push(RecipientState { to: r.clone(), state, error });
             }
             let outgoing = Outgoing {
                 seq,
                 msg_id: Arc::from(msg_id.as_str()),
-                recipients: Arc::from(to_all),
+                recipients: Arc::from(to),
                 body: Arc::from(body),
                 created_at_ms: now as u64,
             };
