@@ -45,7 +45,7 @@ fn members(conn: &Connection, group: &Name) -> Result<Vec<Name>, StoreError> {
 /// keeping the group error for the caller.
 async fn group_call<T: Send + 'static>(
     store: &Store,
-    f: impl FnOnce(&Connection) -> Result<T, GroupError> + Send + 'static,
+    f: impl FnOnce(&super::Batch) -> Result<T, GroupError> + Send + 'static,
 ) -> Result<T, GroupError> {
     // A database error inside the job is the store's (it fails the transaction); the group's
     // own refusals are answers, made before anything was written.

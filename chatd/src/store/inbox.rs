@@ -98,7 +98,7 @@ impl Store {
         let followers = self.inbox_feed.clone();
         let floor = self.inbox_floor.clone();
         let committed = self.inbox_floor.clone();
-        let job = move |conn: &Connection| {
+        let job = move |conn: &super::Batch| {
             let now = peerchat_db::now_ms() as i64;
             // Two plain statements rather than one INSERT … SELECT … WHERE NOT EXISTS: that
             // form makes SQLite keep a statement journal per row (measured: a temp-file

@@ -10,6 +10,7 @@
 //! any job fails the whole transaction, so every job in it hears the error and nothing partial
 //! is ever committed.
 
+mod batch;
 mod groups;
 mod inbox;
 mod outbox;
@@ -27,6 +28,7 @@ use peerchat_proto::Name;
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{debug, error};
 
+pub use batch::Batch;
 pub use groups::GroupError;
 pub use inbox::{Arrival, InboxQuery, InboxRow, Received};
 pub use outbox::{DeliveryRow, Outgoing, SendOutcome, ADVANCE_FLOOR};
@@ -47,11 +49,11 @@ pub enum StoreError {
     Closed,
 }
 
-/// Runs on the DB thread with the connection (inside the batch's transaction); returns the
-/// database error that spoils the transaction, if it hit one, and a completion to run once the
-/// commit's outcome is known. If the transaction could not even begin, the job gets the error
-/// instead of a connection.
-type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> (Option<String>, Completion) + Send>;
+/// Runs on the DB thread with the connection (inside the batch's transaction, see [`Batch`]);
+/// returns the database error that spoils the transaction, if it hit one, and a completion to
+/// run once the commit's outcome is known. If the transaction could not even begin, the job gets
+/// the error instead of a connection.
+type Job = Box<dyn FnOnce(Result<&Batch, &str>) -> (Option<String>, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// A job and whether someone waits for it (`Now`) or it may wait for the next batch (`Lazy`).
@@ -184,7 +186,7 @@ impl Store {
     /// Runs `f` on the DB thread in a transaction; resolves after the commit.
     pub async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Batch) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.submit(f)?.await.map_err(|_| StoreError::Closed)?
     }
@@ -193,7 +195,7 @@ impl Store {
     /// its committed result.
     pub fn submit<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Batch) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         self.submit_then(f, |_| {})
     }
@@ -202,7 +204,7 @@ impl Store {
     /// commits on its own after 20 ms), so it does not cost a commit of its own.
     pub fn submit_lazy<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Batch) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let (job, rx) = make_job(f, |_| {});
         self.jobs
@@ -215,7 +217,7 @@ impl Store {
     /// committed (in job order), before the result is sent.
     pub fn submit_then<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Batch) -> Result<T, StoreError> + Send + 'static,
         after_commit: impl FnOnce(&T) + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let (job, rx) = make_job(f, after_commit);
@@ -248,7 +250,7 @@ impl Store {
 /// Wraps `f` as a job whose result reaches the returned receiver after the commit.
 #[allow(clippy::type_complexity)]
 fn make_job<T: Send + 'static>(
-    f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&Batch) -> Result<T, StoreError> + Send + 'static,
     after_commit: impl FnOnce(&T) + Send + 'static,
 ) -> (Job, oneshot::Receiver<Result<T, StoreError>>) {
     let (tx, rx) = oneshot::channel();
@@ -362,19 +364,22 @@ fn run_batch(
         }
     };
     let mut failed: Option<String> = None;
+    // Dropped before the commit: the statements it kept go back to rusqlite's cache.
+    let jobs = Batch::new(&tx);
     for job in batch {
         if let Some(msg) = &failed {
             // The transaction is lost; the remaining jobs hear why instead of running.
             completions.push(job(Err(msg)).1);
             continue;
         }
-        let (spoiled, done) = job(Ok(&tx));
+        let (spoiled, done) = job(Ok(&jobs));
         completions.push(done);
         if let Some(msg) = spoiled {
             // Dropping the transaction below rolls back every job of the batch.
             failed = Some(msg);
         }
     }
+    drop(jobs);
     match failed {
         Some(msg) => Err(msg),
         None => tx.commit().map_err(|e| e.to_string()),

@@ -49,6 +49,16 @@ pub(super) const HAS_PENDING: &str = concat!(
     " AND state IN ('queued','sent') AND final = 0)"
 );
 
+/// A new outgoing message. `?5`: the seq floor (see `SeqFloor`), normally 0: the next rowid.
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
+     VALUES (CASE WHEN ?5 > 0 THEN MAX(?5, (SELECT COALESCE(MAX(seq), 0) FROM outbox)) + 1 END,
+             ?1, ?2, ?3, ?4)";
+
+/// One recipient's delivery row of a new message.
+const INSERT_DELIVERY: &str =
+    "INSERT INTO deliveries (out_seq, recipient, state, last_error, updated_at_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+
 #[derive(Debug, Clone)]
 pub struct SendOutcome {
     pub msg_id: String,
@@ -97,72 +107,92 @@ impl Store {
                 }
             }
         };
-        self.submit_then(move |conn| {
-            let recipients_json = serde_json::to_string(&to).unwrap_or_else(|_| "[]".into());
-            let existing: Option<(i64, String, String)> = if caller_chose_id {
-                conn.prepare_cached("SELECT seq, recipients, body FROM outbox WHERE msg_id = ?1")?
+        self.submit_then(
+            move |conn| {
+                let recipients_json = serde_json::to_string(&to).unwrap_or_else(|_| "[]".into());
+                let existing: Option<(i64, String, String)> = if caller_chose_id {
+                    conn.prepare_cached(
+                        "SELECT seq, recipients, body FROM outbox WHERE msg_id = ?1",
+                    )?
                     .query_row(params![msg_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()?
-            } else {
-                None
-            };
-            if let Some((seq, recipients, old_body)) = existing {
-                let mut old: Vec<Name> = serde_json::from_str(&recipients).unwrap_or_default();
-                let mut new = to.clone();
-                old.sort();
-                new.sort();
-                if old != new || old_body != body {
-                    return Err(StoreError::IdConflict(msg_id));
+                } else {
+                    None
+                };
+                if let Some((seq, recipients, old_body)) = existing {
+                    let mut old: Vec<Name> = serde_json::from_str(&recipients).unwrap_or_default();
+                    let mut new = to.clone();
+                    old.sort();
+                    new.sort();
+                    if old != new || old_body != body {
+                        return Err(StoreError::IdConflict(msg_id));
+                    }
+                    let mut recipients = states(conn, seq)?;
+                    recipients.sort_by_key(|r| to.iter().position(|t| *t == r.to));
+                    return Ok(SendOutcome {
+                        recipients,
+                        msg_id,
+                        created: false,
+                        outgoing: None,
+                    });
                 }
-                let mut recipients = states(conn, seq)?;
-                recipients.sort_by_key(|r| to.iter().position(|t| *t == r.to));
-                return Ok(SendOutcome { recipients, msg_id, created: false, outgoing: None });
-            }
-            let now = peerchat_db::now_ms() as i64;
-            // ?5: the seq floor (see `SeqFloor`), normally 0: the next rowid.
-            conn.prepare_cached(
-                "INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
-                 VALUES (CASE WHEN ?5 > 0 THEN MAX(?5, (SELECT COALESCE(MAX(seq), 0) FROM outbox)) + 1 END,
-                         ?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![msg_id, recipients_json, body, now, floor.get()])?;
-            let seq = conn.last_insert_rowid();
-            let mut ins = conn.prepare_cached(
-                "INSERT INTO deliveries (out_seq, recipient, state, last_error, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut states = Vec::with_capacity(to.len());
-            for r in &to {
-                let error = failed.iter().find(|(n, _)| n == r).map(|(_, e)| e.clone());
-                let state = if error.is_some() { DeliveryState::Failed } else { DeliveryState::Queued };
-                ins.execute(params![seq, r.as_str(), state.as_str(), error, now])?;
-                // A recipient's first message gives it a floor right below it, so that its
-                // scans never start at 0 (that would read every other recipient's history).
-                // Safe: a recipient without a floor row has no rows at all (migration 7 gave
-                // every existing one a floor, this gives every new one, and floor rows are
-                // never removed). Skipped for names whose row is known to be committed.
-                if !known.lock().unwrap_or_else(|p| p.into_inner()).contains(r) {
-                    conn.prepare_cached(
-                        "INSERT INTO pending_floor (recipient, seq) VALUES (?1, ?2 - 1)
+                let now = peerchat_db::now_ms() as i64;
+                conn.kept(INSERT_OUTBOX)?.execute(params![
+                    msg_id,
+                    recipients_json,
+                    body,
+                    now,
+                    floor.get()
+                ])?;
+                let seq = conn.last_insert_rowid();
+                let mut ins = conn.kept(INSERT_DELIVERY)?;
+                let mut states = Vec::with_capacity(to.len());
+                for r in &to {
+                    let error = failed.iter().find(|(n, _)| n == r).map(|(_, e)| e.clone());
+                    let state = if error.is_some() {
+                        DeliveryState::Failed
+                    } else {
+                        DeliveryState::Queued
+                    };
+                    ins.execute(params![seq, r.as_str(), state.as_str(), error, now])?;
+                    // A recipient's first message gives it a floor right below it, so that its
+                    // scans never start at 0 (that would read every other recipient's history).
+                    // Safe: a recipient without a floor row has no rows at all (migration 7 gave
+                    // every existing one a floor, this gives every new one, and floor rows are
+                    // never removed). Skipped for names whose row is known to be committed.
+                    if !known.lock().unwrap_or_else(|p| p.into_inner()).contains(r) {
+                        conn.prepare_cached(
+                            "INSERT INTO pending_floor (recipient, seq) VALUES (?1, ?2 - 1)
                          ON CONFLICT (recipient) DO NOTHING",
-                    )?
-                    .execute(params![r.as_str(), seq])?;
+                        )?
+                        .execute(params![r.as_str(), seq])?;
+                    }
+                    if error.is_some() {
+                        // Never pending: keep the floor above it.
+                        advance_floor(conn, r.as_str())?;
+                    }
+                    states.push(RecipientState {
+                        to: r.clone(),
+                        state,
+                        error,
+                    });
                 }
-                if error.is_some() {
-                    // Never pending: keep the floor above it.
-                    advance_floor(conn, r.as_str())?;
-                }
-                states.push(RecipientState { to: r.clone(), state, error });
-            }
-            let outgoing = Outgoing {
-                seq,
-                msg_id: Arc::from(msg_id.as_str()),
-                recipients: Arc::from(to),
-                body: Arc::from(body),
-                created_at_ms: now as u64,
-            };
-            Ok(SendOutcome { recipients: states, msg_id, created: true, outgoing: Some(outgoing) })
-        }, hand_off)
+                let outgoing = Outgoing {
+                    seq,
+                    msg_id: Arc::from(msg_id.as_str()),
+                    recipients: Arc::from(to),
+                    body: Arc::from(body),
+                    created_at_ms: now as u64,
+                };
+                Ok(SendOutcome {
+                    recipients: states,
+                    msg_id,
+                    created: true,
+                    outgoing: Some(outgoing),
+                })
+            },
+            hand_off,
+        )
     }
 
     /// The next undelivered messages for `recipient` after `after_seq` (at most `limit`, and
@@ -318,7 +348,7 @@ impl Store {
         error: Option<String>,
         lazy: bool,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        let job = move |conn: &Connection| {
+        let job = move |conn: &super::Batch| {
             let now = peerchat_db::now_ms() as i64;
             // An acknowledgement is the truth: a message cancelled while it was already on the
             // link and then acknowledged did arrive, so `delivered` overrides `cancelled`.
