@@ -63,11 +63,11 @@ pub async fn receive(
         SocketAddr::new(peer.ip().to_canonical(), peer.port())
     );
     store
-        .receive(std::sync::Arc::new(vec![Received {
+        .receive(vec![Received {
             sender: sender.clone(),
             msg,
             authenticated: false,
-        }]))
+        }])
         .await
         .map_err(|e| LinkError::Protocol(format!("storing legacy message: {e}")))?;
     info!(from = %sender, bytes = buf.len(), "stored legacy message");

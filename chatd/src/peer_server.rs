@@ -233,9 +233,10 @@ async fn link(
                 }
             }
         }
-        let batch = std::sync::Arc::new(batch);
+        let mut ids: Vec<String> = Vec::new();
         if !batch.is_empty() {
-            let arrivals = match server.store.receive(batch.clone()).await {
+            let stored = batch.len();
+            let arrivals = match server.store.receive(batch).await {
                 Ok(a) => a,
                 Err(e) => {
                     // Nothing acked: the sender keeps the messages and retries.
@@ -251,8 +252,11 @@ async fn link(
             };
             for a in answers.iter_mut() {
                 if let Ok(i) = *a {
-                    if arrivals.get(i) == Some(&Arrival::Conflict) {
-                        let id = batch[i].msg.id.clone();
+                    if arrivals
+                        .get(i)
+                        .is_some_and(|(a, _)| *a == Arrival::Conflict)
+                    {
+                        let id = arrivals[i].1.clone();
                         warn!(from = %from, id = %id, "refused a message whose id the sender already used for another one");
                         *a = Err(Frame::Nack {
                             message: format!(
@@ -264,9 +268,10 @@ async fn link(
                     }
                 }
             }
-            debug!(from = %from, messages = batch.len(), "stored incoming messages");
+            debug!(from = %from, messages = stored, "stored incoming messages");
+            ids = arrivals.into_iter().map(|(_, id)| id).collect();
         }
-        let replies = replies(answers, &batch, ack_runs);
+        let replies = replies(answers, ids, ack_runs);
         for r in &replies {
             conn.feed(r).await?;
         }
@@ -276,8 +281,9 @@ async fn link(
 
 /// The frames that answer a burst, in order: with `ack_runs` (the client asked for
 /// `peer::feature::ACKS`), each run of acknowledged messages becomes one `Acks` frame.
-fn replies(answers: Vec<Result<usize, Frame>>, batch: &[Received], ack_runs: bool) -> Vec<Frame> {
-    let id = |i: usize| batch[i].msg.id.clone();
+/// `ids`: the stored messages' ids, by their place in the batch (taken, not copied).
+fn replies(answers: Vec<Result<usize, Frame>>, mut ids: Vec<String>, ack_runs: bool) -> Vec<Frame> {
+    let mut id = |i: usize| ids.get_mut(i).map(std::mem::take).unwrap_or_default();
     if !ack_runs {
         return answers
             .into_iter()
@@ -377,19 +383,6 @@ pub fn kind(f: &Frame) -> &'static str {
 mod tests {
     use super::*;
 
-    fn received(id: &str) -> Received {
-        Received {
-            sender: "pa".into(),
-            msg: WireMessage {
-                id: id.into(),
-                to: vec![],
-                sent_at_ms: 1,
-                body: "hi".into(),
-            },
-            authenticated: true,
-        }
-    }
-
     fn nack(id: &str) -> Frame {
         Frame::Nack {
             id: id.into(),
@@ -402,13 +395,15 @@ mod tests {
     /// run, the nack in its place; one `ack` each for a caller that did not ask for runs.
     #[test]
     fn a_burst_is_answered_with_one_acks_frame_per_run() {
-        let batch: Vec<Received> = ["m1", "m2", "m4", "m5", "m6"]
-            .into_iter()
-            .map(received)
-            .collect();
+        let ids = || -> Vec<String> {
+            ["m1", "m2", "m4", "m5", "m6"]
+                .into_iter()
+                .map(String::from)
+                .collect()
+        };
         let answers = || vec![Ok(0), Ok(1), Err(nack("m3")), Ok(2), Ok(3), Ok(4)];
         assert_eq!(
-            replies(answers(), &batch, true),
+            replies(answers(), ids(), true),
             [
                 Frame::Acks {
                     count: 2,
@@ -431,7 +426,7 @@ mod tests {
                     .map(|id| Frame::Ack { id: id.into() }),
             )
             .collect();
-        assert_eq!(replies(answers(), &batch, false), one_each);
-        assert_eq!(replies(vec![Err(nack("x"))], &[], true), [nack("x")]);
+        assert_eq!(replies(answers(), ids(), false), one_each);
+        assert_eq!(replies(vec![Err(nack("x"))], vec![], true), [nack("x")]);
     }
 }

@@ -89,11 +89,12 @@ fn row(r: &peerchat_db::rusqlite::Row<'_>) -> peerchat_db::rusqlite::Result<Inbo
 
 impl Store {
     /// Stores a batch of messages from one link in one go. Returns, per message, what became of
-    /// it; all of it is committed. `New` and `Repeat` may be acked, `Conflict` must be refused.
+    /// it and its id; all of it is committed. `New` and `Repeat` may be acked, `Conflict` must be
+    /// refused. The batch is moved in: a followed message's row takes its strings.
     pub async fn receive(
         &self,
-        batch: std::sync::Arc<Vec<Received>>,
-    ) -> Result<Vec<Arrival>, StoreError> {
+        batch: Vec<Received>,
+    ) -> Result<Vec<(Arrival, String)>, StoreError> {
         let feed = self.inbox_feed.clone();
         let followers = self.inbox_feed.clone();
         let floor = self.inbox_floor.clone();
@@ -131,7 +132,7 @@ impl Store {
             // Rows for the followers' feed, built only when someone follows.
             let follow = followers.receiver_count() > 0;
             let mut rows = Vec::new();
-            for m in batch.iter() {
+            for m in batch {
                 let removed = seen
                     .query_row(params![m.sender, m.msg.id], |r| {
                         r.get::<_, Option<Vec<u8>>>(0)
@@ -140,10 +141,11 @@ impl Store {
                 if let Some(digest) = removed {
                     // Retention removed it and kept its body's digest (none for keys kept
                     // before schema 8: those count as repeats, as they cannot be compared).
-                    fresh.push(match digest {
+                    let arrival = match digest {
                         Some(d) if d[..] != body_digest(&m.msg.body)[..] => Arrival::Conflict,
                         _ => Arrival::Repeat,
-                    });
+                    };
+                    fresh.push((arrival, m.msg.id));
                     continue;
                 }
                 let to = serde_json::to_string(&m.msg.to).unwrap_or_else(|_| "[]".into());
@@ -157,30 +159,31 @@ impl Store {
                     m.authenticated,
                     floor.get()
                 ])?;
-                if n == 1 {
-                    max = conn.last_insert_rowid();
-                    if follow && m.msg.body.len() > super::FEED_MAX_BODY {
-                        rows.push(super::FeedItem::Large { seq: max });
-                    } else if follow {
-                        rows.push(super::FeedItem::Row(std::sync::Arc::new(InboxRow {
-                            seq: max,
-                            sender: m.sender.clone(),
-                            msg_id: m.msg.id.clone(),
-                            recipients: m.msg.to.iter().map(|n| n.to_string()).collect(),
-                            body: m.msg.body.clone(),
-                            sent_at_ms: m.msg.sent_at_ms,
-                            received_at_ms: now as u64,
-                            authenticated: m.authenticated,
-                        })));
-                    }
+                if n != 1 {
+                    let arrival = if same_body(&m)? {
+                        Arrival::Repeat
+                    } else {
+                        Arrival::Conflict
+                    };
+                    fresh.push((arrival, m.msg.id));
+                    continue;
                 }
-                fresh.push(if n == 1 {
-                    Arrival::New
-                } else if same_body(m)? {
-                    Arrival::Repeat
-                } else {
-                    Arrival::Conflict
-                });
+                max = conn.last_insert_rowid();
+                if follow && m.msg.body.len() > super::FEED_MAX_BODY {
+                    rows.push(super::FeedItem::Large { seq: max });
+                } else if follow {
+                    rows.push(super::FeedItem::Row(std::sync::Arc::new(InboxRow {
+                        seq: max,
+                        sender: m.sender,
+                        msg_id: m.msg.id.clone(),
+                        recipients: m.msg.to.into_iter().map(String::from).collect(),
+                        body: m.msg.body,
+                        sent_at_ms: m.msg.sent_at_ms,
+                        received_at_ms: now as u64,
+                        authenticated: m.authenticated,
+                    })));
+                }
+                fresh.push((Arrival::New, m.msg.id));
             }
             Ok((fresh, max, rows))
         };

@@ -35,6 +35,17 @@ async fn inbox_rows(store: &Store) -> Vec<super::InboxRow> {
         .expect("inbox")
 }
 
+/// What `receive` made of each message of `batch` (ids left out).
+async fn arrivals(store: &Store, batch: Vec<Received>) -> Vec<super::Arrival> {
+    store
+        .receive(batch)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect()
+}
+
 fn received(id: &str) -> Received {
     Received {
         sender: "pa".into(),
@@ -103,11 +114,11 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
 
     // New rows go above the old high-water mark (3), then continue from there.
     store
-        .receive(std::sync::Arc::new(vec![received("new1")]))
+        .receive(vec![received("new1")])
         .await
         .expect("receive");
     store
-        .receive(std::sync::Arc::new(vec![received("new2")]))
+        .receive(vec![received("new2")])
         .await
         .expect("receive");
     let seqs: Vec<i64> = inbox_rows(&store).await.iter().map(|r| r.seq).collect();
@@ -124,7 +135,7 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
     // After a restart the floor is behind the largest seq: plain rowids from here on.
     let (store, _thread) = Store::open(&path).expect("reopen");
     store
-        .receive(std::sync::Arc::new(vec![received("new3")]))
+        .receive(vec![received("new3")])
         .await
         .expect("receive");
     let last = store
@@ -368,19 +379,13 @@ async fn a_reused_id_with_another_body_is_a_conflict_not_a_repeat() {
         r.msg.body = body.into();
         r
     };
-    let first = store
-        .receive(std::sync::Arc::new(vec![with_body("one")]))
-        .await
-        .expect("receive");
+    let first = arrivals(&store, vec![with_body("one")]).await;
     assert_eq!(first, [Arrival::New]);
-    let again = store
-        .receive(std::sync::Arc::new(vec![
-            with_body("two"),
-            with_body("one"),
-            received("m2"),
-        ]))
-        .await
-        .expect("receive");
+    let again = arrivals(
+        &store,
+        vec![with_body("two"), with_body("one"), received("m2")],
+    )
+    .await;
     assert_eq!(again, [Arrival::Conflict, Arrival::Repeat, Arrival::New]);
     let bodies: Vec<String> = inbox_rows(&store)
         .await
@@ -412,13 +417,11 @@ async fn a_reused_id_is_a_conflict_even_after_retention_removed_the_message() {
         r.msg.body = body.into();
         r
     };
-    let first = store
-        .receive(std::sync::Arc::new(vec![
-            with_body("m1", "one"),
-            with_body("m2", "newest"),
-        ]))
-        .await
-        .expect("receive");
+    let first = arrivals(
+        &store,
+        vec![with_body("m1", "one"), with_body("m2", "newest")],
+    )
+    .await;
     assert_eq!(first, [Arrival::New, Arrival::New]);
     // Count 0 removes everything but the newest row (m2).
     let pruned = store
@@ -429,14 +432,15 @@ async fn a_reused_id_is_a_conflict_even_after_retention_removed_the_message() {
         .await
         .expect("prune");
     assert_eq!(pruned.inbox, 1);
-    let again = store
-        .receive(std::sync::Arc::new(vec![
+    let again = arrivals(
+        &store,
+        vec![
             with_body("m1", "two"),
             with_body("m1", "one"),
             with_body("m0", "anything"),
-        ]))
-        .await
-        .expect("receive");
+        ],
+    )
+    .await;
     assert_eq!(again, [Arrival::Conflict, Arrival::Repeat, Arrival::Repeat]);
     let ids: Vec<String> = inbox_rows(&store)
         .await
