@@ -237,6 +237,13 @@ async fn link(
         if !batch.is_empty() {
             let stored = batch.len();
             let arrivals = match server.store.receive(batch).await {
+                // One answer per message, in batch order (acks are built from these ids).
+                Ok(a) if a.len() != stored => {
+                    return Err(LinkError::Protocol(format!(
+                        "internal error: {} answers for {stored} messages",
+                        a.len()
+                    )))
+                }
                 Ok(a) => a,
                 Err(e) => {
                     // Nothing acked: the sender keeps the messages and retries.

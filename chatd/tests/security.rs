@@ -290,39 +290,46 @@ fn acks_come_in_runs_only_for_callers_that_ask() {
     );
     assert!(matches!(new.recv(), Frame::Welcome { .. }));
     // Sent as fast as possible: however the server cuts them into bursts, the answers must add
-    // up to acks for n1, n2, a nack for n3, acks for n4, n5, n6, in order.
-    for (id, body) in [
+    // up to acks for n1, n2, a nack for n3 (too large, refused before storing), a nack for o1
+    // (an id already used for another body, refused by the store), acks for n4, n5, n6, in
+    // order.
+    let sent = [
         ("n1", "a".to_string()),
         ("n2", "b".into()),
         ("n3", too_large),
+        ("o1", "not body o1".into()),
         ("n4", "c".into()),
         ("n5", "d".into()),
         ("n6", "e".into()),
-    ] {
-        new.send(&msg(id, body));
+    ];
+    for (id, body) in &sent {
+        new.send(&msg(id, body.clone()));
     }
-    let mut answered: Vec<String> = Vec::new();
-    while answered.len() < 6 {
+    let mut answered: Vec<&str> = Vec::new();
+    while answered.len() < sent.len() {
         match new.recv() {
             Frame::Acks { count, last } => {
                 assert!(count >= 1);
                 let start = answered.len();
-                answered.extend((1..=count).map(|_| "ack".to_string()));
+                answered.extend((1..=count).map(|_| "ack"));
                 let i = start + count as usize - 1;
-                assert_eq!(
-                    last,
-                    format!("n{}", i + 1),
-                    "the run ends at the right message"
-                );
+                assert_eq!(last, sent[i].0, "the run ends at the right message");
             }
             Frame::Nack { id, code, .. } => {
-                assert_eq!((id.as_str(), code.as_str()), ("n3", peer::code::TOO_LARGE));
-                answered.push("nack".into());
+                assert_eq!(id, sent[answered.len()].0, "the nack is in its place");
+                answered.push(match (id.as_str(), code.as_str()) {
+                    ("n3", peer::code::TOO_LARGE) => "too large",
+                    ("o1", peer::code::ID_CONFLICT) => "conflict",
+                    other => panic!("unexpected nack {other:?}"),
+                });
             }
             other => panic!("a caller that asked for acks got {other:?}"),
         }
     }
-    assert_eq!(answered, ["ack", "ack", "nack", "ack", "ack", "ack"]);
+    assert_eq!(
+        answered,
+        ["ack", "ack", "too large", "conflict", "ack", "ack", "ack"]
+    );
     assert_eq!(pb.wait_inbox(8, T).len(), 8);
 }
 

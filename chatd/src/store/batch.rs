@@ -35,8 +35,9 @@ impl<'c> Batch<'c> {
         }
     }
 
-    /// `sql` prepared, checked out of rusqlite's cache once for the whole batch. `sql` must be
-    /// a constant: it is recognised by its address. A statement already in use (the same
+    /// `sql` prepared, checked out of rusqlite's cache once for the whole batch. `sql` should be
+    /// a `static` (a `const` may have a new address at each use): it is recognised by its
+    /// address, and a miss only costs a trip through the cache. A statement already in use (the same
     /// constant twice at once) or one more than there are slots comes from the cache instead.
     pub fn kept<'b>(&'b self, sql: &'static str) -> Result<Stmt<'b, 'c>, StoreError> {
         for slot in &self.kept {
@@ -50,8 +51,10 @@ impl<'c> Batch<'c> {
                 Some(_) => continue,
                 None => {
                     let stmt = RefCell::new(self.conn.prepare_cached(sql)?);
-                    let k = slot.get_or_init(|| Kept { sql, stmt });
-                    if let Ok(stmt) = k.stmt.try_borrow_mut() {
+                    if slot.set(Kept { sql, stmt }).is_err() {
+                        break; // cannot happen: the slot was empty just now
+                    }
+                    if let Some(Ok(stmt)) = slot.get().map(|k| k.stmt.try_borrow_mut()) {
                         return Ok(Stmt::Kept(stmt));
                     }
                     break;
@@ -100,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_kept_statement_is_reused_and_nested_use_still_works() {
-        const SQL: &str = "SELECT ?1 + 1";
+        static SQL: &str = "SELECT ?1 + 1";
         let conn = Connection::open_in_memory().expect("db");
         let batch = Batch::new(&conn);
         for i in 0..3i64 {

@@ -61,9 +61,9 @@ pub struct InboxQuery {
 }
 
 /// The digest `inbox_seen` keeps of a removed message's body (SHA-256 of its UTF-8 bytes).
-pub(super) fn body_digest(body: &str) -> [u8; 32] {
+pub(super) fn body_digest(body: &[u8]) -> [u8; 32] {
     use sha2::Digest;
-    sha2::Sha256::digest(body.as_bytes()).into()
+    sha2::Sha256::digest(body).into()
 }
 
 pub(super) fn max_seq(conn: &Connection) -> Result<i64, StoreError> {
@@ -142,7 +142,9 @@ impl Store {
                     // Retention removed it and kept its body's digest (none for keys kept
                     // before schema 8: those count as repeats, as they cannot be compared).
                     let arrival = match digest {
-                        Some(d) if d[..] != body_digest(&m.msg.body)[..] => Arrival::Conflict,
+                        Some(d) if d[..] != body_digest(m.msg.body.as_bytes())[..] => {
+                            Arrival::Conflict
+                        }
                         _ => Arrival::Repeat,
                     };
                     fresh.push((arrival, m.msg.id));

@@ -50,12 +50,12 @@ pub(super) const HAS_PENDING: &str = concat!(
 );
 
 /// A new outgoing message. `?5`: the seq floor (see `SeqFloor`), normally 0: the next rowid.
-const INSERT_OUTBOX: &str = "INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
+static INSERT_OUTBOX: &str = "INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
      VALUES (CASE WHEN ?5 > 0 THEN MAX(?5, (SELECT COALESCE(MAX(seq), 0) FROM outbox)) + 1 END,
              ?1, ?2, ?3, ?4)";
 
 /// One recipient's delivery row of a new message.
-const INSERT_DELIVERY: &str =
+static INSERT_DELIVERY: &str =
     "INSERT INTO deliveries (out_seq, recipient, state, last_error, updated_at_ms)
      VALUES (?1, ?2, ?3, ?4, ?5)";
 

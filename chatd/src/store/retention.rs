@@ -4,19 +4,20 @@
 //! Undelivered outgoing messages are never removed, and neither is the newest row of `inbox` or
 //! `outbox`: seqs are rowids (the largest plus one), and links and followers hold seq cursors,
 //! so the largest seq must never go away or it would be handed out again. A removed inbox
-//! message leaves its dedup key (sender, message id) and its body's SHA-256 in `inbox_seen` for
-//! [`SEEN_KEEP`], so a sender that never got our acknowledgement and resends it is still
+//! message leaves its dedup key (sender, message id) and its body's SHA-256 in `inbox_seen` until
+//! [`SEEN_KEEP`] after it was received, so a sender that never got our acknowledgement and resends it is still
 //! acknowledged without storing it twice, and one that reuses the id for another body is
 //! refused (`Arrival::Conflict`).
 
 use std::time::Duration;
 
 use peerchat_db::rusqlite::params;
+use peerchat_db::rusqlite::types::ValueRef;
 
 use super::{Store, StoreError};
 
-/// How long dedup keys of removed messages are kept (well beyond the default 7-day lifetime
-/// after which a sender gives up on a message).
+/// How long after a message was received the dedup key of its removed row is kept (well beyond
+/// the default 7-day lifetime after which a sender gives up on a message).
 pub const SEEN_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, Clone, Default)]
@@ -80,12 +81,18 @@ impl Store {
                 )?;
                 let mut rows = removed.query(params![inbox_cut])?;
                 while let Some(row) = rows.next()? {
-                    let body: String = row.get(3)?;
+                    // The body's bytes as stored: no String copy, and no UTF-8 check that
+                    // could fail every prune for good.
+                    let body = match row.get_ref(3)? {
+                        ValueRef::Text(b) | ValueRef::Blob(b) => b,
+                        _ => &[],
+                    };
+                    let digest = super::inbox::body_digest(body);
                     keep.execute(params![
                         row.get::<_, String>(0)?,
                         row.get::<_, String>(1)?,
                         row.get::<_, i64>(2)?,
-                        &super::inbox::body_digest(&body)[..],
+                        &digest[..],
                     ])?;
                 }
                 pruned.inbox = conn.execute("DELETE FROM inbox WHERE seq <= ?1", params![inbox_cut])?;
