@@ -99,6 +99,7 @@ impl Store {
         let followers = self.inbox_feed.clone();
         let floor = self.inbox_floor.clone();
         let committed = self.inbox_floor.clone();
+        let seen_keys = self.seen_keys.clone();
         let job = move |conn: &super::Batch| {
             let now = peerchat_db::now_ms() as i64;
             // Two plain statements rather than one INSERT … SELECT … WHERE NOT EXISTS: that
@@ -132,12 +133,16 @@ impl Store {
             // Rows for the followers' feed, built only when someone follows.
             let follow = followers.receiver_count() > 0;
             let mut rows = Vec::new();
+            let look_up_seen = seen_keys.load(std::sync::atomic::Ordering::Relaxed);
             for m in batch {
-                let removed = seen
-                    .query_row(params![m.sender, m.msg.id], |r| {
+                let removed = if look_up_seen {
+                    seen.query_row(params![m.sender, m.msg.id], |r| {
                         r.get::<_, Option<Vec<u8>>>(0)
                     })
-                    .optional()?;
+                    .optional()?
+                } else {
+                    None
+                };
                 if let Some(digest) = removed {
                     // Retention removed it and kept its body's digest (none for keys kept
                     // before schema 8: those count as repeats, as they cannot be compared).

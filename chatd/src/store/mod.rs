@@ -83,6 +83,11 @@ pub struct Store {
     outbox_floor: SeqFloor,
     /// Recipients known to have a committed `pending_floor` row (see `submit_send`).
     floors: KnownFloors,
+    /// False while `inbox_seen` is certainly empty (no retention ever removed an inbox row):
+    /// then a received message needs no lookup there (≈ 2,400 instructions each). Read and set
+    /// only on the DB thread; set by `prune` before it inserts keys, never cleared while
+    /// running (a cleared flag whose transaction rolled back would let a repeat in).
+    seen_keys: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Recipients whose `pending_floor` row is committed, so that a send to them needs no insert
@@ -158,6 +163,8 @@ impl Store {
         let conn = peerchat_db::open(path, schema::MIGRATIONS)?;
         let inbox_floor = SeqFloor::load(&conn, "inbox")?;
         let outbox_floor = SeqFloor::load(&conn, "outbox")?;
+        let seen_keys: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM inbox_seen)", [], |r| r.get(0))?;
         let floors: std::collections::HashSet<Name> = conn
             .prepare("SELECT recipient FROM pending_floor")?
             .query_map([], |r| r.get::<_, String>(0))?
@@ -178,6 +185,7 @@ impl Store {
                 inbox_floor,
                 outbox_floor,
                 floors: std::sync::Arc::new(std::sync::Mutex::new(floors)),
+                seen_keys: std::sync::Arc::new(seen_keys.into()),
             },
             StoreThread(Some(thread)),
         ))

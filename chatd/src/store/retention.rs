@@ -47,6 +47,7 @@ const NOT_NEWEST: &str = "seq < (SELECT MAX(seq) FROM outbox)";
 
 impl Store {
     pub async fn prune(&self, r: Retention) -> Result<Pruned, StoreError> {
+        let seen_keys = self.seen_keys.clone();
         self.call(move |conn| {
             let now = peerchat_db::now_ms() as i64;
             let mut inbox_cut: i64 = 0; // remove inbox rows with seq <= inbox_cut
@@ -71,6 +72,8 @@ impl Store {
             inbox_cut = inbox_cut.min(super::inbox::max_seq(conn)? - 1);
             let mut pruned = Pruned::default();
             if inbox_cut > 0 {
+                // Before the keys exist: from now on every received message is looked up.
+                seen_keys.store(true, std::sync::atomic::Ordering::Relaxed);
                 // Each key with its body's digest (SQLite has no SHA-256 of its own).
                 let mut keep = conn.prepare_cached(
                     "INSERT OR IGNORE INTO inbox_seen (sender, msg_id, received_at_ms, body_sha256)

@@ -449,3 +449,32 @@ async fn a_reused_id_is_a_conflict_even_after_retention_removed_the_message() {
         .collect();
     assert_eq!(ids, ["m2"]);
 }
+
+/// In a database whose `inbox_seen` started empty (so received messages skip the lookup there),
+/// the first prune turns the lookup on: a resend of a removed message is still a repeat.
+#[tokio::test]
+async fn a_resend_of_a_removed_message_is_a_repeat_after_the_first_prune() {
+    use super::Arrival;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _thread) = Store::open(&dir.path().join("node.db")).expect("open");
+    let first = arrivals(&store, vec![received("m1"), received("m2")]).await;
+    assert_eq!(first, [Arrival::New, Arrival::New]);
+    let pruned = store
+        .prune(Retention {
+            max_age: None,
+            max_count: Some(0),
+        })
+        .await
+        .expect("prune");
+    assert_eq!(pruned.inbox, 1);
+    assert_eq!(
+        arrivals(&store, vec![received("m1")]).await,
+        [Arrival::Repeat]
+    );
+    let ids: Vec<String> = inbox_rows(&store)
+        .await
+        .into_iter()
+        .map(|r| r.msg_id)
+        .collect();
+    assert_eq!(ids, ["m2"]);
+}
