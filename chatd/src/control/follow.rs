@@ -178,14 +178,30 @@ async fn write_error(
 /// reused from line to line. A follower gets one line per message, so this is a hot path.
 #[derive(Default)]
 struct MessageLines {
-    sent_at: String,
-    received_at: String,
+    sent_at: Timestamp,
+    received_at: Timestamp,
+}
+
+/// One formatted timestamp, kept while the next rows carry the same millisecond (a stream's
+/// rows mostly do: one batch is received in one millisecond, and many were sent in one).
+#[derive(Default)]
+struct Timestamp {
+    ms: Option<u64>,
+    text: String,
+}
+
+impl Timestamp {
+    fn of(&mut self, ms: u64) -> &str {
+        if self.ms != Some(ms) {
+            crate::time::rfc3339_into(&mut self.text, ms);
+            self.ms = Some(ms);
+        }
+        &self.text
+    }
 }
 
 impl MessageLines {
     fn append(&mut self, buf: &mut Vec<u8>, id: u64, node: &Node, r: &InboxRow) {
-        crate::time::rfc3339_into(&mut self.sent_at, r.sent_at_ms);
-        crate::time::rfc3339_into(&mut self.received_at, r.received_at_ms);
         let message = MessageRef {
             seq: r.seq,
             id: &r.msg_id,
@@ -193,8 +209,8 @@ impl MessageLines {
             to: node.name.as_str(),
             recipients: r.shown_recipients(),
             body: &r.body,
-            sent_at: &self.sent_at,
-            received_at: &self.received_at,
+            sent_at: self.sent_at.of(r.sent_at_ms),
+            received_at: self.received_at.of(r.received_at_ms),
             authenticated: r.authenticated,
         };
         append_line(
@@ -211,5 +227,19 @@ fn ok(id: u64, r: Response) -> Reply<Response> {
     Reply {
         id,
         outcome: Outcome::Ok(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn a_timestamp_is_formatted_again_only_for_another_millisecond() {
+        let mut t = Timestamp::default();
+        assert_eq!(t.of(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(t.of(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(t.of(1_500), "1970-01-01T00:00:01.500Z");
+        assert_eq!(t.of(0), "1970-01-01T00:00:00.000Z");
     }
 }
