@@ -242,6 +242,7 @@ async fn prune_periodically(store: store::Store, retention: Retention, stop: Can
                 info!(
                     inbox = p.inbox,
                     outbox = p.outbox,
+                    transactions = p.rounds,
                     "retention removed old messages"
                 )
             }

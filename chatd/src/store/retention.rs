@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use peerchat_db::rusqlite::params;
 use peerchat_db::rusqlite::types::ValueRef;
+use peerchat_db::rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
 
@@ -38,7 +38,14 @@ impl Retention {
 pub struct Pruned {
     pub inbox: usize,
     pub outbox: usize,
+    /// Transactions it took (at most [`PRUNE_CHUNK`] rows of each table per transaction).
+    pub rounds: usize,
 }
+
+/// Most inbox rows, and most outgoing messages, removed in one transaction. Every other job
+/// (sends, receives) waits while a transaction runs: one prune of 200,000 rows each took 1.5 s
+/// in one; rounds of this size take tens of milliseconds, and jobs queued meanwhile go first.
+pub const PRUNE_CHUNK: usize = 5_000;
 
 const FINISHED: &str = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.out_seq = outbox.seq
      AND d.state IN ('queued','sent') AND d.final = 0)";
@@ -46,16 +53,45 @@ const FINISHED: &str = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.out_seq =
 const NOT_NEWEST: &str = "seq < (SELECT MAX(seq) FROM outbox)";
 
 impl Store {
+    /// Removes everything `r` says is due, in rounds of [`PRUNE_CHUNK`] rows per table.
     pub async fn prune(&self, r: Retention) -> Result<Pruned, StoreError> {
+        self.prune_in_rounds(r, PRUNE_CHUNK).await
+    }
+
+    pub(super) async fn prune_in_rounds(
+        &self,
+        r: Retention,
+        chunk: usize,
+    ) -> Result<Pruned, StoreError> {
+        let mut total = Pruned::default();
+        loop {
+            let (round, more) = self.prune_round(r.clone(), chunk).await?;
+            total.inbox += round.inbox;
+            total.outbox += round.outbox;
+            total.rounds += 1;
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One transaction: the oldest due inbox rows and finished outgoing messages, at most
+    /// `chunk` of each. True if a limit was reached (more may be due).
+    async fn prune_round(&self, r: Retention, chunk: usize) -> Result<(Pruned, bool), StoreError> {
         let seen_keys = self.seen_keys.clone();
         self.call(move |conn| {
             let now = peerchat_db::now_ms() as i64;
+            let chunk = chunk.max(1) as i64;
             let mut inbox_cut: i64 = 0; // remove inbox rows with seq <= inbox_cut
             if let Some(age) = r.max_age {
+                // Seqs grow with arrival, so the due rows are the oldest: only the oldest
+                // `chunk` rows are looked at.
                 let cutoff = now - age.as_millis() as i64;
                 let seq: i64 = conn.query_row(
-                    "SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE received_at_ms < ?1",
-                    params![cutoff],
+                    "SELECT COALESCE(MAX(seq), 0) FROM
+                        (SELECT seq, received_at_ms FROM inbox ORDER BY seq LIMIT ?2)
+                     WHERE received_at_ms < ?1",
+                    params![cutoff, chunk],
                     |row| row.get(0),
                 )?;
                 inbox_cut = inbox_cut.max(seq);
@@ -68,8 +104,22 @@ impl Store {
                 )?;
                 inbox_cut = inbox_cut.max(seq);
             }
-            // Never the newest row (see the module docs).
+            // Never the newest row (see the module docs), and at most `chunk` rows.
             inbox_cut = inbox_cut.min(super::inbox::max_seq(conn)? - 1);
+            let chunk_end: Option<i64> = conn
+                .query_row(
+                    "SELECT seq FROM inbox ORDER BY seq LIMIT 1 OFFSET ?1",
+                    params![chunk - 1],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let mut more = false;
+            if let Some(end) = chunk_end {
+                if inbox_cut >= end {
+                    inbox_cut = end;
+                    more = true;
+                }
+            }
             let mut pruned = Pruned::default();
             if inbox_cut > 0 {
                 // Before the keys exist: from now on every received message is looked up.
@@ -104,35 +154,47 @@ impl Store {
                 "DELETE FROM inbox_seen WHERE received_at_ms < ?1",
                 params![now - SEEN_KEEP.as_millis() as i64],
             )?;
-            // The removed messages' delivery rows go with them (no foreign key does it).
+            // The oldest finished messages that are due, at most `chunk` per statement
+            // (undelivered ones are skipped, so they never hold up the ones after them).
             let mut removed: Vec<i64> = Vec::new();
             if let Some(age) = r.max_age {
-                removed.extend(
-                    conn.prepare(&format!(
-                        "DELETE FROM outbox WHERE created_at_ms < ?1 AND {FINISHED} AND {NOT_NEWEST}
+                let due = conn
+                    .prepare(&format!(
+                        "DELETE FROM outbox WHERE seq IN
+                            (SELECT seq FROM outbox
+                             WHERE created_at_ms < ?1 AND {FINISHED} AND {NOT_NEWEST}
+                             ORDER BY seq LIMIT ?2)
                          RETURNING seq"
                     ))?
-                    .query_map(params![now - age.as_millis() as i64], |row| row.get::<_, i64>(0))?
-                    .collect::<Result<Vec<_>, _>>()?,
-                );
+                    .query_map(params![now - age.as_millis() as i64, chunk], |row| {
+                        row.get::<_, i64>(0)
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                more |= due.len() as i64 == chunk;
+                removed.extend(due);
             }
             if let Some(n) = r.max_count {
-                removed.extend(
-                    conn.prepare(&format!(
-                        "DELETE FROM outbox WHERE {FINISHED} AND {NOT_NEWEST} AND seq NOT IN
-                         (SELECT seq FROM outbox WHERE {FINISHED} ORDER BY seq DESC LIMIT ?1)
+                let due = conn
+                    .prepare(&format!(
+                        "DELETE FROM outbox WHERE seq IN
+                            (SELECT seq FROM outbox
+                             WHERE {FINISHED} AND {NOT_NEWEST} AND seq NOT IN
+                                (SELECT seq FROM outbox WHERE {FINISHED} ORDER BY seq DESC LIMIT ?1)
+                             ORDER BY seq LIMIT ?2)
                          RETURNING seq"
                     ))?
-                    .query_map(params![n as i64], |row| row.get::<_, i64>(0))?
-                    .collect::<Result<Vec<_>, _>>()?,
-                );
+                    .query_map(params![n as i64, chunk], |row| row.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                more |= due.len() as i64 == chunk;
+                removed.extend(due);
             }
+            // The removed messages' delivery rows go with them (no foreign key does it).
             let mut rows = conn.prepare("DELETE FROM deliveries WHERE out_seq = ?1")?;
             for seq in &removed {
                 rows.execute(params![seq])?;
             }
             pruned.outbox = removed.len();
-            Ok(pruned)
+            Ok((pruned, more))
         })
         .await
     }

@@ -478,3 +478,99 @@ async fn a_resend_of_a_removed_message_is_a_repeat_after_the_first_prune() {
         .collect();
     assert_eq!(ids, ["m2"]);
 }
+
+/// Retention works in rounds of at most `chunk` rows per table (other jobs run in between), and
+/// an undelivered message at the start does not hold up the finished ones after it.
+#[tokio::test]
+async fn retention_removes_in_rounds_and_skips_undelivered_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _thread) = Store::open(&dir.path().join("node.db")).expect("open");
+    let batch: Vec<Received> = (1..=25).map(|i| received(&format!("in{i}"))).collect();
+    assert_eq!(arrivals(&store, batch).await.len(), 25);
+    for i in 1..=25 {
+        send(&store, &format!("out{i}"), vec![name("pb")]).await;
+    }
+    // out1 stays queued; the others are finished (cancelled).
+    for i in 2..=25 {
+        store.cancel(format!("out{i}")).await.expect("cancel");
+    }
+    let pruned = store
+        .prune_in_rounds(
+            Retention {
+                max_age: None,
+                max_count: Some(0),
+            },
+            10,
+        )
+        .await
+        .expect("prune");
+    assert_eq!(
+        (pruned.inbox, pruned.outbox, pruned.rounds),
+        (24, 23, 3),
+        "everything but the newest rows and the undelivered message, 10 per round"
+    );
+    let ids: Vec<String> = inbox_rows(&store)
+        .await
+        .into_iter()
+        .map(|r| r.msg_id)
+        .collect();
+    assert_eq!(ids, ["in25"]);
+    for (id, kept) in [
+        ("out1", true),
+        ("out2", false),
+        ("out24", false),
+        ("out25", true),
+    ] {
+        let found = store.message_detail(id.into()).await.expect("detail");
+        assert_eq!(found.is_some(), kept, "{id}");
+    }
+}
+
+/// The same by age: only rows older than the limit go, oldest first, in rounds.
+#[tokio::test]
+async fn retention_by_age_removes_in_rounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.db");
+    let (store, _thread) = Store::open(&path).expect("open");
+    let batch: Vec<Received> = (1..=25).map(|i| received(&format!("in{i}"))).collect();
+    assert_eq!(arrivals(&store, batch).await.len(), 25);
+    for i in 1..=25 {
+        send(&store, &format!("out{i}"), vec![name("pb")]).await;
+        store.cancel(format!("out{i}")).await.expect("cancel");
+    }
+    // The first 20 of each are two hours old.
+    let conn = peerchat_db::open(&path, schema::MIGRATIONS).expect("second connection");
+    conn.execute_batch(
+        "UPDATE inbox SET received_at_ms = 1 WHERE seq <= 20;
+         UPDATE outbox SET created_at_ms = 1 WHERE seq <= 20;",
+    )
+    .expect("age rows");
+    drop(conn);
+    let pruned = store
+        .prune_in_rounds(
+            Retention {
+                max_age: Some(Duration::from_secs(3600)),
+                max_count: None,
+            },
+            10,
+        )
+        .await
+        .expect("prune");
+    assert_eq!((pruned.inbox, pruned.outbox, pruned.rounds), (20, 20, 3));
+    let ids: Vec<String> = inbox_rows(&store)
+        .await
+        .into_iter()
+        .map(|r| r.msg_id)
+        .collect();
+    assert_eq!(ids, ["in21", "in22", "in23", "in24", "in25"]);
+    assert!(store
+        .message_detail("out20".into())
+        .await
+        .expect("detail")
+        .is_none());
+    assert!(store
+        .message_detail("out21".into())
+        .await
+        .expect("detail")
+        .is_some());
+}
