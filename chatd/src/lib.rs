@@ -237,7 +237,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 async fn prune_periodically(store: store::Store, retention: Retention, stop: CancellationToken) {
     loop {
-        match store.prune(retention.clone()).await {
+        match store.prune(retention.clone(), &stop).await {
             Ok(p) if p.inbox + p.outbox > 0 => {
                 info!(
                     inbox = p.inbox,
@@ -247,7 +247,13 @@ async fn prune_periodically(store: store::Store, retention: Retention, stop: Can
                 )
             }
             Ok(_) => {}
-            Err(e) => warn!(error = %e, "retention failed; will try again"),
+            Err(e) => warn!(
+                error = %e,
+                inbox = e.done.inbox,
+                outbox = e.done.outbox,
+                transactions = e.done.rounds,
+                "retention failed after removing these; will try again"
+            ),
         }
         tokio::select! {
             _ = stop.cancelled() => return,

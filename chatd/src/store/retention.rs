@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use peerchat_db::rusqlite::types::ValueRef;
 use peerchat_db::rusqlite::{params, OptionalExtension};
+use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
 
@@ -52,27 +53,46 @@ const FINISHED: &str = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.out_seq =
 
 const NOT_NEWEST: &str = "seq < (SELECT MAX(seq) FROM outbox)";
 
+/// A round failed; the rounds before it (`done`) are committed.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct PruneFailed {
+    pub done: Pruned,
+    #[source]
+    pub source: StoreError,
+}
+
 impl Store {
-    /// Removes everything `r` says is due, in rounds of [`PRUNE_CHUNK`] rows per table.
-    pub async fn prune(&self, r: Retention) -> Result<Pruned, StoreError> {
-        self.prune_in_rounds(r, PRUNE_CHUNK).await
+    /// Removes everything `r` says is due, in rounds of [`PRUNE_CHUNK`] rows per table, until
+    /// nothing more is due or `stop` is cancelled (looked at between rounds).
+    pub async fn prune(
+        &self,
+        r: Retention,
+        stop: &CancellationToken,
+    ) -> Result<Pruned, PruneFailed> {
+        self.prune_in_rounds(r, PRUNE_CHUNK, stop).await
     }
 
     pub(super) async fn prune_in_rounds(
         &self,
         r: Retention,
         chunk: usize,
-    ) -> Result<Pruned, StoreError> {
-        let mut total = Pruned::default();
-        loop {
-            let (round, more) = self.prune_round(r.clone(), chunk).await?;
-            total.inbox += round.inbox;
-            total.outbox += round.outbox;
-            total.rounds += 1;
+        stop: &CancellationToken,
+    ) -> Result<Pruned, PruneFailed> {
+        let mut done = Pruned::default();
+        while !stop.is_cancelled() {
+            let (round, more) = match self.prune_round(r.clone(), chunk).await {
+                Ok(r) => r,
+                Err(source) => return Err(PruneFailed { done, source }),
+            };
+            done.inbox += round.inbox;
+            done.outbox += round.outbox;
+            done.rounds += 1;
             if !more {
-                return Ok(total);
+                break;
             }
         }
+        Ok(done)
     }
 
     /// One transaction: the oldest due inbox rows and finished outgoing messages, at most
@@ -113,12 +133,8 @@ impl Store {
                     |row| row.get(0),
                 )
                 .optional()?;
-            let mut more = false;
             if let Some(end) = chunk_end {
-                if inbox_cut >= end {
-                    inbox_cut = end;
-                    more = true;
-                }
+                inbox_cut = inbox_cut.min(end);
             }
             let mut pruned = Pruned::default();
             if inbox_cut > 0 {
@@ -150,12 +166,14 @@ impl Store {
                 }
                 pruned.inbox = conn.execute("DELETE FROM inbox WHERE seq <= ?1", params![inbox_cut])?;
             }
+            // Only a full chunk may leave more behind (and a round that removed nothing ends it).
+            let mut more = pruned.inbox as i64 == chunk;
             conn.execute(
                 "DELETE FROM inbox_seen WHERE received_at_ms < ?1",
                 params![now - SEEN_KEEP.as_millis() as i64],
             )?;
-            // The oldest finished messages that are due, at most `chunk` per statement
-            // (undelivered ones are skipped, so they never hold up the ones after them).
+            // The oldest finished messages that are due, at most `chunk` in all (undelivered
+            // ones are skipped, so they never hold up the ones after them).
             let mut removed: Vec<i64> = Vec::new();
             if let Some(age) = r.max_age {
                 let due = conn
@@ -170,10 +188,9 @@ impl Store {
                         row.get::<_, i64>(0)
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                more |= due.len() as i64 == chunk;
                 removed.extend(due);
             }
-            if let Some(n) = r.max_count {
+            if let Some(n) = r.max_count.filter(|_| (removed.len() as i64) < chunk) {
                 let due = conn
                     .prepare(&format!(
                         "DELETE FROM outbox WHERE seq IN
@@ -183,9 +200,10 @@ impl Store {
                              ORDER BY seq LIMIT ?2)
                          RETURNING seq"
                     ))?
-                    .query_map(params![n as i64, chunk], |row| row.get::<_, i64>(0))?
+                    .query_map(params![n as i64, chunk - removed.len() as i64], |row| {
+                        row.get::<_, i64>(0)
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
-                more |= due.len() as i64 == chunk;
                 removed.extend(due);
             }
             // The removed messages' delivery rows go with them (no foreign key does it).
@@ -194,6 +212,7 @@ impl Store {
                 rows.execute(params![seq])?;
             }
             pruned.outbox = removed.len();
+            more |= removed.len() as i64 == chunk;
             Ok((pruned, more))
         })
         .await

@@ -7,6 +7,8 @@ use peerchat_db::rusqlite::params;
 use peerchat_proto::peer::WireMessage;
 use peerchat_proto::Name;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{schema, InboxQuery, Received, Retention, Store};
 
 fn name(s: &str) -> Name {
@@ -102,10 +104,13 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
     // Retention keeps the newest row even when it is old, and removes delivery rows with
     // their message.
     let pruned = store
-        .prune(Retention {
-            max_age: Some(Duration::from_secs(3600)),
-            max_count: None,
-        })
+        .prune(
+            Retention {
+                max_age: Some(Duration::from_secs(3600)),
+                max_count: None,
+            },
+            &CancellationToken::new(),
+        )
         .await
         .expect("prune");
     assert_eq!((pruned.inbox, pruned.outbox), (1, 1));
@@ -425,10 +430,13 @@ async fn a_reused_id_is_a_conflict_even_after_retention_removed_the_message() {
     assert_eq!(first, [Arrival::New, Arrival::New]);
     // Count 0 removes everything but the newest row (m2).
     let pruned = store
-        .prune(Retention {
-            max_age: None,
-            max_count: Some(0),
-        })
+        .prune(
+            Retention {
+                max_age: None,
+                max_count: Some(0),
+            },
+            &CancellationToken::new(),
+        )
         .await
         .expect("prune");
     assert_eq!(pruned.inbox, 1);
@@ -460,10 +468,13 @@ async fn a_resend_of_a_removed_message_is_a_repeat_after_the_first_prune() {
     let first = arrivals(&store, vec![received("m1"), received("m2")]).await;
     assert_eq!(first, [Arrival::New, Arrival::New]);
     let pruned = store
-        .prune(Retention {
-            max_age: None,
-            max_count: Some(0),
-        })
+        .prune(
+            Retention {
+                max_age: None,
+                max_count: Some(0),
+            },
+            &CancellationToken::new(),
+        )
         .await
         .expect("prune");
     assert_eq!(pruned.inbox, 1);
@@ -501,6 +512,7 @@ async fn retention_removes_in_rounds_and_skips_undelivered_messages() {
                 max_count: Some(0),
             },
             10,
+            &CancellationToken::new(),
         )
         .await
         .expect("prune");
@@ -526,7 +538,8 @@ async fn retention_removes_in_rounds_and_skips_undelivered_messages() {
     }
 }
 
-/// The same by age: only rows older than the limit go, oldest first, in rounds.
+/// The same by age: only rows older than the limit go, oldest first, in rounds, never an
+/// undelivered message; and nothing at all once chatd is stopping.
 #[tokio::test]
 async fn retention_by_age_removes_in_rounds() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -536,7 +549,9 @@ async fn retention_by_age_removes_in_rounds() {
     assert_eq!(arrivals(&store, batch).await.len(), 25);
     for i in 1..=25 {
         send(&store, &format!("out{i}"), vec![name("pb")]).await;
-        store.cancel(format!("out{i}")).await.expect("cancel");
+        if i > 1 {
+            store.cancel(format!("out{i}")).await.expect("cancel");
+        }
     }
     // The first 20 of each are two hours old.
     let conn = peerchat_db::open(&path, schema::MIGRATIONS).expect("second connection");
@@ -546,6 +561,17 @@ async fn retention_by_age_removes_in_rounds() {
     )
     .expect("age rows");
     drop(conn);
+    let age = Retention {
+        max_age: Some(Duration::from_secs(3600)),
+        max_count: None,
+    };
+    let stopping = CancellationToken::new();
+    stopping.cancel();
+    let none = store
+        .prune_in_rounds(age.clone(), 10, &stopping)
+        .await
+        .expect("prune");
+    assert_eq!((none.inbox, none.outbox, none.rounds), (0, 0, 0));
     let pruned = store
         .prune_in_rounds(
             Retention {
@@ -553,24 +579,24 @@ async fn retention_by_age_removes_in_rounds() {
                 max_count: None,
             },
             10,
+            &CancellationToken::new(),
         )
         .await
         .expect("prune");
-    assert_eq!((pruned.inbox, pruned.outbox, pruned.rounds), (20, 20, 3));
+    assert_eq!((pruned.inbox, pruned.outbox, pruned.rounds), (20, 19, 3));
     let ids: Vec<String> = inbox_rows(&store)
         .await
         .into_iter()
         .map(|r| r.msg_id)
         .collect();
     assert_eq!(ids, ["in21", "in22", "in23", "in24", "in25"]);
-    assert!(store
-        .message_detail("out20".into())
-        .await
-        .expect("detail")
-        .is_none());
-    assert!(store
-        .message_detail("out21".into())
-        .await
-        .expect("detail")
-        .is_some());
+    for (id, kept) in [
+        ("out1", true),
+        ("out2", false),
+        ("out20", false),
+        ("out21", true),
+    ] {
+        let found = store.message_detail(id.into()).await.expect("detail");
+        assert_eq!(found.is_some(), kept, "{id}");
+    }
 }
