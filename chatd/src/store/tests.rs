@@ -37,6 +37,29 @@ async fn inbox_rows(store: &Store) -> Vec<super::InboxRow> {
         .expect("inbox")
 }
 
+/// The msg_ids of the first ten inbox rows.
+async fn inbox_ids(store: &Store) -> Vec<String> {
+    inbox_rows(store)
+        .await
+        .into_iter()
+        .map(|r| r.msg_id)
+        .collect()
+}
+
+/// Retention by count 0: everything due but the newest rows.
+async fn keep_only_the_newest(store: &Store) -> super::retention::Pruned {
+    store
+        .prune(
+            Retention {
+                max_age: None,
+                max_count: Some(0),
+            },
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("prune")
+}
+
 /// What `receive` made of each message of `batch` (ids left out).
 async fn arrivals(store: &Store, batch: Vec<Received>) -> Vec<super::Arrival> {
     store
@@ -429,16 +452,7 @@ async fn a_reused_id_is_a_conflict_even_after_retention_removed_the_message() {
     .await;
     assert_eq!(first, [Arrival::New, Arrival::New]);
     // Count 0 removes everything but the newest row (m2).
-    let pruned = store
-        .prune(
-            Retention {
-                max_age: None,
-                max_count: Some(0),
-            },
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("prune");
+    let pruned = keep_only_the_newest(&store).await;
     assert_eq!(pruned.inbox, 1);
     let again = arrivals(
         &store,
@@ -450,11 +464,7 @@ async fn a_reused_id_is_a_conflict_even_after_retention_removed_the_message() {
     )
     .await;
     assert_eq!(again, [Arrival::Conflict, Arrival::Repeat, Arrival::Repeat]);
-    let ids: Vec<String> = inbox_rows(&store)
-        .await
-        .into_iter()
-        .map(|r| r.msg_id)
-        .collect();
+    let ids = inbox_ids(&store).await;
     assert_eq!(ids, ["m2"]);
 }
 
@@ -467,26 +477,13 @@ async fn a_resend_of_a_removed_message_is_a_repeat_after_the_first_prune() {
     let (store, _thread) = Store::open(&dir.path().join("node.db")).expect("open");
     let first = arrivals(&store, vec![received("m1"), received("m2")]).await;
     assert_eq!(first, [Arrival::New, Arrival::New]);
-    let pruned = store
-        .prune(
-            Retention {
-                max_age: None,
-                max_count: Some(0),
-            },
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("prune");
+    let pruned = keep_only_the_newest(&store).await;
     assert_eq!(pruned.inbox, 1);
     assert_eq!(
         arrivals(&store, vec![received("m1")]).await,
         [Arrival::Repeat]
     );
-    let ids: Vec<String> = inbox_rows(&store)
-        .await
-        .into_iter()
-        .map(|r| r.msg_id)
-        .collect();
+    let ids = inbox_ids(&store).await;
     assert_eq!(ids, ["m2"]);
 }
 
@@ -521,11 +518,7 @@ async fn retention_removes_in_rounds_and_skips_undelivered_messages() {
         (24, 23, 3),
         "everything but the newest rows and the undelivered message, 10 per round"
     );
-    let ids: Vec<String> = inbox_rows(&store)
-        .await
-        .into_iter()
-        .map(|r| r.msg_id)
-        .collect();
+    let ids = inbox_ids(&store).await;
     assert_eq!(ids, ["in25"]);
     for (id, kept) in [
         ("out1", true),
@@ -584,11 +577,7 @@ async fn retention_by_age_removes_in_rounds() {
         .await
         .expect("prune");
     assert_eq!((pruned.inbox, pruned.outbox, pruned.rounds), (20, 19, 3));
-    let ids: Vec<String> = inbox_rows(&store)
-        .await
-        .into_iter()
-        .map(|r| r.msg_id)
-        .collect();
+    let ids = inbox_ids(&store).await;
     assert_eq!(ids, ["in21", "in22", "in23", "in24", "in25"]);
     for (id, kept) in [
         ("out1", true),
