@@ -10,6 +10,7 @@ mod follow;
 mod groups;
 mod identity;
 mod inbox;
+mod lines;
 mod outbox;
 mod peers;
 mod send;
@@ -25,7 +26,7 @@ use peerchat_proto::control::{self, code, Request, Response};
 use peerchat_proto::envelope::{append_line, to_line, ErrorBody, Outcome, Reply};
 use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -108,8 +109,7 @@ pub async fn serve(
 
 async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationToken) {
     let (read, write) = tokio::io::split(stream);
-    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), vec![], control::MAX_LINE);
-    let mut lines = FramedRead::new(read, codec);
+    let mut lines = FramedRead::new(read, lines::Lines::new(control::MAX_LINE));
     let (tx, rx) = mpsc::channel::<Pending>(PIPELINE_DEPTH);
     let conn_done = CancellationToken::new();
     let writer = tokio::spawn(writer(
@@ -146,12 +146,7 @@ async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationTo
             Ok(None) => break,
             Ok(Some(Ok(line))) => line,
             Ok(Some(Err(e))) => {
-                let msg = match e {
-                    AnyDelimiterCodecError::MaxChunkLengthExceeded => {
-                        format!("request line longer than {} bytes", control::MAX_LINE)
-                    }
-                    AnyDelimiterCodecError::Io(e) => format!("read error: {e}"),
-                };
+                let msg = e.to_string();
                 let _ = tx
                     .send(Pending::Reply(
                         0,
