@@ -47,8 +47,8 @@ pub enum Arrival {
     Repeat,
     /// The inbox already holds (or held, by the digest retention kept) a *different* message
     /// (another body) from this sender under this id: the sender reused an id, e.g. after its
-    /// own retention forgot it. Storing
-    /// nothing and acknowledging it would lose the new message silently; it is refused instead.
+    /// own retention forgot it. Storing nothing and acknowledging it would lose the new message
+    /// silently; it is refused instead.
     Conflict,
 }
 
