@@ -328,7 +328,12 @@ fn pending_queries_search_from_the_floor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("node.db");
     let conn = peerchat_db::open(&path, schema::MIGRATIONS).expect("open");
-    for sql in [super::outbox::TAKE_BATCH, super::outbox::HAS_PENDING] {
+    for sql in [
+        super::outbox::TAKE_BATCH,
+        super::outbox::HAS_PENDING,
+        super::outbox::ADVANCE_FLOOR,
+        super::outbox::ADVANCE_FLOOR_PAST,
+    ] {
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("explain");
@@ -392,6 +397,50 @@ async fn floor_stays_below_sent_rows_and_passes_final_and_expired_ones() {
     );
     assert_eq!(floor(&path, "pb"), Some(4));
     assert_eq!(pending_seqs(&store, "pb").await, Vec::<i64>::new());
+}
+
+/// After a window of acks the floor's scan starts past the window only if nothing was pending
+/// below it: with an unacknowledged message below the window, the floor stays below that one.
+#[tokio::test]
+async fn a_window_of_acks_moves_the_floor_past_it_only_if_nothing_below_is_pending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.db");
+    let (store, _thread) = Store::open(&path).expect("open");
+    for i in 1..=4 {
+        send(&store, &format!("m{i}"), vec![name("pb")]).await;
+    }
+    // 1 is still pending below the window 2..4: the floor stays below it.
+    store
+        .mark_delivered_soon(name("pb"), vec![2, 3, 4], || ())
+        .expect("delivered");
+    wait_for_commit(&store).await;
+    assert_eq!(floor(&path, "pb"), Some(0));
+    assert_eq!(pending_seqs(&store, "pb").await, [1]);
+    store
+        .mark_delivered_soon(name("pb"), vec![1], || ())
+        .expect("delivered");
+    wait_for_commit(&store).await;
+    assert_eq!(floor(&path, "pb"), Some(4));
+
+    // Floor at 4, window 5..7 with 8 still in flight: the floor goes to 7, right below 8.
+    for i in 5..=8 {
+        send(&store, &format!("m{i}"), vec![name("pb")]).await;
+    }
+    send(&store, "other", vec![name("pc")]).await; // seq 9, another recipient
+    store
+        .mark_delivered_soon(name("pb"), vec![5, 6, 7], || ())
+        .expect("delivered");
+    wait_for_commit(&store).await;
+    assert_eq!(floor(&path, "pb"), Some(7));
+    assert_eq!(pending_seqs(&store, "pb").await, [8]);
+    // The last one: nothing pending, the floor is the newest row of any recipient.
+    store
+        .mark_delivered_soon(name("pb"), vec![8], || ())
+        .expect("delivered");
+    wait_for_commit(&store).await;
+    assert_eq!(floor(&path, "pb"), Some(9));
+    assert_eq!(pending_seqs(&store, "pb").await, Vec::<i64>::new());
+    assert_eq!(pending_seqs(&store, "pc").await, [9]);
 }
 
 /// A key already in the inbox with another body is a different message under a reused id: it
