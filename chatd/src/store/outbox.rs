@@ -386,14 +386,12 @@ impl Store {
                 // covers them. Only if it matched fewer rows than were acked (some were
                 // cancelled meanwhile; an ack beats a cancel) does the exact list go further.
                 let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
-                let n: usize = conn
-                    .prepare_cached(
-                        "UPDATE deliveries SET state = 'delivered', updated_at_ms = ?4,
-                                attempts = attempts + (state = 'queued')
-                         WHERE recipient = ?1 AND out_seq BETWEEN ?2 AND ?3
-                           AND state IN ('queued','sent') AND final = 0",
-                    )?
-                    .execute(params![recipient.as_str(), first, last, now])?;
+                let n: usize = conn.prepare_cached(DELIVERED_RANGE)?.execute(params![
+                    recipient.as_str(),
+                    first,
+                    last,
+                    now
+                ])?;
                 if n == seqs.len() {
                     conn.prepare_cached(ADVANCE_FLOOR_PAST)?.execute(params![
                         recipient.as_str(),
@@ -700,8 +698,16 @@ macro_rules! advance_floor_sql {
 /// `advance_floor`'s statement (`?1`: the recipient); public for schema-bench, which times it.
 pub const ADVANCE_FLOOR: &str = advance_floor_sql!(floor_of!());
 
-/// [`ADVANCE_FLOOR`] after a window of acks whose range update (seqs `?2` to `?3`) ended every
-/// pending row of the recipient in that range. If nothing was pending below `?2` either (the
+/// A window of acks (`?1` the recipient, seqs `?2` to `?3`, `?4` now): every pending row of the
+/// recipient in the range becomes `delivered`.
+pub(super) const DELIVERED_RANGE: &str =
+    "UPDATE deliveries SET state = 'delivered', updated_at_ms = ?4,
+            attempts = attempts + (state = 'queued')
+     WHERE recipient = ?1 AND out_seq BETWEEN ?2 AND ?3
+       AND state IN ('queued','sent') AND final = 0";
+
+/// [`ADVANCE_FLOOR`] right after [`DELIVERED_RANGE`] (seqs `?2` to `?3`), in the same job: that
+/// update ended every pending row of the recipient in the range; valid only then. If nothing was pending below `?2` either (the
 /// floor is at `?2 - 1` or above), nothing is pending up to `?3`, and the scan starts there
 /// instead of rereading the rows just updated (≈ 1,000 instructions per message). Otherwise it
 /// is [`ADVANCE_FLOOR`].

@@ -638,3 +638,89 @@ async fn retention_by_age_removes_in_rounds() {
         assert_eq!(found.is_some(), kept, "{id}");
     }
 }
+
+/// Right after a window's range update, `ADVANCE_FLOOR_PAST` sets the same floor as the full
+/// scan (`ADVANCE_FLOOR`), and never one past a pending row: on many random outboxes (states,
+/// final flags, another recipient's rows in between, every floor the invariant allows) and
+/// windows.
+#[test]
+fn the_floor_after_a_window_is_the_same_with_either_scan() {
+    use super::outbox::{ADVANCE_FLOOR, ADVANCE_FLOOR_PAST, DELIVERED_RANGE};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = peerchat_db::open(&dir.path().join("node.db"), schema::MIGRATIONS).expect("open");
+    // A scratch database: no fsync per statement.
+    conn.pragma_update(None, "synchronous", "OFF")
+        .expect("synchronous");
+    let mut seed: u64 = 7;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let states = ["queued", "sent", "delivered", "failed", "cancelled"];
+    let pending_below = |after: i64| -> Option<i64> {
+        conn.query_row(
+            "SELECT MIN(out_seq) FROM deliveries WHERE recipient = 'pb' AND out_seq > ?1
+               AND state IN ('queued','sent') AND final = 0",
+            [after],
+            |r| r.get(0),
+        )
+        .expect("first pending")
+    };
+    for case in 0..500 {
+        let rows: Vec<(&str, &str, i64)> = (1..=10)
+            .map(|_| {
+                let to = if next(3) == 0 { "pc" } else { "pb" };
+                let state = states[next(5) as usize];
+                (to, state, (state == "sent" && next(2) == 0) as i64)
+            })
+            .collect();
+        let (first, last) = {
+            let first = 1 + next(10) as i64;
+            (first, first + next((11 - first) as u64) as i64)
+        };
+        let mut floors = Vec::new();
+        let mut floor_max = None;
+        for past in [false, true] {
+            conn.execute_batch("DELETE FROM deliveries; DELETE FROM pending_floor;")
+                .expect("reset");
+            for (seq, (to, state, fin)) in rows.iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO deliveries (out_seq, recipient, state, final, updated_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, 0)",
+                    params![seq as i64 + 1, to, state, fin],
+                )
+                .expect("row");
+            }
+            // Any floor the invariant allows: below pb's first pending row.
+            let max = *floor_max.get_or_insert_with(|| pending_below(0).map_or(10, |p| p - 1));
+            let f = (case as i64 * 7919) % (max + 1);
+            conn.execute("INSERT INTO pending_floor VALUES ('pb', ?1)", [f])
+                .expect("floor");
+            conn.execute(DELIVERED_RANGE, params!["pb", first, last, 0])
+                .expect("range");
+            if past {
+                conn.execute(ADVANCE_FLOOR_PAST, params!["pb", first, last])
+            } else {
+                conn.execute(ADVANCE_FLOOR, params!["pb"])
+            }
+            .expect("advance");
+            let floor: i64 = conn
+                .query_row(
+                    "SELECT seq FROM pending_floor WHERE recipient = 'pb'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("floor");
+            if let Some(p) = pending_below(0) {
+                assert!(floor < p, "case {case}: floor {floor} passed pending {p}");
+            }
+            floors.push(floor);
+        }
+        assert_eq!(
+            floors[0], floors[1],
+            "case {case}: rows {rows:?}, window {first}..={last}"
+        );
+    }
+}
