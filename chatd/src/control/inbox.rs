@@ -59,9 +59,14 @@ fn fit(rows: &mut Vec<InboxRow>, keep_newest: bool) -> bool {
 
 /// An inbox row as the control protocol shows it (followers get the same JSON from
 /// `follow::MessageLines`, without the copies).
-pub fn to_wire(node: &Node, r: InboxRow) -> InboxMessage {
+pub fn to_wire(node: &Node, mut r: InboxRow) -> InboxMessage {
+    let recipients = if r.shown_recipients().is_empty() {
+        Vec::new()
+    } else {
+        std::mem::take(&mut r.recipients)
+    };
     InboxMessage {
-        recipients: r.shown_recipients().to_vec(),
+        recipients,
         seq: r.seq,
         id: r.msg_id,
         from: r.sender,

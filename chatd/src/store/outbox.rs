@@ -42,12 +42,16 @@ macro_rules! above_floor {
 }
 
 /// A recipient's next pending messages after `?2` (and above its floor), oldest first.
-pub(super) const TAKE_BATCH: &str = "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms
+pub(super) const TAKE_BATCH: &str = concat!(
+    "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms
      FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
      WHERE d.recipient = ?1
-       AND d.out_seq > MAX(?2, COALESCE((SELECT seq FROM pending_floor WHERE recipient = ?1), 0))
+       AND d.out_seq > MAX(?2, ",
+    floor_of!(),
+    ")
        AND d.state IN ('queued','sent') AND d.final = 0
-     ORDER BY d.out_seq LIMIT ?3";
+     ORDER BY d.out_seq LIMIT ?3"
+);
 
 /// Whether recipient `?1` has a pending row (above its floor).
 pub(super) const HAS_PENDING: &str = concat!(
@@ -170,7 +174,7 @@ impl Store {
                     if !known.lock().unwrap_or_else(|p| p.into_inner()).contains(r) {
                         conn.prepare_cached(
                             "INSERT INTO pending_floor (recipient, seq) VALUES (?1, ?2 - 1)
-                         ON CONFLICT (recipient) DO NOTHING",
+                             ON CONFLICT (recipient) DO NOTHING",
                         )?
                         .execute(params![r.as_str(), seq])?;
                     }
@@ -707,10 +711,10 @@ pub(super) const DELIVERED_RANGE: &str =
        AND state IN ('queued','sent') AND final = 0";
 
 /// [`ADVANCE_FLOOR`] right after [`DELIVERED_RANGE`] (seqs `?2` to `?3`), in the same job: that
-/// update ended every pending row of the recipient in the range; valid only then. If nothing was pending below `?2` either (the
-/// floor is at `?2 - 1` or above), nothing is pending up to `?3`, and the scan starts there
-/// instead of rereading the rows just updated (≈ 1,000 instructions per message). Otherwise it
-/// is [`ADVANCE_FLOOR`].
+/// update ended every pending row of the recipient in the range; valid only then. If nothing
+/// was pending below `?2` either (the floor is at `?2 - 1` or above), nothing is pending up to
+/// `?3`, and the scan starts there instead of rereading the rows just updated (≈ 1,000
+/// instructions per message). Otherwise it is [`ADVANCE_FLOOR`].
 pub(super) const ADVANCE_FLOOR_PAST: &str = advance_floor_sql!(concat!(
     "(SELECT CASE WHEN f >= ?2 - 1 THEN MAX(f, ?3) ELSE f END FROM (SELECT ",
     floor_of!(),

@@ -4,10 +4,10 @@
 //! Undelivered outgoing messages are never removed, and neither is the newest row of `inbox` or
 //! `outbox`: seqs are rowids (the largest plus one), and links and followers hold seq cursors,
 //! so the largest seq must never go away or it would be handed out again. A removed inbox
-//! message leaves its dedup key (sender, message id) and its body's SHA-256 in `inbox_seen` until
-//! [`SEEN_KEEP`] after it was received, so a sender that never got our acknowledgement and resends it is still
-//! acknowledged without storing it twice, and one that reuses the id for another body is
-//! refused (`Arrival::Conflict`).
+//! message leaves its dedup key (sender, message id) and its body's SHA-256 in `inbox_seen`
+//! until [`SEEN_KEEP`] after it was received, so a sender that never got our acknowledgement and
+//! resends it is still acknowledged without storing it twice, and one that reuses the id for
+//! another body is refused (`Arrival::Conflict`).
 
 use std::time::Duration;
 
@@ -81,7 +81,8 @@ impl Store {
     ) -> Result<Pruned, PruneFailed> {
         let mut done = Pruned::default();
         while !stop.is_cancelled() {
-            let (round, more) = match self.prune_round(r.clone(), chunk).await {
+            let first = done.rounds == 0;
+            let (round, more) = match self.prune_round(r.clone(), chunk, first).await {
                 Ok(r) => r,
                 Err(source) => return Err(PruneFailed { done, source }),
             };
@@ -96,8 +97,14 @@ impl Store {
     }
 
     /// One transaction: the oldest due inbox rows and finished outgoing messages, at most
-    /// `chunk` of each. True if a limit was reached (more may be due).
-    async fn prune_round(&self, r: Retention, chunk: usize) -> Result<(Pruned, bool), StoreError> {
+    /// `chunk` of each, and (in a run's first round) the expired `inbox_seen` keys. True if a
+    /// limit was reached (more may be due).
+    async fn prune_round(
+        &self,
+        r: Retention,
+        chunk: usize,
+        expire_seen: bool,
+    ) -> Result<(Pruned, bool), StoreError> {
         let seen_keys = self.seen_keys.clone();
         self.call(move |conn| {
             let now = peerchat_db::now_ms() as i64;
@@ -168,10 +175,13 @@ impl Store {
             }
             // Only a full chunk may leave more behind (and a round that removed nothing ends it).
             let mut more = pruned.inbox as i64 == chunk;
-            conn.execute(
-                "DELETE FROM inbox_seen WHERE received_at_ms < ?1",
-                params![now - SEEN_KEEP.as_millis() as i64],
-            )?;
+            if expire_seen {
+                // A scan of the whole table (it has no index by time): once per run is enough.
+                conn.execute(
+                    "DELETE FROM inbox_seen WHERE received_at_ms < ?1",
+                    params![now - SEEN_KEEP.as_millis() as i64],
+                )?;
+            }
             // The oldest finished messages that are due, at most `chunk` in all (undelivered
             // ones are skipped, so they never hold up the ones after them).
             let mut removed: Vec<i64> = Vec::new();
