@@ -503,6 +503,55 @@ fn a_backlog_past_the_handoff_queue_arrives_once_in_order() {
     assert!(bodies.iter().zip(&want).all(|(b, w)| b == w), "in order");
 }
 
+/// When recording `delivered` fails (here a trigger in the sender's real database refuses it),
+/// the acknowledgement is lost with the transaction, so the link starts over from the database:
+/// the message goes out again, the recipient answers it as a repeat, and once the database
+/// takes writes again it is `delivered`. It is stored once, and what follows keeps its order.
+#[test]
+fn a_failed_delivered_update_resends_from_the_database() {
+    let net = Net::new();
+    let mut pa = net.node_with("pa", &["--retry-initial", "0.1", "--retry-max", "0.5"]);
+    let pb = net.node("pb");
+    let out = pa.ctl(&["send", "--wait", "pb", "one"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let db = peerchat_db::rusqlite::Connection::open(&pa.db).unwrap();
+    db.busy_timeout(T).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_delivered BEFORE UPDATE OF state ON deliveries
+         WHEN NEW.state = 'delivered'
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .unwrap();
+    let out = pa.ctl(&["--json", "send", "pb", "two"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let id = json_lines(&out.stdout)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    pb.wait_inbox(2, T);
+    wait_for(T, "the link to start over from the database", || {
+        pa.daemon
+            .log_text()
+            .contains("recording deliveries failed; starting over from the database")
+            .then_some(())
+    });
+    let state = |pa: &peerchat_testkit::Node| {
+        let out = pa.ctl(&["--json", "status", &id]);
+        json_lines(&out.stdout)[0]["recipients"][0]["state"].clone()
+    };
+    assert_ne!(state(&pa), "delivered", "the trigger held the update back");
+
+    db.execute_batch("DROP TRIGGER no_delivered").unwrap();
+    wait_for(Duration::from_secs(30), "two to be delivered", || {
+        (state(&pa) == "delivered").then_some(())
+    });
+    let out = pa.ctl(&["send", "--wait", "pb", "three"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(pb.wait_inbox(3, T), ["one", "two", "three"]);
+    pa.daemon.terminate(T);
+}
+
 /// A message cancelled while it waits in the link's in-memory hand-off queue (the window is
 /// full because the recipient is frozen) never goes out; everything after it still arrives, in
 /// order, so its absence is certain once the last one is in.
