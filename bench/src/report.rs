@@ -102,8 +102,23 @@ pub struct Latency {
     /// The physical floor measured right after, at the same rate: two `fsync`ed writes in series.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<crate::floor::Floor>,
+    /// The same run again with both nodes' databases on tmpfs, where `fsync` costs nothing (not
+    /// a shipped setting): what the software path costs without the disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_ram: Option<InRam>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// See [`Latency::in_ram`].
+#[derive(Debug, Clone, Serialize)]
+pub struct InRam {
+    pub dir: String,
+    pub received: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub accept_p99_us: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -317,6 +332,18 @@ impl Report {
                     ms(f.max_us),
                     ms(f.sync_p50_us),
                     ms(f.sync_p99_us)
+                );
+            }
+            if let Some(r) = &l.in_ram {
+                let _ = writeln!(
+                    t,
+                    "  the same with both databases in RAM ({}: fsync costs nothing; not a shipped setting; {} arrived): p50 {}  p99 {}  p99.9 {}  (send -> accepted p99 {})",
+                    r.dir,
+                    r.received,
+                    ms(r.p50_us),
+                    ms(r.p99_us),
+                    ms(r.p999_us),
+                    ms(r.accept_p99_us)
                 );
             }
             if let Some(n) = &l.note {
