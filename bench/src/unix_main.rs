@@ -344,6 +344,15 @@ fn run(args: Args) -> anyhow::Result<i32> {
 
     if plan.has(Phase::Latency) {
         let n = plan.latency_n;
+        // The throughput phases write gigabytes; flush them first, so that their writeback does
+        // not compete with the latency run's fsyncs and thread wake-ups.
+        let t = Instant::now();
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        progress(&format!(
+            "flushed earlier phases' writes to disk (sync: {:.1} s)",
+            t.elapsed().as_secs_f64()
+        ));
         progress(&format!(
             "latency: {n} x 64 B at {} msg/s",
             args.latency_rate
