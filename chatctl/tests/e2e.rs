@@ -536,15 +536,21 @@ fn a_failed_delivered_update_resends_from_the_database() {
             .contains("recording deliveries failed; starting over from the database")
             .then_some(())
     });
-    let state = |pa: &peerchat_testkit::Node| {
-        let out = pa.ctl(&["--json", "status", &id]);
-        json_lines(&out.stdout)[0]["recipients"][0]["state"].clone()
+    // Read from the database itself: a `status` call could share the failing transaction.
+    let state = |db: &peerchat_db::rusqlite::Connection| -> String {
+        db.query_row(
+            "SELECT d.state FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
+             WHERE o.msg_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap()
     };
-    assert_ne!(state(&pa), "delivered", "the trigger held the update back");
+    assert_ne!(state(&db), "delivered", "the trigger held the update back");
 
     db.execute_batch("DROP TRIGGER no_delivered").unwrap();
     wait_for(Duration::from_secs(30), "two to be delivered", || {
-        (state(&pa) == "delivered").then_some(())
+        (state(&db) == "delivered").then_some(())
     });
     let out = pa.ctl(&["send", "--wait", "pb", "three"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
