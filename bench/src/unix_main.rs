@@ -23,7 +23,7 @@ use peerchat_testkit::{Node, Registry};
 
 use crate::{baseline, chat, floor, procfs, registry, report};
 use chat::{FollowOut, Follower, SendOut, SendSpec, Sender};
-use report::{Latency, Machine, Report, Row, Target};
+use report::{Latency, Machine, Report, Row, Target, RAM_DIR};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -344,15 +344,6 @@ fn run(args: Args) -> anyhow::Result<i32> {
 
     if plan.has(Phase::Latency) {
         let n = plan.latency_n;
-        // The throughput phases write gigabytes; flush them first, so that their writeback does
-        // not compete with the latency run's fsyncs and thread wake-ups.
-        let t = Instant::now();
-        // SAFETY: sync(2) takes no arguments and cannot fail.
-        unsafe { libc::sync() };
-        progress(&format!(
-            "flushed earlier phases' writes to disk (sync: {:.1} s)",
-            t.elapsed().as_secs_f64()
-        ));
         progress(&format!(
             "latency: {n} x 64 B at {} msg/s",
             args.latency_rate
@@ -376,8 +367,8 @@ fn run(args: Args) -> anyhow::Result<i32> {
             Ok(f) => l.floor = Some(f),
             Err(e) => report.errors.push(format!("latency floor: {e:#}")),
         }
-        match latency_in_ram(args.latency_rate, n, &mut next_tag, plan.stall) {
-            Ok(r) => l.in_ram = r,
+        match latency_in_ram(args.latency_rate, n, &mut next_tag, plan.stall, args.keep) {
+            Ok(r) => l.in_ram = r.map(Box::new),
             Err(e) => report.errors.push(format!("latency in RAM: {e:#}")),
         }
         report.latency = Some(l);
@@ -633,50 +624,48 @@ fn warmup(
     Ok(())
 }
 
-/// Where the in-RAM latency run puts its nodes: a tmpfs, on Linux `/dev/shm`.
-const RAM_DIR: &str = "/dev/shm";
-
-/// The latency run again with a registry and two fresh nodes whose databases live in
+/// The latency run again with a fresh registry and two fresh nodes whose databases live in
 /// [`RAM_DIR`] (an `fsync` there costs nothing), so that the table can tell the disk's share
-/// of the latency from the software's. `None` where there is no such directory.
+/// of the latency from the software's. `None` where there is no such directory. Optional: a
+/// failure here (even a daemon that does not start) is reported, not fatal.
 fn latency_in_ram(
     rate: f64,
     n: usize,
     next_tag: &mut impl FnMut() -> String,
     stall: Duration,
-) -> anyhow::Result<Option<report::InRam>> {
+    keep: bool,
+) -> anyhow::Result<Option<Latency>> {
     if !Path::new(RAM_DIR).is_dir() {
         return Ok(None);
     }
     progress(&format!(
-        "latency again with the databases in RAM ({RAM_DIR}): {n} x 64 B at {rate} msg/s"
+        "latency again with fresh nodes, databases in RAM ({RAM_DIR}): {n} x 64 B at {rate} msg/s"
     ));
     let dir = tempfile::Builder::new()
         .prefix("pc-ram")
         .tempdir_in(RAM_DIR)
         .map_err(|e| anyhow::anyhow!("creating a directory in {RAM_DIR}: {e}"))?;
-    let reg = Registry::start(dir.path());
-    let a = Node::start_with(dir.path(), "a", reg.addr, &[]);
-    let b = Node::start_with(dir.path(), "b", reg.addr, &[]);
-    let procs = vec![
-        ("chatd A".to_string(), a.daemon.child.id()),
-        ("chatd B".to_string(), b.daemon.child.id()),
-    ];
-    let spec = |n| SendSpec {
-        socket: a.socket.clone(),
-        to: vec!["b".into()],
-        n,
-    };
-    let run = run_ab(&spec, &b, n, 64, Some(rate), next_tag, stall, &procs)?;
-    let l = latency(&run, rate, 64, n);
-    Ok(Some(report::InRam {
-        dir: RAM_DIR.into(),
-        received: l.received,
-        p50_us: l.p50_us,
-        p99_us: l.p99_us,
-        p999_us: l.p999_us,
-        accept_p99_us: l.accept_p99_us,
+    // The testkit's start functions panic when a daemon does not come up.
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let reg = Registry::start(dir.path());
+        let a = Node::start_with(dir.path(), "a", reg.addr, &[]);
+        let b = Node::start_with(dir.path(), "b", reg.addr, &[]);
+        let procs = vec![
+            ("chatd A".to_string(), a.daemon.child.id()),
+            ("chatd B".to_string(), b.daemon.child.id()),
+        ];
+        let spec = |n| SendSpec {
+            socket: a.socket.clone(),
+            to: vec!["b".into()],
+            n,
+        };
+        run_ab(&spec, &b, n, 64, Some(rate), next_tag, stall, &procs)
     }))
+    .map_err(|_| anyhow::anyhow!("a daemon did not start (see the message above)"));
+    if keep {
+        eprintln!("kept {}", dir.keep().display());
+    }
+    Ok(Some(latency(&run??, rate, 64, n)))
 }
 
 fn latency(run: &ChatRun, rate: f64, size: usize, n: usize) -> Latency {
@@ -866,7 +855,7 @@ fn targets(r: &Report) -> Vec<Target> {
                         f.p99_us / 1e3
                     );
                 }
-                if let Some(r) = &l.in_ram {
+                if let Some(r) = l.in_ram.as_ref().filter(|r| r.received == r.messages) {
                     t += &format!(
                         "; with the databases in RAM peerchat measured {:.2} ms",
                         r.p99_us / 1e3
