@@ -36,7 +36,10 @@ pub use delivery::RetryPolicy;
 pub use platform::default_socket;
 pub use store::Retention;
 /// The pending-floor statement, for schema-bench (it times the SQL chatd runs).
-pub use store::ADVANCE_FLOOR;
+/// The statements of the hot path, for schema-bench (which times them).
+pub use store::{
+    ADVANCE_FLOOR_PAST, DELIVERED_RANGE, INSERT_DELIVERY, INSERT_INBOX, INSERT_OUTBOX,
+};
 
 /// Longest message id (caller-chosen ids included).
 pub const MAX_MSG_ID: usize = 128;

@@ -4,11 +4,13 @@
 //! This program isolates what that thread does per message (insert the `outbox` row, insert the
 //! `deliveries` row, and later the range update to `delivered`; on the recipient, the `inbox`
 //! insert) and times it with `synchronous=OFF` in a temporary directory, so that only CPU is
-//! measured, not the disk. The "shipped" tables are those of chatd's migration 7 (restated here:
-//! update both together): no `deliveries_pending` index, a per-recipient pending floor moved
-//! after every `delivered` update by chatd's own statement (`chatd::ADVANCE_FLOOR`). "schema 6"
-//! is the one before it, with the partial index; the others drop one feature each, to price it. The inserts give no explicit seq (chatd
-//! binds a `seq_floor` expression that is NULL in normal operation). Run: `target/release/schema-bench`.
+//! measured, not the disk. The statements are chatd's own (`chatd::INSERT_OUTBOX`,
+//! `INSERT_DELIVERY`, `DELIVERED_RANGE`, `ADVANCE_FLOOR_PAST`, `INSERT_INBOX`; the seq floor
+//! bound to 0, as in normal operation). The "shipped" tables are those of chatd's migration 7
+//! (restated here: update both together): no `deliveries_pending` index, a per-recipient
+//! pending floor moved after every `delivered` update. "schema 6" is the one before it, with
+//! the partial index; the others drop one feature each, to price it.
+//! Run: `target/release/schema-bench`.
 
 use std::time::Instant;
 
@@ -140,18 +142,17 @@ fn measure(dir: &std::path::Path, v: &Variant, args: &Args) -> anyhow::Result<(f
         for id in chunk {
             match v.side {
                 Side::Sender { deliveries, .. } => {
-                    tx.prepare_cached(
-                        "INSERT INTO outbox (msg_id, recipients, body, created_at_ms)
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![id, "[\"b\"]", body, 1i64])?;
+                    tx.prepare_cached(chatd::INSERT_OUTBOX)?
+                        .execute(params![id, "[\"b\"]", body, 1i64, 0i64])?;
                     let seq = tx.last_insert_rowid();
                     if deliveries {
-                        tx.prepare_cached(
-                            "INSERT INTO deliveries (out_seq, recipient, state, last_error,
-                             updated_at_ms) VALUES (?1, ?2, 'queued', NULL, ?3)",
-                        )?
-                        .execute(params![seq, "b", 1i64])?;
+                        tx.prepare_cached(chatd::INSERT_DELIVERY)?.execute(params![
+                            seq,
+                            "b",
+                            "queued",
+                            None::<String>,
+                            1i64
+                        ])?;
                     }
                     if first == 0 {
                         first = seq;
@@ -159,12 +160,8 @@ fn measure(dir: &std::path::Path, v: &Variant, args: &Args) -> anyhow::Result<(f
                     last = seq;
                 }
                 Side::Recipient => {
-                    tx.prepare_cached(
-                        "INSERT INTO inbox (sender, msg_id, recipients, body, sent_at_ms,
-                         received_at_ms, authenticated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
-                         ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(params!["a", id, "[\"b\"]", body, 1i64, 2i64])?;
+                    tx.prepare_cached(chatd::INSERT_INBOX)?
+                        .execute(params!["a", id, "[\"b\"]", body, 1i64, 2i64, true, 0i64])?;
                 }
             }
         }
@@ -175,15 +172,11 @@ fn measure(dir: &std::path::Path, v: &Variant, args: &Args) -> anyhow::Result<(f
         {
             // What chatd's lazy `delivered` job does for a window of acknowledgements.
             let t = Instant::now();
-            tx.prepare_cached(
-                "UPDATE deliveries SET state = 'delivered', updated_at_ms = ?1
-                 WHERE recipient = ?2 AND out_seq BETWEEN ?3 AND ?4
-                   AND state IN ('queued','sent') AND final = 0",
-            )?
-            .execute(params![2i64, "b", first, last])?;
+            tx.prepare_cached(chatd::DELIVERED_RANGE)?
+                .execute(params!["b", first, last, 2i64])?;
             if floor {
-                tx.prepare_cached(chatd::ADVANCE_FLOOR)?
-                    .execute(params!["b"])?;
+                tx.prepare_cached(chatd::ADVANCE_FLOOR_PAST)?
+                    .execute(params!["b", first, last])?;
             }
             in_update += t.elapsed().as_secs_f64();
         }

@@ -70,6 +70,14 @@ pub(super) fn max_seq(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM inbox", [], |r| r.get(0))?)
 }
 
+/// A received message, unless its key is there already. `?8`: the seq floor (see `SeqFloor`),
+/// normally 0: the next rowid.
+pub const INSERT_INBOX: &str =
+    "INSERT INTO inbox (seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
+     VALUES (CASE WHEN ?8 > 0 THEN MAX(?8, (SELECT COALESCE(MAX(seq), 0) FROM inbox)) + 1 END,
+             ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (sender, msg_id) DO NOTHING";
+
 const COLUMNS: &str =
     "seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated";
 
@@ -109,13 +117,7 @@ impl Store {
             let mut seen = conn.prepare_cached(
                 "SELECT body_sha256 FROM inbox_seen WHERE sender = ?1 AND msg_id = ?2",
             )?;
-            // ?8: the seq floor (see `SeqFloor`), normally 0: the next rowid.
-            let mut insert = conn.prepare_cached(
-                    "INSERT INTO inbox (seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
-                     VALUES (CASE WHEN ?8 > 0 THEN MAX(?8, (SELECT COALESCE(MAX(seq), 0) FROM inbox)) + 1 END,
-                             ?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (sender, msg_id) DO NOTHING",
-                )?;
+            let mut insert = conn.prepare_cached(INSERT_INBOX)?;
             let mut fresh = Vec::with_capacity(batch.len());
             let mut max = 0;
             // Only for a key already in the inbox (rare): is it the same message?

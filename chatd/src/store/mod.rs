@@ -30,8 +30,12 @@ use tracing::{debug, error};
 
 pub use batch::Batch;
 pub use groups::GroupError;
+pub use inbox::INSERT_INBOX;
 pub use inbox::{Arrival, InboxQuery, InboxRow, Received};
-pub use outbox::{DeliveryRow, Outgoing, SendOutcome, ADVANCE_FLOOR};
+pub use outbox::{
+    DeliveryRow, Outgoing, SendOutcome, ADVANCE_FLOOR_PAST, DELIVERED_RANGE, INSERT_DELIVERY,
+    INSERT_OUTBOX,
+};
 pub use peers::CachedPeer;
 pub use retention::Retention;
 

@@ -61,12 +61,13 @@ pub(super) const HAS_PENDING: &str = concat!(
 );
 
 /// A new outgoing message. `?5`: the seq floor (see `SeqFloor`), normally 0: the next rowid.
-static INSERT_OUTBOX: &str = "INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
+/// (The statements marked public are timed by schema-bench.)
+pub static INSERT_OUTBOX: &str = "INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
      VALUES (CASE WHEN ?5 > 0 THEN MAX(?5, (SELECT COALESCE(MAX(seq), 0) FROM outbox)) + 1 END,
              ?1, ?2, ?3, ?4)";
 
 /// One recipient's delivery row of a new message.
-static INSERT_DELIVERY: &str =
+pub static INSERT_DELIVERY: &str =
     "INSERT INTO deliveries (out_seq, recipient, state, last_error, updated_at_ms)
      VALUES (?1, ?2, ?3, ?4, ?5)";
 
@@ -699,13 +700,12 @@ macro_rules! advance_floor_sql {
     };
 }
 
-/// `advance_floor`'s statement (`?1`: the recipient); public for schema-bench, which times it.
-pub const ADVANCE_FLOOR: &str = advance_floor_sql!(floor_of!());
+/// `advance_floor`'s statement (`?1`: the recipient).
+pub(super) const ADVANCE_FLOOR: &str = advance_floor_sql!(floor_of!());
 
 /// A window of acks (`?1` the recipient, seqs `?2` to `?3`, `?4` now): every pending row of the
 /// recipient in the range becomes `delivered`.
-pub(super) const DELIVERED_RANGE: &str =
-    "UPDATE deliveries SET state = 'delivered', updated_at_ms = ?4,
+pub const DELIVERED_RANGE: &str = "UPDATE deliveries SET state = 'delivered', updated_at_ms = ?4,
             attempts = attempts + (state = 'queued')
      WHERE recipient = ?1 AND out_seq BETWEEN ?2 AND ?3
        AND state IN ('queued','sent') AND final = 0";
@@ -715,7 +715,7 @@ pub(super) const DELIVERED_RANGE: &str =
 /// was pending below `?2` either (the floor is at `?2 - 1` or above), nothing is pending up to
 /// `?3`, and the scan starts there instead of rereading the rows just updated (≈ 1,000
 /// instructions per message). Otherwise it is [`ADVANCE_FLOOR`].
-pub(super) const ADVANCE_FLOOR_PAST: &str = advance_floor_sql!(concat!(
+pub const ADVANCE_FLOOR_PAST: &str = advance_floor_sql!(concat!(
     "(SELECT CASE WHEN f >= ?2 - 1 THEN MAX(f, ?3) ELSE f END FROM (SELECT ",
     floor_of!(),
     " AS f))"
