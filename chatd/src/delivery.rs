@@ -8,6 +8,7 @@
 //! always restarts from the oldest undelivered message and the receiver ignores repeats.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::peer_conn::{LinkError, PeerConn};
+use crate::presence::{Presence, PresenceWatch};
 use crate::resolver::{ResolveError, Resolver};
 use crate::store::{Outgoing, Store};
 
@@ -43,6 +45,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// sender's database thread). The cost: `status` says `queued` instead of `sent` for up to a
 /// second, and a crash within it undercounts `attempts`.
 const SENT_MARK_DELAY: Duration = Duration::from_secs(1);
+/// While the registry reports the recipient online but it cannot be reached (a partition, a
+/// firewall), attempts start at most this long apart (plus the connect timeout).
+const ONLINE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// While the registry reports the recipient offline, nothing is attempted; its coming back ends
+/// the wait. The wait is re-checked this often anyway (cheap: no network).
+const OFFLINE_RECHECK: Duration = Duration::from_secs(30);
 /// How often a recipient's task looks for messages past their lifetime.
 const EXPIRE_SWEEP: Duration = Duration::from_secs(60);
 
@@ -58,11 +66,16 @@ pub struct RetryPolicy {
 /// ends), and the messages handed to it in memory.
 struct Wake {
     work: Notify,
+    /// Ends a wait between attempts at once.
     retry: Notify,
+    /// The registry's view of the recipient changed: a wait between attempts is recomputed.
+    presence: Notify,
+    /// The task is waiting between attempts (after a failure).
+    waiting: AtomicBool,
     handed: Mutex<Handed>,
     /// Set when recording acknowledged messages failed: they are no longer in flight but still
     /// pending in the database, so the link must start over from the database.
-    resync: std::sync::atomic::AtomicBool,
+    resync: AtomicBool,
 }
 
 /// Messages committed for a recipient, pushed by the DB thread in commit order (so in `seq`
@@ -96,6 +109,7 @@ pub struct Delivery {
     identity: Arc<crate::identity::Identity>,
     store: Store,
     resolver: Arc<Resolver>,
+    presence: Arc<PresenceWatch>,
     retry: RetryPolicy,
     legacy: bool,
     links: Mutex<HashMap<Name, Arc<Wake>>>,
@@ -124,6 +138,7 @@ impl Delivery {
         identity: Arc<crate::identity::Identity>,
         store: Store,
         resolver: Arc<Resolver>,
+        presence: Arc<PresenceWatch>,
         retry: RetryPolicy,
         legacy: bool,
         stop: CancellationToken,
@@ -134,6 +149,7 @@ impl Delivery {
             identity,
             store,
             resolver,
+            presence,
             retry,
             legacy,
             links: Mutex::new(HashMap::new()),
@@ -152,8 +168,10 @@ impl Delivery {
         let wake = Arc::new(Wake {
             work: Notify::new(),
             retry: Notify::new(),
+            presence: Notify::new(),
+            waiting: AtomicBool::new(false),
             handed: Mutex::new(Handed::default()),
-            resync: std::sync::atomic::AtomicBool::new(false),
+            resync: AtomicBool::new(false),
         });
         links.insert(recipient.clone(), wake.clone());
         let this = self.clone();
@@ -205,6 +223,38 @@ impl Delivery {
         }
     }
 
+    /// `recipient` was just seen alive (it opened a link to us, or the registry reports it back
+    /// online): if its task is waiting to retry, it retries now. (A task that is not waiting is
+    /// left alone, so no stale wake-up cuts a later wait short.)
+    pub fn retry_if_waiting(&self, recipient: &Name) {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = links.get(recipient) {
+            if w.waiting.load(Ordering::SeqCst) {
+                debug!(to = %recipient, "the recipient is back; retrying now");
+                w.retry.notify_one();
+            }
+        }
+    }
+
+    /// Every recipient waiting to retry retries now (our own registration just succeeded after
+    /// failing: peers that refused us as unknown will take us now).
+    pub fn retry_all_waiting(&self) {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        for w in links.values() {
+            if w.waiting.load(Ordering::SeqCst) {
+                w.retry.notify_one();
+            }
+        }
+    }
+
+    /// The registry's view of `recipient` changed (see [`Delivery::wait_to_retry`]).
+    pub fn presence_changed(&self, recipient: &Name) {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = links.get(recipient) {
+            w.presence.notify_one();
+        }
+    }
+
     async fn run_recipient(self: Arc<Self>, to: Name, wake: Arc<Wake>) {
         let notify = &wake.work;
         let mut backoff = self.retry.initial;
@@ -219,33 +269,98 @@ impl Delivery {
                 last_sweep = Some(std::time::Instant::now());
                 self.expire_old(&to).await;
             }
-            let result = self.attempt(&to, &wake).await;
+            let mut established = false;
+            let result = self.attempt(&to, &wake, &mut established).await;
+            if established {
+                // The peer was reachable: whatever happens next starts the schedule afresh (a
+                // restart of the peer must not cost the backoff of the last outage, doubled).
+                backoff = self.retry.initial;
+                self.presence.unwatch(&to);
+            }
             match result {
                 Ok(true) => backoff = self.retry.initial,
                 Ok(false) => {
                     // Nothing left to send: sleep until kicked.
+                    self.presence.unwatch(&to);
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
                         _ = notify.notified() => {}
                     }
                     backoff = self.retry.initial;
                 }
+                Err(AttemptError::Resolve(ResolveError::Unknown(name))) => {
+                    // The registry answered: the name does not exist (a send accepted while the
+                    // registry was unreachable, or a name released since). Nothing will change
+                    // that by retrying.
+                    let why = format!(
+                        "unknown name {name}: the registry has no such name (not registered)"
+                    );
+                    // Every pending message: all were accepted before now.
+                    let all = i64::MAX as u64;
+                    match self.store.expire(to.clone(), all, why).await {
+                        Ok(n) if n > 0 => {
+                            warn!(to = %to, messages = n, "the registry does not know this recipient; its messages failed");
+                            self.presence.unwatch(&to);
+                            backoff = self.retry.initial;
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(to = %to, error = %e, "could not record the failure"),
+                    }
+                    // Nothing could be failed: never spin; wait as after any failure.
+                    if !self.wait_to_retry(&to, &wake, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(self.retry.max);
+                }
                 Err(e) => {
                     let msg = e.to_string();
-                    info!(to = %to, error = %msg, retry_in_ms = backoff.as_millis() as u64, "delivery attempt failed");
+                    info!(to = %to, error = %msg, retry_in_ms = backoff.as_millis() as u64, presence = self.presence.state(&to).as_str(), "delivery attempt failed");
                     self.resolver.invalidate(&to);
                     if let Err(e) = self.store.note_link_failure(to.clone(), msg).await {
                         warn!(to = %to, error = %e, "could not record the delivery failure");
                     }
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = wake.retry.notified() => {}
+                    if !self.wait_to_retry(&to, &wake, backoff).await {
+                        return;
                     }
                     backoff = (backoff * 2).min(self.retry.max);
                 }
             }
         }
+    }
+
+    /// After a failed attempt: waits until the next one is worth making. Returns `false` at
+    /// shutdown.
+    ///
+    /// What the registry knows decides: while it reports the recipient offline, nothing is
+    /// attempted (its coming back, a link it opens to us, or `trust` ends the wait at once);
+    /// while it reports it online but we cannot reach it (a partition, a firewall), attempts are
+    /// at most [`ONLINE_RETRY_MAX`] apart; when it cannot tell (no watch), the backoff stands.
+    async fn wait_to_retry(&self, to: &Name, wake: &Wake, backoff: Duration) -> bool {
+        self.presence.watch(to);
+        wake.waiting.store(true, Ordering::SeqCst);
+        let mut started = tokio::time::Instant::now();
+        let ok = loop {
+            let wait = match self.presence.state(to) {
+                Presence::Offline => OFFLINE_RECHECK,
+                Presence::Online => backoff.min(ONLINE_RETRY_MAX),
+                Presence::Unknown => backoff,
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => break false,
+                _ = wake.retry.notified() => break true,
+                // The registry's view changed: the wait is recomputed from the same start.
+                _ = wake.presence.notified() => continue,
+                _ = tokio::time::sleep_until(started + wait) => {
+                    if self.presence.state(to) != Presence::Offline {
+                        break true;
+                    }
+                    started = tokio::time::Instant::now();
+                }
+            }
+        };
+        wake.waiting.store(false, Ordering::SeqCst);
+        ok
     }
 
     /// Fails `to`'s messages accepted longer ago than the lifetime.
@@ -270,7 +385,14 @@ impl Delivery {
     /// to the wire has no database round trip. Wherever a message came from, its `sent` is
     /// recorded only if it is still unacknowledged after [`SENT_MARK_DELAY`] (one lazy update
     /// for all of them); most are acknowledged first and never pay for that row update.
-    async fn attempt(&self, to: &Name, wake: &Arc<Wake>) -> Result<bool, AttemptError> {
+    ///
+    /// `established` is set once the link is up (the recipient proved its key and welcomed us).
+    async fn attempt(
+        &self,
+        to: &Name,
+        wake: &Arc<Wake>,
+        established: &mut bool,
+    ) -> Result<bool, AttemptError> {
         let notify = &wake.work;
         if !self.store.has_pending(to.clone()).await? {
             return Ok(false);
@@ -286,7 +408,8 @@ impl Delivery {
                 .await
                 .map(|()| true);
         }
-        let mut conn = self.connect(to, &target.address, target.key).await?;
+        let (mut conn, pings) = self.connect(to, &target.address, target.key).await?;
+        *established = true;
         // From the database until caught up. The hand-off queue is reset before every read:
         // whatever is committed after the read is pushed to it (in order), and whatever was
         // pushed before the read is also in what the read returns (and skipped by seq). If the
@@ -307,8 +430,12 @@ impl Delivery {
         let mut inflight: VecDeque<Outgoing> = VecDeque::new();
         let mut last_seq = 0;
         let mut from_db = true;
+        // With pings (both sides list the feature): when we last heard from the peer, and when
+        // the next ping is due. Silence for DEAD_AFTER ends the link, with or without traffic.
+        let mut last_heard = tokio::time::Instant::now();
+        let mut ping_at = last_heard + peer::PING_AFTER;
         loop {
-            if wake.resync.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            if wake.resync.swap(false, Ordering::SeqCst) {
                 return Err(AttemptError::Refused(
                     "recording deliveries failed; starting over from the database".into(),
                 ));
@@ -327,16 +454,20 @@ impl Delivery {
                 for m in pending.drain(..) {
                     last_seq = m.seq;
                     inflight_bytes += m.body.len();
-                    conn.feed(&MsgRef {
-                        id: &m.msg_id,
-                        to: &m.recipients,
-                        sent_at_ms: m.created_at_ms,
-                        body: &m.body,
-                    })
-                    .await?;
+                    {
+                        let frame = MsgRef {
+                            id: &m.msg_id,
+                            to: &m.recipients,
+                            sent_at_ms: m.created_at_ms,
+                            body: &m.body,
+                        };
+                        self.marking_while(to, &mut unmarked, mark_at, conn.feed(&frame))
+                            .await?;
+                    }
                     inflight.push_back(m);
                 }
-                conn.flush().await?;
+                self.marking_while(to, &mut unmarked, mark_at, conn.flush())
+                    .await?;
             }
             if inflight.len() < WINDOW && (inflight.is_empty() || inflight_bytes < WINDOW_BYTES) {
                 let room = WINDOW - inflight.len();
@@ -395,19 +526,31 @@ impl Delivery {
                 } else {
                     ACK_TIMEOUT
                 };
+            let dead_at = last_heard + peer::DEAD_AFTER;
             tokio::select! {
                 _ = tokio::time::sleep_until(mark_at), if !unmarked.is_empty() => {
                     self.store.mark_sent_soon(to.clone(), unmarked.drain(..).collect())?;
                 }
+                _ = tokio::time::sleep_until(ping_at), if pings => {
+                    ping_at = tokio::time::Instant::now() + peer::PING_AFTER;
+                    self.marking_while(to, &mut unmarked, mark_at, conn.send(&Frame::Ping)).await?;
+                }
                 _ = self.stop.cancelled(), if inflight.is_empty() => return Ok(true),
                 _ = notify.notified() => {}
-                frame = tokio::time::timeout_at(deadline, conn.recv()) => {
-                    last_progress = tokio::time::Instant::now();
+                frame = tokio::time::timeout_at(if pings { deadline.min(dead_at) } else { deadline }, conn.recv()) => {
+                    let now = tokio::time::Instant::now();
                     let frame = match frame {
+                        Err(_) if pings && now >= dead_at => {
+                            warn!(to = %to, silent_secs = peer::DEAD_AFTER.as_secs(), "the peer stopped answering pings; the link is dead");
+                            return Err(LinkError::Timeout("for the peer: no answer to pings (dead link)").into());
+                        }
                         Err(_) if inflight.is_empty() => return Ok(true),
                         Err(_) => return Err(LinkError::Timeout("waiting for acknowledgements").into()),
                         Ok(f) => f?,
                     };
+                    last_progress = now;
+                    last_heard = now;
+                    ping_at = now + peer::PING_AFTER;
                     let mut delivered = Vec::new();
                     let mut next = Some(Ok(frame));
                     while let Some(f) = next {
@@ -426,10 +569,31 @@ impl Delivery {
                         debug!(to = %to, messages = delivered.len(), "delivered");
                         let w = wake.clone();
                         self.store.mark_delivered_soon(to.clone(), delivered, move || {
-                            w.resync.store(true, std::sync::atomic::Ordering::SeqCst);
+                            w.resync.store(true, Ordering::SeqCst);
                             w.work.notify_one();
                         })?;
                     }
+                }
+            }
+        }
+    }
+
+    /// Runs a write to the link; if it blocks past `mark_at` (the peer stopped reading), the
+    /// messages written so far are recorded `sent` meanwhile, so that `status` never shows a
+    /// message stuck in a blocked write as `queued` with no attempt.
+    async fn marking_while<T>(
+        &self,
+        to: &Name,
+        unmarked: &mut VecDeque<i64>,
+        mark_at: tokio::time::Instant,
+        write: impl std::future::Future<Output = Result<T, LinkError>>,
+    ) -> Result<T, AttemptError> {
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                r = &mut write => return Ok(r?),
+                _ = tokio::time::sleep_until(mark_at), if !unmarked.is_empty() => {
+                    self.store.mark_sent_soon(to.clone(), unmarked.drain(..).collect())?;
                 }
             }
         }
@@ -466,6 +630,7 @@ impl Delivery {
                     "{to} refused the link: {message} ({code})"
                 )))
             }
+            Frame::Pong => return Ok(()),
             other => {
                 return Err(LinkError::Protocol(format!(
                     "unexpected {} frame",
@@ -497,7 +662,7 @@ impl Delivery {
         to: &Name,
         address: &str,
         key: Option<PublicKey>,
-    ) -> Result<PeerConn, AttemptError> {
+    ) -> Result<(PeerConn, bool), AttemptError> {
         let key = key
             .ok_or_else(|| AttemptError::Refused(format!("the registry gives no key for {to}")))?;
         let expected = key
@@ -512,7 +677,10 @@ impl Delivery {
             version: peer::VERSION,
             from: self.me.clone(),
             to: to.clone(),
-            features: vec![peer::feature::ACKS.to_string()],
+            features: vec![
+                peer::feature::ACKS.to_string(),
+                peer::feature::PING.to_string(),
+            ],
         };
         let secret = self.identity.noise_secret();
         let mut conn = match crate::noise::initiate(stream, &secret, &expected, &hello).await {
@@ -530,7 +698,10 @@ impl Delivery {
             .recv_timeout(HANDSHAKE_TIMEOUT, "waiting for welcome")
             .await?
         {
-            Frame::Welcome { name, .. } if name == *to => Ok(conn),
+            Frame::Welcome { name, features, .. } if name == *to => {
+                let pings = features.iter().any(|f| f == peer::feature::PING);
+                Ok((conn, pings))
+            }
             Frame::Welcome { name, .. } => Err(AttemptError::Refused(format!(
                 "{address} is {name}, not {to}; the peer may have moved"
             ))),

@@ -15,6 +15,7 @@ mod paths;
 mod peer_conn;
 mod peer_server;
 mod platform;
+mod presence;
 mod registry_client;
 mod resolver;
 mod store;
@@ -123,11 +124,13 @@ pub async fn run(
         config.registry.clone(),
     ));
     let resolver = Arc::new(resolver::Resolver::new(registry.clone(), store.clone()).await);
+    let (presence, presence_changes) = presence::PresenceWatch::new();
     let delivery = delivery::Delivery::new(
         config.name.clone(),
         identity.clone(),
         store.clone(),
         resolver.clone(),
+        presence.clone(),
         config.retry.clone(),
         config.legacy,
         stop.clone(),
@@ -165,6 +168,13 @@ pub async fn run(
         started_at_ms: peerchat_db::now_ms(),
     });
 
+    tasks.spawn(presence.run(registry.clone(), stop.clone()));
+    tasks.spawn(forward_presence(
+        presence_changes,
+        Arc::downgrade(&delivery),
+        resolver.clone(),
+        stop.clone(),
+    ));
     let peer_server = Arc::new(peer_server::PeerServer {
         name: config.name.clone(),
         store: store.clone(),
@@ -172,6 +182,15 @@ pub async fn run(
         identity: identity.clone(),
         resolver,
         lookups: peerchat_daemon::limits::RateLimiter::new(peer_server::CALLER_LOOKUPS_PER_MINUTE),
+        on_caller: {
+            // A caller is alive and reachable: what waits for it need not wait any longer.
+            let delivery = Arc::downgrade(&delivery);
+            Box::new(move |name| {
+                if let Some(d) = delivery.upgrade() {
+                    d.retry_if_waiting(name);
+                }
+            })
+        },
     });
     tasks.spawn(peer_server::serve(
         listener,
@@ -187,7 +206,20 @@ pub async fn run(
     ));
 
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-    let lease = tokio::spawn(registry_client::keep_lease(lease, first_tx, stop.clone()));
+    let on_registered = {
+        let delivery = Arc::downgrade(&delivery);
+        move || {
+            if let Some(d) = delivery.upgrade() {
+                d.retry_all_waiting();
+            }
+        }
+    };
+    let lease = tokio::spawn(registry_client::keep_lease(
+        lease,
+        first_tx,
+        on_registered,
+        stop.clone(),
+    ));
     let _ = first_rx.await;
 
     // Messages left undelivered by an earlier run.
@@ -233,6 +265,35 @@ pub async fn run(
     .await;
     info!("chatd stopped");
     Ok(())
+}
+
+/// Passes the registry's presence changes to the delivery engine: a recipient that is back is
+/// retried at once (with a fresh lookup: it may have moved); any other change recomputes its
+/// wait.
+async fn forward_presence(
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<presence::Change>,
+    delivery: std::sync::Weak<delivery::Delivery>,
+    resolver: Arc<resolver::Resolver>,
+    stop: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = changes.recv() => match c {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        let Some(d) = delivery.upgrade() else { return };
+        match change {
+            presence::Change::Back(name) => {
+                resolver.invalidate(&name);
+                d.presence_changed(&name);
+                d.retry_if_waiting(&name);
+            }
+            presence::Change::Changed(name) => d.presence_changed(&name),
+        }
+    }
 }
 
 /// How often retention runs (also once at start).

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::peer_conn::{LinkError, PeerConn};
+use crate::resolver::ResolveError;
 use crate::store::{Arrival, Received, Store};
 
 /// Time for a new connection to send the preamble (the Noise handshake has its own limit).
@@ -70,6 +71,9 @@ pub struct PeerServer {
     pub resolver: Arc<crate::resolver::Resolver>,
     /// Registry lookups forced by callers whose key is not pinned, per source address.
     pub lookups: peerchat_daemon::limits::RateLimiter,
+    /// Called with the name of every caller whose link is up: it is reachable now, so messages
+    /// waiting for it should not wait for their backoff.
+    pub on_caller: Box<dyn Fn(&Name) + Send + Sync>,
 }
 
 /// Registry lookups per minute that callers from one address may cause (new peers, rotations).
@@ -175,27 +179,49 @@ async fn link(
         ));
     }
     if let Err(e) = server.resolver.check_caller(from, &remote).await {
-        warn!(%peer, claimed = %from, error = %e, "refused a caller whose key does not match its name");
-        refuse(
-            &mut conn,
-            peer::code::WRONG_KEY,
-            format!("your key is not the one bound to {from}"),
-        )
-        .await;
+        // Say what is really wrong: a caller that is not registered yet (it started while the
+        // registry was down) or that cannot be checked now is told to come back, not accused of
+        // holding the wrong key.
+        let (code, message) = match &e {
+            ResolveError::Unknown(_) => (
+                peer::code::NOT_REGISTERED,
+                format!("{from} is not registered yet (the registry has no record of it); try again once it has registered"),
+            ),
+            ResolveError::Unavailable { .. } => (
+                peer::code::UNVERIFIED,
+                format!("cannot check the key of {from} now: the registry is unreachable and the name is not pinned here"),
+            ),
+            ResolveError::KeyChanged { .. } | ResolveError::BadRecord(_) => (
+                peer::code::WRONG_KEY,
+                format!("your key is not the one bound to {from}"),
+            ),
+        };
+        warn!(%peer, claimed = %from, code, error = %e, "refused a caller");
+        refuse(&mut conn, code, message).await;
         return Err(LinkError::WrongKey);
     }
     let from = from.clone();
     let ack_runs = features.iter().any(|f| f == peer::feature::ACKS);
+    // A client that pings speaks at least every PING_AFTER: silence for DEAD_AFTER means the
+    // link is dead (a pulled cable, a suspended laptop), and the socket is not kept for minutes.
+    let pings = features.iter().any(|f| f == peer::feature::PING);
+    let (silence_limit, silence_what) = if pings {
+        (peer::DEAD_AFTER, "waiting for the pinging peer (dead link)")
+    } else {
+        (IDLE_TIMEOUT, "idle peer link")
+    };
     conn.send(&Frame::Welcome {
         version: peer::VERSION,
         name: server.name.clone(),
+        features: vec![peer::feature::PING.to_string()],
     })
     .await?;
     debug!(%peer, from = %from, "peer link up");
+    (server.on_caller)(&from);
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            f = conn.recv_timeout(IDLE_TIMEOUT, "idle peer link") => f?,
+            f = conn.recv_timeout(silence_limit, silence_what) => f?,
         };
         // Take whatever else is already here, so one commit covers the burst.
         let mut frames = vec![first];
@@ -225,6 +251,9 @@ async fn link(
                         message,
                     })),
                 },
+                // Answered in order with the acks, so a Pong also says everything before the
+                // Ping was answered.
+                Frame::Ping => answers.push(Err(Frame::Pong)),
                 other => {
                     return Err(LinkError::Protocol(format!(
                         "unexpected {} frame",
@@ -383,6 +412,8 @@ pub fn kind(f: &Frame) -> &'static str {
         Frame::Ack { .. } => "ack",
         Frame::Acks { .. } => "acks",
         Frame::Nack { .. } => "nack",
+        Frame::Ping => "ping",
+        Frame::Pong => "pong",
     }
 }
 

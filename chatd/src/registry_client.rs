@@ -20,6 +20,8 @@ use crate::identity::Identity;
 /// Longest registry reply we read: a `list` of the registry's default 100,000 names, signed
 /// records of about 430 bytes each, fits.
 const MAX_REPLY: usize = 64 << 20;
+/// Longest wait between registration attempts while the registry is unreachable.
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Whole request/reply exchange with the registry.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -40,6 +42,8 @@ impl RegistryError {
 pub struct RegistryClient {
     addr: String,
     reachable: AtomicBool,
+    /// Notified when the registry answers again after being unreachable.
+    came_back: tokio::sync::Notify,
 }
 
 impl RegistryClient {
@@ -47,6 +51,7 @@ impl RegistryClient {
         RegistryClient {
             addr,
             reachable: AtomicBool::new(false),
+            came_back: tokio::sync::Notify::new(),
         }
     }
 
@@ -65,11 +70,22 @@ impl RegistryClient {
             Ok(r) => r,
             Err(_) => Err(self.unreachable("timed out")),
         };
-        self.reachable.store(
-            !matches!(result, Err(RegistryError::Unreachable { .. })),
-            Ordering::Relaxed,
-        );
+        self.note_reachable(!matches!(result, Err(RegistryError::Unreachable { .. })));
         result
+    }
+
+    /// Records whether the registry answered; a return after an outage wakes
+    /// [`RegistryClient::came_back`]'s waiter (the lease keeper re-registers at once).
+    pub fn note_reachable(&self, answered: bool) {
+        let was = self.reachable.swap(answered, Ordering::Relaxed);
+        if answered && !was {
+            self.came_back.notify_one();
+        }
+    }
+
+    /// Resolves when the registry answers again after being unreachable.
+    pub async fn came_back(&self) {
+        self.came_back.notified().await
     }
 
     fn unreachable(&self, reason: impl ToString) -> RegistryError {
@@ -235,11 +251,14 @@ impl Lease {
 }
 
 /// Keeps our lease: registers now, renews at a third of the TTL, retries with backoff (1 s
-/// doubling to 30 s) while the registry is down. On cancellation, tells the registry we are
-/// offline (best effort, bounded by the request timeout).
+/// doubling to [`REGISTER_RETRY_MAX`]) while the registry is down, and at once when it answers
+/// again (any exchange with it, such as the presence watch, tells). On cancellation, tells the
+/// registry we are offline (best effort, bounded by the request timeout). `on_registered` runs
+/// after a registration that follows a failure (peers that refused us as unknown take us now).
 pub async fn keep_lease(
     lease: Arc<Lease>,
     first_attempt: tokio::sync::oneshot::Sender<()>,
+    on_registered: impl Fn(),
     stop: CancellationToken,
 ) {
     let mut first_attempt = Some(first_attempt);
@@ -247,14 +266,17 @@ pub async fn keep_lease(
     let mut was_ok = None;
     let name = lease.reg.name.clone();
     loop {
-        let wait = match lease.register_once().await {
+        let (wait, failing) = match lease.register_once().await {
             Ok((a, ttl_secs)) => {
                 if was_ok != Some(true) {
                     info!(name = %name, address = %a, ttl_secs, fingerprint = %lease.identity.public().fingerprint(), registry = lease.client.addr(), "registered");
                 }
+                if was_ok == Some(false) {
+                    on_registered();
+                }
                 was_ok = Some(true);
                 backoff = Duration::from_secs(1);
-                Duration::from_secs((ttl_secs / 3).max(1))
+                (Duration::from_secs((ttl_secs / 3).max(1)), false)
             }
             Err(e) => {
                 if was_ok != Some(false) {
@@ -264,8 +286,8 @@ pub async fn keep_lease(
                 }
                 was_ok = Some(false);
                 let w = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                w
+                backoff = (backoff * 2).min(REGISTER_RETRY_MAX);
+                (w, true)
             }
         };
         if let Some(tx) = first_attempt.take() {
@@ -274,6 +296,9 @@ pub async fn keep_lease(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
+            _ = lease.client.came_back(), if failing => {
+                debug!("the registry answers again; registering now");
+            }
         }
     }
     match lease.offline().await {

@@ -311,6 +311,18 @@ impl Resolver {
         })
     }
 
+    /// Whether `name` has a cache entry (fresh or last known good).
+    pub fn is_cached(&self, name: &Name) -> bool {
+        self.cache().contains_key(name)
+    }
+
+    /// Whether any of `recipients` has no cache entry (cheap check before [`Resolver::is_cached`]
+    /// per name: nearly always false).
+    pub fn unresolved_any(&self, recipients: &[peerchat_proto::control::RecipientState]) -> bool {
+        let cache = self.cache();
+        recipients.iter().any(|r| !cache.contains_key(&r.to))
+    }
+
     /// Forget freshness (keep the address as last known good).
     pub fn invalidate(&self, name: &Name) {
         if let Some(e) = self.cache().get_mut(name) {

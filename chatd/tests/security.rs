@@ -553,6 +553,7 @@ fn fake_server_once(
     link.send(&Frame::Welcome {
         version: peer::VERSION,
         name: Name::new(name).unwrap(),
+        features: vec![],
     });
     let Frame::Msg(m) = link.recv() else {
         panic!("expected a msg frame")

@@ -35,6 +35,12 @@ pub mod code {
     pub const BUSY: &str = "busy";
     /// (nack) The recipient already holds a different message from this sender under this id.
     pub const ID_CONFLICT: &str = "id_conflict";
+    /// The registry has no record of the caller's name (yet): it may have just started while the
+    /// registry was unreachable. Retry once it has registered.
+    pub const NOT_REGISTERED: &str = "not_registered";
+    /// The caller's key cannot be checked right now (the registry is unreachable and the name is
+    /// not pinned). Retry later.
+    pub const UNVERIFIED: &str = "unverified";
 }
 
 /// Optional behaviours a client can ask for in its `Hello` (`features`). A server uses only the
@@ -43,7 +49,18 @@ pub mod feature {
     /// The server may answer a run of consecutive acknowledged messages with one `Acks` frame
     /// instead of one `Ack` each.
     pub const ACKS: &str = "acks";
+    /// Liveness: the side that lists it answers every `Ping` with a `Pong`. A client lists it in
+    /// its `Hello` and then sends `Ping`s on a silent link; a server lists it in its `Welcome`.
+    /// Either side may then treat [`DEAD_AFTER`](super::DEAD_AFTER) of silence as a dead link.
+    pub const PING: &str = "ping";
 }
+
+/// A client whose link supports [`feature::PING`] sends a `Ping` after this long without
+/// receiving anything (and again after each further interval of silence).
+pub const PING_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// With [`feature::PING`] on both sides, a link that carried nothing for this long is dead (a
+/// pulled cable, a suspended machine): both ends close it. Three pings fit in it.
+pub const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -57,8 +74,14 @@ pub enum Frame {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
     },
-    /// Server → client: the server is `name`, ready for messages.
-    Welcome { version: u32, name: Name },
+    /// Server → client: the server is `name`, ready for messages, and understands `features`
+    /// (absent from servers that predate it: none).
+    Welcome {
+        version: u32,
+        name: Name,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+    },
     /// Server → client, then close: the link is refused (e.g. the server is not `to`).
     Refused { code: String, message: String },
     /// Client → server: one message.
@@ -75,6 +98,10 @@ pub enum Frame {
         code: String,
         message: String,
     },
+    /// Client → server, only if the server's `Welcome` listed [`feature::PING`]: are you there?
+    Ping,
+    /// Server → client: the answer to a `Ping`, in order with the acknowledgements.
+    Pong,
 }
 
 /// Protocol version inside the frames; bumps when frames change incompatibly.
@@ -219,6 +246,27 @@ mod tests {
         };
         assert_eq!(encode(&acks), br#"{"type":"acks","count":3,"last":"m3"}"#);
         assert_eq!(decode(&encode(&acks)).unwrap(), acks);
+    }
+
+    #[test]
+    fn welcome_features_and_pings_are_compatible() {
+        // A Welcome from an earlier chatd (no features) decodes; ours without features encodes
+        // as before, so earlier clients read it.
+        let old = br#"{"type":"welcome","version":1,"name":"pb"}"#;
+        let w = decode(old).unwrap();
+        assert!(matches!(&w, Frame::Welcome { features, .. } if features.is_empty()));
+        assert_eq!(encode(&w), old);
+        let w = Frame::Welcome {
+            version: VERSION,
+            name: Name::new("pb").unwrap(),
+            features: vec![feature::PING.into()],
+        };
+        assert_eq!(
+            encode(&w),
+            br#"{"type":"welcome","version":1,"name":"pb","features":["ping"]}"#
+        );
+        assert_eq!(encode(&Frame::Ping), br#"{"type":"ping"}"#);
+        assert_eq!(decode(br#"{"type":"pong"}"#).unwrap(), Frame::Pong);
     }
 
     #[test]

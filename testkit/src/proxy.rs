@@ -53,6 +53,12 @@ impl Proxy {
         *self.target.lock().unwrap() = Some(to);
     }
 
+    /// New connections are closed at once (a partition, as far as the dialer can tell); links
+    /// already through stay up.
+    pub fn clear_target(&self) {
+        *self.target.lock().unwrap() = None;
+    }
+
     pub fn captured(&self) -> Vec<u8> {
         self.captured.lock().unwrap().clone()
     }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use peerchat_proto::control::{code, Response};
+use peerchat_proto::control::{code, DeliveryState, Response};
 use peerchat_proto::{ErrorBody, Name, MAX_BODY_BYTES};
 
 use super::{store_error, ReplyFuture};
@@ -46,9 +46,24 @@ pub async fn handle(
                         node.delivery.kick(&r.to);
                     }
                 }
+                let mut recipients = outcome.recipients;
+                if node.resolver.unresolved_any(&recipients) {
+                    for r in recipients.iter_mut() {
+                        if r.state == DeliveryState::Queued
+                            && r.error.is_none()
+                            && !node.resolver.is_cached(&r.to)
+                        {
+                            r.error = Some(format!(
+                                "resolving: the registry ({}) is unreachable and {} is not cached; it is looked up when the registry answers",
+                                node.registry.addr(),
+                                r.to
+                            ));
+                        }
+                    }
+                }
                 Ok(Response::Accepted {
                     id: outcome.msg_id,
-                    recipients: outcome.recipients,
+                    recipients,
                 })
             })
         }
@@ -149,11 +164,9 @@ async fn check_recipients(
                 None
             }
             Err(e @ ResolveError::Unknown(_)) => Some(ErrorBody::new(code::UNKNOWN_NAME, e.to_string())),
-            // Not resolvable now: a typed name is refused; an expanded one is queued and the
-            // delivery engine keeps trying to resolve it.
-            Err(e @ ResolveError::Unavailable { .. }) if is_strict => {
-                return Err(ErrorBody::new(code::REGISTRY_UNAVAILABLE, e.to_string()));
-            }
+            // Not resolvable now (the registry is unreachable and the name is not cached): the
+            // message is queued all the same, and the delivery engine resolves the name when
+            // the registry answers (failing it then if the name does not exist).
             Err(ResolveError::Unavailable { .. }) => None,
             Err(e @ ResolveError::KeyChanged { .. }) => Some(ErrorBody::new(code::KEY_CHANGED, e.to_string())),
             Err(e @ ResolveError::BadRecord(_)) => Some(ErrorBody::new(code::REFUSED, e.to_string())),
