@@ -191,7 +191,9 @@ async fn link(
                 peer::code::UNVERIFIED,
                 format!("cannot check the key of {from} now: the registry is unreachable and the name is not pinned here"),
             ),
-            ResolveError::KeyChanged { .. } | ResolveError::BadRecord(_) => (
+            ResolveError::KeyChanged { .. }
+            | ResolveError::NotTheCaller { .. }
+            | ResolveError::BadRecord(_) => (
                 peer::code::WRONG_KEY,
                 format!("your key is not the one bound to {from}"),
             ),

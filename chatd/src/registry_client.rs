@@ -146,6 +146,8 @@ pub struct Lease {
     pub reg: Registration,
     /// The address the registry last confirmed for us (empty until the first registration).
     address: Mutex<String>,
+    /// Why the last registration failed, until one succeeds.
+    error: Mutex<Option<String>>,
     last_seq: AtomicU64,
 }
 
@@ -156,6 +158,7 @@ impl Lease {
             identity,
             reg,
             address: Mutex::new(String::new()),
+            error: Mutex::new(None),
             last_seq: AtomicU64::new(0),
         }
     }
@@ -166,6 +169,15 @@ impl Lease {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Why the last registration failed, while registrations fail.
+    pub fn last_error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
     /// Sequence numbers: milliseconds since the epoch, and always above the last one used (so
@@ -274,16 +286,21 @@ pub async fn keep_lease(
                 if was_ok == Some(false) {
                     on_registered();
                 }
+                lease.set_error(None);
                 was_ok = Some(true);
                 backoff = Duration::from_secs(1);
                 (Duration::from_secs((ttl_secs / 3).max(1)), false)
             }
             Err(e) => {
-                if was_ok != Some(false) {
+                let text = e.to_string();
+                // Logged again whenever the reason changes, so a node that stays unregistered
+                // (its name bound to another key, say) says why in its log, not only once.
+                if was_ok != Some(false) || lease.last_error().as_deref() != Some(text.as_str()) {
                     warn!(error = %e, retry_in_secs = backoff.as_secs(), "registration failed; will retry");
                 } else {
                     debug!(error = %e, "registration retry failed");
                 }
+                lease.set_error(Some(text));
                 was_ok = Some(false);
                 let w = backoff;
                 backoff = (backoff * 2).min(REGISTER_RETRY_MAX);

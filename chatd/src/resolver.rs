@@ -47,6 +47,8 @@ pub enum ResolveError {
     },
     #[error("the registry's record is not trustworthy: {0}")]
     BadRecord(#[from] RecordError),
+    #[error("a caller claiming to be {name} proved another key than the one {name} is registered with (fingerprint {registered}): an impostor, or {name} lost its key")]
+    NotTheCaller { name: Name, registered: String },
 }
 
 struct Entry {
@@ -302,12 +304,20 @@ impl Resolver {
         if proven && self.caller_matches_pin(name, remote) {
             return Ok(());
         }
+        if !proven {
+            return Err(ResolveError::NotTheCaller {
+                name: name.clone(),
+                registered: resolved
+                    .key
+                    .map_or_else(|| "none".into(), |k| k.fingerprint()),
+            });
+        }
         Err(ResolveError::KeyChanged {
             name: name.clone(),
             pinned: self
                 .pinned(name)
                 .map_or_else(|| "none".into(), |k| k.fingerprint()),
-            offered: "another key in the handshake".into(),
+            offered: "the key the caller proved".into(),
         })
     }
 

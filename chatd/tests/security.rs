@@ -661,3 +661,26 @@ fn a_reused_id_with_another_body_is_refused_not_dropped() {
         .log_text()
         .contains("already used for another one"));
 }
+
+/// A second node started under a name bound to another key stays unregistered, and says why in
+/// `status` (text and JSON) instead of "(not registered yet)" forever.
+#[test]
+fn a_name_bound_to_another_key_is_reported_by_status() {
+    let net = Net::new();
+    let _pa = net.node("pa");
+    let dir = net.dir.path().join("second");
+    std::fs::create_dir_all(&dir).unwrap();
+    let impostor = Node::start(&dir, "pa", net.registry.addr);
+    let status = wait_for(T, "the registration error in status", || {
+        let out = impostor.ctl(&["--json", "status"]);
+        let v = json_lines(&out.stdout).into_iter().next()?;
+        v["registration_error"].as_str().map(str::to_string)
+    });
+    assert!(status.contains("bound to another key"), "{status}");
+    let out = impostor.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not registered: ") && text.contains("bound to another key"),
+        "{text}"
+    );
+}

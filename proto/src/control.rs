@@ -351,6 +351,10 @@ pub struct NodeStatus {
     pub listen: String,
     pub registry: String,
     pub registry_reachable: bool,
+    /// Why the last registration failed, while it does (absent once registered; absent from
+    /// chatd versions that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_error: Option<String>,
     pub started_at: String,
     pub uptime_secs: u64,
     pub counts: Counts,

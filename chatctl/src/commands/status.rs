@@ -20,14 +20,11 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
     }
     let c = &s.counts;
     output::line(&format!("name:       {}", s.name));
-    output::line(&format!(
-        "address:    {}",
-        if s.address.is_empty() {
-            "(not registered yet)"
-        } else {
-            &s.address
-        }
-    ));
+    match (&s.registration_error, s.address.is_empty()) {
+        (Some(e), _) => output::line(&format!("address:    not registered: {}", e)),
+        (None, true) => output::line("address:    (not registered yet)"),
+        (None, false) => output::line(&format!("address:    {}", s.address)),
+    }
     output::line(&format!("listen:     {}", s.listen));
     output::line(&format!(
         "registry:   {} ({})",

@@ -26,9 +26,9 @@ pub fn trust(node: &Arc<Node>, name: Name) -> ReplyFuture {
             ResolveError::Unavailable { .. } => {
                 ErrorBody::new(code::REGISTRY_UNAVAILABLE, e.to_string())
             }
-            ResolveError::KeyChanged { .. } | ResolveError::BadRecord(_) => {
-                ErrorBody::new(code::REFUSED, e.to_string())
-            }
+            ResolveError::KeyChanged { .. }
+            | ResolveError::NotTheCaller { .. }
+            | ResolveError::BadRecord(_) => ErrorBody::new(code::REFUSED, e.to_string()),
         })?;
         // Messages waiting for this name go now instead of at the end of their backoff.
         node.delivery.retry_now(&name);

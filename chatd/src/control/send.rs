@@ -169,7 +169,7 @@ async fn check_recipients(
             // the registry answers (failing it then if the name does not exist).
             Err(ResolveError::Unavailable { .. }) => None,
             Err(e @ ResolveError::KeyChanged { .. }) => Some(ErrorBody::new(code::KEY_CHANGED, e.to_string())),
-            Err(e @ ResolveError::BadRecord(_)) => Some(ErrorBody::new(code::REFUSED, e.to_string())),
+            Err(e @ (ResolveError::BadRecord(_) | ResolveError::NotTheCaller { .. })) => Some(ErrorBody::new(code::REFUSED, e.to_string())),
         };
         if let Some(p) = problem {
             if is_strict {

@@ -17,6 +17,7 @@ pub fn handle(node: &Arc<Node>) -> ReplyFuture {
             listen: node.listen.to_string(),
             registry: node.registry.addr().to_string(),
             registry_reachable: node.registry.reachable(),
+            registration_error: node.lease.last_error(),
             started_at: crate::time::rfc3339(node.started_at_ms),
             uptime_secs: node.started.elapsed().as_secs(),
             counts,
