@@ -25,6 +25,8 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long writing one reply may take before the client is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often leases that ran out are announced to watching connections (`watch`).
+pub const EXPIRY_SWEEP: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,6 +49,17 @@ pub async fn run(
     info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), "registryd ready");
     peerchat_daemon::notify::ready();
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    // Leases run out without a write: one task notices them for every watching connection.
+    let sweeping = table.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut since = peerchat_db::now_ms();
+        let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            since = sweeping.sweep_expired(since);
+        }
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -74,6 +87,7 @@ pub async fn run(
     }
     info!("registryd stopping");
     peerchat_daemon::notify::stopping();
+    sweeper.abort();
     // Joining the writer thread blocks; keep it off the async workers.
     let closing = table.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;

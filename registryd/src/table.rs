@@ -67,7 +67,40 @@ impl Entry {
     fn key(&self) -> Option<PublicKey> {
         self.signed.as_ref().map(|s| s.key)
     }
+
+    /// Renewed within the TTL and not marked offline, at `now`.
+    fn online(&self, now: u64, ttl: Duration) -> bool {
+        !self.offline && now.saturating_sub(self.last_seen_ms) <= ttl.as_millis() as u64
+    }
 }
+
+/// What `watch` reports of a name: whether it is online, and its address (`None`: not
+/// registered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub online: bool,
+    pub address: Option<String>,
+}
+
+fn presence_of(e: Option<&Entry>, now: u64, ttl: Duration) -> Presence {
+    match e {
+        Some(e) => Presence {
+            online: e.online(now, ttl),
+            address: Some(e.address.clone()),
+        },
+        None => Presence {
+            online: false,
+            address: None,
+        },
+    }
+}
+
+/// Names whose presence may have changed (a commit, a reload, leases running out). Receivers
+/// compare with what they last announced; one that lags resends its whole set.
+pub type Changes = Arc<[Name]>;
+
+/// Queued change notices per receiver before it counts as lagging.
+const CHANGES_CAPACITY: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -128,6 +161,7 @@ pub struct Table {
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     ttl: Duration,
     rate: peerchat_daemon::limits::RateLimiter,
+    changes: tokio::sync::broadcast::Sender<Changes>,
 }
 
 /// Abuse limits on registrations.
@@ -148,10 +182,16 @@ impl Table {
         }
         let map = Arc::new(RwLock::new(map));
         let (tx, rx) = mpsc::channel::<Job>();
-        let thread_map = map.clone();
+        let (changes, _) = tokio::sync::broadcast::channel(CHANGES_CAPACITY);
+        let writer = Writer {
+            map: map.clone(),
+            max_names: limits.max_names,
+            ttl,
+            changes: changes.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("registry-db".into())
-            .spawn(move || writer_loop(conn, rx, thread_map, limits.max_names))
+            .spawn(move || writer_loop(conn, rx, writer))
             .map_err(|e| TableError::Storage(rusqlite::Error::ToSqlConversionFailure(e.into())))?;
         Ok(Table {
             map,
@@ -159,7 +199,43 @@ impl Table {
             thread: std::sync::Mutex::new(Some(thread)),
             ttl,
             rate: peerchat_daemon::limits::RateLimiter::new(limits.registrations_per_minute),
+            changes,
         })
+    }
+
+    /// Notices of names whose presence may have changed, from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Changes> {
+        self.changes.subscribe()
+    }
+
+    /// The presence of `name` now.
+    pub fn presence(&self, name: &Name) -> Presence {
+        presence_of(self.read().get(name), now_ms(), self.ttl)
+    }
+
+    /// Announces the names whose lease ran out in `[since, now)` (their `online` turned false
+    /// without a write), and returns `now` for the next call. Called periodically by
+    /// [`crate::run`]; consecutive calls cover time without gaps.
+    pub fn sweep_expired(&self, since: u64) -> u64 {
+        let now = now_ms();
+        if now <= since || self.changes.receiver_count() == 0 {
+            return now.max(since);
+        }
+        let ttl = self.ttl.as_millis() as u64;
+        let expired: Vec<Name> = self
+            .read()
+            .iter()
+            .filter(|(_, e)| {
+                let deadline = e.last_seen_ms.saturating_add(ttl);
+                !e.offline && since <= deadline && deadline < now
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !expired.is_empty() {
+            debug!(names = expired.len(), "leases ran out");
+            let _ = self.changes.send(expired.into());
+        }
+        now
     }
 
     pub fn ttl(&self) -> Duration {
@@ -183,7 +259,7 @@ impl Table {
         Record {
             name: name.clone(),
             address: e.address.clone(),
-            online: !e.offline && now.saturating_sub(e.last_seen_ms) <= self.ttl.as_millis() as u64,
+            online: e.online(now, self.ttl),
             last_seen_ms: e.last_seen_ms,
             legacy: e.legacy,
             signed: e.signed.clone(),
@@ -249,12 +325,24 @@ impl Drop for Table {
     }
 }
 
-fn writer_loop(
-    mut conn: Connection,
-    rx: mpsc::Receiver<Job>,
+/// What the writer thread shares with the table.
+struct Writer {
     map: Arc<RwLock<HashMap<Name, Entry>>>,
     max_names: usize,
-) {
+    ttl: Duration,
+    changes: tokio::sync::broadcast::Sender<Changes>,
+}
+
+impl Writer {
+    fn announce(&self, changed: Vec<Name>) {
+        if !changed.is_empty() {
+            // No receiver (nobody watching) is not an error.
+            let _ = self.changes.send(changed.into());
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, w: Writer) {
     // Another process (`registryd release`) may change the database; SQLite's data_version
     // tells us, and the map is reloaded from disk.
     let mut seen_version = data_version(&conn);
@@ -274,7 +362,20 @@ fn writer_loop(
                         names = fresh.len(),
                         "database changed by another process; reloaded"
                     );
-                    *map.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                    let now = now_ms();
+                    let mut m = w.map.write().unwrap_or_else(|p| p.into_inner());
+                    let changed: Vec<Name> = m
+                        .keys()
+                        .chain(fresh.keys().filter(|n| !m.contains_key(*n)))
+                        .filter(|n| {
+                            presence_of(m.get(*n), now, w.ttl)
+                                != presence_of(fresh.get(*n), now, w.ttl)
+                        })
+                        .cloned()
+                        .collect();
+                    *m = fresh;
+                    drop(m);
+                    w.announce(changed);
                 }
                 Err(e) => error!(error = %e, "could not reload the changed database"),
             }
@@ -288,7 +389,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let results = apply_batch(&mut conn, &jobs, &map, max_names);
+        let results = apply_batch(&mut conn, &jobs, &w);
         for ((_, reply), result) in jobs.into_iter().zip(results) {
             let _ = reply.send(result);
         }
@@ -296,13 +397,10 @@ fn writer_loop(
     debug!("registry writer stopped");
 }
 
-/// Applies a batch in one transaction; the map is updated only after the commit succeeded.
-fn apply_batch(
-    conn: &mut Connection,
-    jobs: &[Job],
-    map: &RwLock<HashMap<Name, Entry>>,
-    max_names: usize,
-) -> Vec<Result<(), TableError>> {
+/// Applies a batch in one transaction; the map is updated only after the commit succeeded, and
+/// then the names whose presence changed are announced.
+fn apply_batch(conn: &mut Connection, jobs: &[Job], w: &Writer) -> Vec<Result<(), TableError>> {
+    let (map, max_names) = (&*w.map, w.max_names);
     let now = now_ms();
     // Names in the table as this batch goes along (for the --max-names limit).
     let mut names = map.read().unwrap_or_else(|p| p.into_inner()).len();
@@ -456,7 +554,11 @@ fn apply_batch(
         return jobs.iter().map(|_| Err(storage(&e))).collect();
     }
     let mut m = map.write().unwrap_or_else(|p| p.into_inner());
+    let mut changed = Vec::new();
     for (name, entry) in pending {
+        if presence_of(m.get(&name), now, w.ttl) != presence_of(entry.as_ref(), now, w.ttl) {
+            changed.push(name.clone());
+        }
         match entry {
             Some(e) => {
                 if !m.contains_key(&name) {
@@ -470,6 +572,8 @@ fn apply_batch(
             }
         }
     }
+    drop(m);
+    w.announce(changed);
     results
 }
 
