@@ -435,7 +435,9 @@ fn to_body(e: TableError) -> ErrorBody {
         TableError::Conflict(_) => code::CONFLICT,
         TableError::KeyMismatch { .. } => code::KEY_MISMATCH,
         TableError::Replay { .. } => code::REPLAY,
-        TableError::RateLimited(_) | TableError::Full(_) => code::LIMITED,
+        TableError::RateLimited(_) | TableError::Full(_) | TableError::LegacyLimit { .. } => {
+            code::LIMITED
+        }
         TableError::Closed => code::BUSY,
         TableError::Open(_) | TableError::Storage(_) | TableError::Commit(_) => code::STORAGE,
     };

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-pub use table::{release, Limits, Table, TableError, Write};
+pub use table::{release, release_legacy_offline, Limits, Table, TableError, Write};
 
 /// How long a new connection may take to send its first complete request.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +34,8 @@ pub struct Config {
     pub ttl: Duration,
     pub max_connections: usize,
     pub limits: Limits,
+    /// Answer the seed's text protocol (3.7); when false such connections are closed.
+    pub seed_protocol: bool,
 }
 
 /// Serves registry requests on `listener` until `shutdown` completes.
@@ -80,8 +82,9 @@ pub async fn run(
             continue;
         };
         let table = table.clone();
+        let seed_protocol = config.seed_protocol;
         tokio::spawn(async move {
-            serve(stream, peer, table).await;
+            serve(stream, peer, table, seed_protocol).await;
             drop(permit);
         });
     }
@@ -94,7 +97,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve(stream: TcpStream, peer: std::net::SocketAddr, table: Arc<Table>) {
+async fn serve(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    table: Arc<Table>,
+    seed_protocol: bool,
+) {
     let _ = stream.set_nodelay(true);
     // The first byte decides the protocol: `{` is ours (JSON lines), anything else the seed's text.
     let mut first = [0u8; 1];
@@ -107,7 +115,9 @@ async fn serve(stream: TcpStream, peer: std::net::SocketAddr, table: Arc<Table>)
     }
     if first[0] == b'{' {
         json_conn::serve(stream, peer, table).await
-    } else {
+    } else if seed_protocol {
         legacy_conn::serve(stream, peer, table).await
+    } else {
+        tracing::debug!(%peer, "seed text protocol is off (--seed-protocol off); closing");
     }
 }

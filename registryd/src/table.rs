@@ -42,6 +42,10 @@ const MIGRATIONS: &[&str] = &[
         last_seq INTEGER NOT NULL,
         PRIMARY KEY (name, key)
     ) STRICT, WITHOUT ROWID;",
+    // The source address of each seed (legacy) registration, for the per-address cap
+    // (`--max-legacy-per-source`). NULL for signed records and legacy rows from before.
+    "ALTER TABLE names ADD COLUMN source TEXT;
+     CREATE INDEX names_legacy_source ON names (source) WHERE legacy = 1;",
 ];
 
 const SAVE_TOMBSTONE: &str = "INSERT INTO tombstones (name, key, last_seq) VALUES (?1, ?2, ?3)
@@ -60,6 +64,8 @@ struct Entry {
     signed: Option<SignedRegistration>,
     last_seq: u64,
     rotations: Vec<Rotation>,
+    /// The source address of a legacy registration.
+    source: Option<String>,
 }
 
 impl Entry {
@@ -118,6 +124,11 @@ pub enum TableError {
     RateLimited(u32),
     #[error("the registry is full ({0} names); ask its operator to raise --max-names")]
     Full(usize),
+    #[error("{address} already holds {limit} seed registrations (--max-legacy-per-source)")]
+    LegacyLimit {
+        address: std::net::IpAddr,
+        limit: usize,
+    },
     #[error("database transaction failed: {0}")]
     Commit(String),
     #[error("storage error: {0}")]
@@ -139,8 +150,13 @@ pub enum Write {
         signed: SignedRegistration,
         rotation: Option<Rotation>,
     },
-    /// A seed (text protocol) registration: no key; cannot take a name bound to one.
-    Legacy { name: Name, address: String },
+    /// A seed (text protocol) registration from `source`: no key; cannot take a name bound to
+    /// one.
+    Legacy {
+        name: Name,
+        address: String,
+        source: std::net::IpAddr,
+    },
     Offline {
         name: Name,
         key: PublicKey,
@@ -171,6 +187,8 @@ pub struct Limits {
     pub max_names: usize,
     /// Most registrations (new or renewals) per source address per minute.
     pub registrations_per_minute: u32,
+    /// Most legacy (seed) names registered from one source address.
+    pub legacy_per_source: usize,
 }
 
 impl Table {
@@ -186,6 +204,7 @@ impl Table {
         let writer = Writer {
             map: map.clone(),
             max_names: limits.max_names,
+            legacy_per_source: limits.legacy_per_source,
             ttl,
             changes: changes.clone(),
         };
@@ -329,6 +348,7 @@ impl Drop for Table {
 struct Writer {
     map: Arc<RwLock<HashMap<Name, Entry>>>,
     max_names: usize,
+    legacy_per_source: usize,
     ttl: Duration,
     changes: tokio::sync::broadcast::Sender<Changes>,
 }
@@ -474,7 +494,7 @@ fn apply_batch(conn: &mut Connection, jobs: &[Job], w: &Writer) -> Vec<Result<()
                     "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms, signed, last_seq, rotations)
                      VALUES (?1, ?2, ?3, 0, 0, ?3, ?4, ?5, ?6)
                      ON CONFLICT(name) DO UPDATE SET address = ?2, last_seen_ms = ?3, offline = 0, legacy = 0,
-                        signed = ?4, last_seq = ?5, rotations = ?6",
+                        signed = ?4, last_seq = ?5, rotations = ?6, source = NULL",
                     params![name.as_str(), address, now as i64, signed_json, signed.seq as i64, rotations_json],
                 )?;
                 pending.insert(
@@ -487,24 +507,46 @@ fn apply_batch(conn: &mut Connection, jobs: &[Job], w: &Writer) -> Vec<Result<()
                         signed: Some(signed.clone()),
                         last_seq: signed.seq,
                         rotations,
+                        source: None,
                     }),
                 );
                 Ok(())
             }
-            Write::Legacy { name, address } => {
+            Write::Legacy {
+                name,
+                address,
+                source,
+            } => {
                 let old = current(&pending, name);
                 if old.as_ref().is_some_and(|e| !e.legacy) {
                     return Err(TableError::Conflict(name.clone()));
+                }
+                let source_text = source.to_string();
+                // A renewal from the same address keeps its place; anything else is one more
+                // name for this address. The count sees this batch's earlier writes (same
+                // transaction).
+                if old.as_ref().and_then(|e| e.source.as_deref()) != Some(source_text.as_str()) {
+                    let held: i64 = tx
+                        .prepare_cached(
+                            "SELECT count(*) FROM names WHERE legacy = 1 AND source = ?1",
+                        )?
+                        .query_row(params![source_text], |r| r.get(0))?;
+                    if held as usize >= w.legacy_per_source {
+                        return Err(TableError::LegacyLimit {
+                            address: *source,
+                            limit: w.legacy_per_source,
+                        });
+                    }
                 }
                 if old.is_none() {
                     count_new_name(&mut names, max_names)?;
                 }
                 tx.execute(
-                    "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms)
-                     VALUES (?1, ?2, ?3, 0, 1, ?3)
+                    "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms, source)
+                     VALUES (?1, ?2, ?3, 0, 1, ?3, ?4)
                      ON CONFLICT(name) DO UPDATE SET address = ?2, last_seen_ms = ?3, offline = 0, legacy = 1,
-                        signed = NULL, last_seq = 0, rotations = '[]'",
-                    params![name.as_str(), address, now as i64],
+                        signed = NULL, last_seq = 0, rotations = '[]', source = ?4",
+                    params![name.as_str(), address, now as i64, source_text],
                 )?;
                 pending.insert(
                     name.clone(),
@@ -516,6 +558,7 @@ fn apply_batch(conn: &mut Connection, jobs: &[Job], w: &Writer) -> Vec<Result<()
                         signed: None,
                         last_seq: 0,
                         rotations: Vec::new(),
+                        source: Some(source_text),
                     }),
                 );
                 Ok(())
@@ -625,7 +668,8 @@ fn data_version(conn: &Connection) -> i64 {
 /// Reads every row into `map`. Rows that do not parse (edited by hand) are skipped.
 fn load_map(conn: &Connection, map: &mut HashMap<Name, Entry>) -> Result<(), rusqlite::Error> {
     let mut stmt = conn.prepare(
-        "SELECT name, address, last_seen_ms, offline, legacy, signed, last_seq, rotations FROM names",
+        "SELECT name, address, last_seen_ms, offline, legacy, signed, last_seq, rotations, source
+         FROM names",
     )?;
     let rows = stmt.query_map([], |r| {
         let signed: Option<String> = r.get(5)?;
@@ -640,6 +684,7 @@ fn load_map(conn: &Connection, map: &mut HashMap<Name, Entry>) -> Result<(), rus
                 signed: signed.and_then(|s| serde_json::from_str(&s).ok()),
                 last_seq: r.get::<_, i64>(6)? as u64,
                 rotations: serde_json::from_str(&rotations).unwrap_or_default(),
+                source: r.get(8)?,
             },
         ))
     })?;
@@ -677,6 +722,18 @@ pub fn release(path: &Path, name: &Name) -> Result<bool, TableError> {
     tx.execute("DELETE FROM names WHERE name = ?1", params![name.as_str()])?;
     tx.commit()?;
     Ok(true)
+}
+
+/// `registryd release --legacy-offline`: deletes every legacy (seed) record that is not online
+/// (not renewed within `ttl`), directly in the database. Returns how many.
+pub fn release_legacy_offline(path: &Path, ttl: Duration) -> Result<usize, TableError> {
+    let conn = peerchat_db::open(path, MIGRATIONS)?;
+    let cutoff = now_ms().saturating_sub(ttl.as_millis() as u64);
+    let n = conn.execute(
+        "DELETE FROM names WHERE legacy = 1 AND (offline = 1 OR last_seen_ms < ?1)",
+        params![cutoff as i64],
+    )?;
+    Ok(n)
 }
 
 /// The whole batch failed: every job hears why (rusqlite errors are not `Clone`).
