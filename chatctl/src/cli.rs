@@ -107,13 +107,16 @@ Examples:
         #[arg(value_name = "ID")]
         id: String,
     },
-    /// Send a message to every name the registry lists (online or not), except this node
+    /// Send a message to every name the registry shows online, except this node (seed names only
+    /// when chatd runs with --legacy)
     #[command(after_help = concat!("\
 Examples:
   chatctl broadcast \"maintenance at 18:00\"
   echo \"deploy done\" | chatctl broadcast
 
-Each recipient gets its own delivery state; one that fails does not block the others.
+Each recipient gets its own delivery state; one that fails does not block the others. Names that
+are offline (or expired) when the broadcast is made are not recipients. More than 1024 recipients
+is refused as a whole (nothing is sent); the message says how many there were.
 
 ", exit_codes!()))]
     Broadcast(BroadcastArgs),

@@ -10,8 +10,20 @@ use crate::envelope::{ErrorBody, Reply};
 use crate::identity::{PublicKey, Signature};
 use crate::name::Name;
 
-/// Longest request line the registry reads; longer lines are refused and the connection closed.
+/// Longest request line the registry reads (except `watch`, [`MAX_WATCH_LINE`]); longer lines are
+/// refused and the connection closed.
 pub const MAX_LINE: usize = 4 * 1024;
+
+/// Most distinct names one `watch` request may carry.
+pub const MAX_WATCH_NAMES: usize = 1024;
+
+/// Longest `watch` request line: room for [`MAX_WATCH_NAMES`] names of the longest length
+/// (`"name",` each) plus the envelope. Other requests stay within [`MAX_LINE`].
+pub const MAX_WATCH_LINE: usize = 80 * 1024;
+
+/// How often a watching connection hears a `heartbeat` (when nothing else is sent, and also
+/// when something is). A client treats 3 intervals of silence as a dead registry.
+pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Stable error codes of the registry.
 pub mod code {
@@ -73,6 +85,12 @@ pub enum Request {
         seq: u64,
         sig: Signature,
     },
+    /// Turn the connection into a presence stream for `names` (at most [`MAX_WATCH_NAMES`]
+    /// distinct ones; duplicates are ignored): one [`Response::Presence`] per name now, then one
+    /// whenever a name's `online` or `address` changes, and a [`Response::Heartbeat`] every
+    /// [`WATCH_HEARTBEAT`]. A later `watch` replaces the set; any other request closes the
+    /// connection. Not signed.
+    Watch { names: Vec<Name> },
 }
 
 /// What a node signs. [`Statement::to_bytes`] is the exact byte string the signature covers:
@@ -246,6 +264,16 @@ pub enum Response {
         records: Vec<Record>,
     },
     Done,
+    /// A watched name's presence (`watch`): `address` is absent when the name is not registered
+    /// (`online` is then false).
+    Presence {
+        name: Name,
+        online: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+    },
+    /// Sent every [`WATCH_HEARTBEAT`] on a watching connection.
+    Heartbeat,
 }
 
 /// What the registry knows of one name.
@@ -410,6 +438,50 @@ mod tests {
         assert!(parse_request(br#"{"id":1,"op":"lookup","name":"bad name"}"#).is_err());
         assert!(parse_request(br#"{"id":1,"op":"nope"}"#).is_err());
         assert!(parse_request(b"\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn watch_lines_round_trip() {
+        let r = parse_request(br#"{"id":4,"op":"watch","names":["pa","pb","pa"]}"#).unwrap();
+        assert_eq!(r.id, 4);
+        let names = vec![
+            Name::new("pa").unwrap(),
+            Name::new("pb").unwrap(),
+            Name::new("pa").unwrap(),
+        ];
+        assert_eq!(r.request, Request::Watch { names });
+        let back: RequestLine = serde_json::from_slice(&crate::envelope::to_line(&r)).unwrap();
+        assert_eq!(back, r);
+        assert!(parse_request(br#"{"id":4,"op":"watch","names":["bad name"]}"#).is_err());
+        assert!(parse_request(br#"{"id":4,"op":"watch"}"#).is_err());
+
+        let cases = [
+            (
+                Response::Presence {
+                    name: Name::new("pa").unwrap(),
+                    online: true,
+                    address: Some("10.0.0.2:7000".into()),
+                },
+                r#"{"type":"presence","name":"pa","online":true,"address":"10.0.0.2:7000"}"#,
+            ),
+            (
+                Response::Presence {
+                    name: Name::new("pb").unwrap(),
+                    online: false,
+                    address: None,
+                },
+                r#"{"type":"presence","name":"pb","online":false}"#,
+            ),
+            (Response::Heartbeat, r#"{"type":"heartbeat"}"#),
+        ];
+        for (value, json) in cases {
+            assert_eq!(serde_json::to_string(&value).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Response>(json).unwrap(), value);
+        }
+        let reply: RegistryReply =
+            serde_json::from_str(r#"{"id":4,"ok":{"type":"heartbeat"}}"#).unwrap();
+        assert_eq!(reply.id, 4);
+        assert_eq!(reply.outcome.into_result().unwrap(), Response::Heartbeat);
     }
 
     #[test]

@@ -7,6 +7,15 @@ use std::path::PathBuf;
 use clap::Parser;
 use peerchat_daemon::logging::LogFormat;
 
+/// Whether registryd answers the seed's text protocol (`reg`/`get`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeedProtocol {
+    /// Answer it (as the seed's registry did)
+    On,
+    /// Close connections that do not start with `{` (JSON only)
+    Off,
+}
+
 /// peerchat name registry: maps NAME to the address of the node that holds it.
 ///
 /// Nodes (chatd) register NAME -> IP:PORT as a lease they renew; others look names up. The table
@@ -31,7 +40,8 @@ Files: the config file is --config, else $XDG_CONFIG_HOME/peerchat/registryd.tom
 the system unit passes /etc/peerchat/registryd.toml. The database is STATE_DIR/registry.db, where
 STATE_DIR is $STATE_DIRECTORY, else $XDG_STATE_HOME/peerchat, else ~/.local/state/peerchat.
 Logs go to stderr; level by --log-level or RUST_LOG.
-Operator command: `registryd release NAME [--db PATH]` frees a name bound to a lost key (see
+Operator commands: `registryd release NAME [--db PATH]` frees a name bound to a lost key;
+`registryd release --legacy-offline` deletes every seed registration that is not online (see
 `registryd release --help`).
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a startup or configuration error,
 2 on a usage error."
@@ -71,6 +81,22 @@ pub struct Args {
     #[arg(long, default_value_t = 120, value_name = "N", env = "REGISTRYD_REGISTER_RATE",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub register_rate: u32,
+    /// Answer the seed's text protocol (`reg NAME PORT`, `get NAME`) on the same port; `off`
+    /// closes every connection whose first byte is not `{`
+    #[arg(
+        long,
+        value_enum,
+        default_value = "on",
+        value_name = "on|off",
+        env = "REGISTRYD_SEED_PROTOCOL"
+    )]
+    pub seed_protocol: SeedProtocol,
+    /// Most seed (text protocol) names registered from one source address, online or not; a
+    /// `reg` of a further name from it gets an empty reply (renewals and `registryd release
+    /// --legacy-offline` make room)
+    #[arg(long, default_value_t = 8, value_name = "N", env = "REGISTRYD_MAX_LEGACY_PER_SOURCE",
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub max_legacy_per_source: u64,
     /// Log level or filter (error, warn, info, debug, trace) [default: $RUST_LOG, else info]
     #[arg(long, value_name = "LEVEL", env = "REGISTRYD_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -85,14 +111,17 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
-/// Release NAME: delete it and its key binding, so that any node may register it again.
+/// Release NAME: delete it and its key binding, so that any node may register it again. Or, with
+/// --legacy-offline, delete every seed (legacy) registration that is not online.
 ///
 /// Run it on the registry host as the owner of the database (the `registryd` user, or root). It
 /// writes the database directly; a running registryd picks the change up within a second.
 /// It finds the database the way the daemon does: --db (or REGISTRYD_DB), else `db` in the
 /// daemon's config file (--config, else the user's registryd.toml when it exists), else the
 /// default. Use it when a node lost its key (a new install, a deleted state directory): the
-/// node's old key can no longer sign for the name.
+/// node's old key can no longer sign for the name. --legacy-offline clears junk seed
+/// registrations in bulk: those not renewed within the TTL (--ttl, else `ttl` in the config file,
+/// else 90 s).
 #[derive(Parser, Debug)]
 #[command(
     name = "registryd release",
@@ -102,17 +131,28 @@ Examples:
   sudo -u registryd registryd release alice --config /etc/peerchat/registryd.toml
   sudo -u registryd registryd release alice --db /var/lib/peerchat/registryd/registry.db
   registryd release bob                       # database in the state directory
+  registryd release --legacy-offline --config /etc/peerchat/registryd.toml
 
-Exit status: 0 released, 1 error (including: no such name), 2 usage error."
+Exit status: 0 released (with --legacy-offline: also when there was nothing to release), 1 error
+(including: no such name), 2 usage error."
 )]
 pub struct ReleaseArgs {
     /// The name to release
-    pub name: String,
+    #[arg(required_unless_present = "legacy_offline")]
+    pub name: Option<String>,
+    /// Instead of one name: delete every seed (legacy) registration that is not online
+    #[arg(long, conflicts_with = "name")]
+    pub legacy_offline: bool,
+    /// Seconds a registration stays online without renewal, for --legacy-offline [default:
+    /// `ttl` in the config file, else 90]
+    #[arg(long, value_name = "SECS", env = "REGISTRYD_TTL",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ttl: Option<u64>,
     /// SQLite database file [default: `db` in the config file, else STATE_DIR/registry.db]
     #[arg(long, value_name = "PATH", env = "REGISTRYD_DB")]
     pub db: Option<PathBuf>,
-    /// The daemon's config file, read for its `db` [default: the user's registryd.toml when it
-    /// exists]
+    /// The daemon's config file, read for its `db` (and `ttl`) [default: the user's
+    /// registryd.toml when it exists]
     #[arg(long, value_name = "PATH", env = "REGISTRYD_CONFIG")]
     pub config: Option<PathBuf>,
 }

@@ -1,24 +1,36 @@
 //! A connection speaking our JSON-lines protocol: many requests, replies in order.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use peerchat_proto::envelope::{to_line, ErrorBody, Outcome, Reply};
-use peerchat_proto::registry::{self, code, Request, Response, SignedRegistration, Statement};
-use peerchat_proto::{PublicKey, Signature};
+use peerchat_proto::envelope::{append_line, to_line, ErrorBody, Outcome, Reply};
+use peerchat_proto::registry::{
+    self, code, Request, RequestLine, Response, SignedRegistration, Statement,
+};
+use peerchat_proto::{Name, PublicKey, Signature};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tracing::debug;
 
-use crate::table::{Table, TableError, Write};
+use crate::table::{Presence, Table, TableError, Write};
 use crate::{FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
+
+type Lines = FramedRead<OwnedReadHalf, AnyDelimiterCodec>;
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
     let (read, mut write) = stream.into_split();
-    let codec =
-        AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), registry::MAX_LINE);
+    // The codec admits `watch`'s longer lines; every other request must fit in MAX_LINE.
+    let codec = AnyDelimiterCodec::new_with_max_length(
+        b"\n".to_vec(),
+        b"\n".to_vec(),
+        registry::MAX_WATCH_LINE,
+    );
     let mut lines = FramedRead::new(read, codec);
     let mut timeout = FIRST_REQUEST_TIMEOUT;
     loop {
@@ -28,41 +40,248 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
                 return;
             }
             Ok(None) => return,
-            Ok(Some(Ok(line))) => line,
-            Ok(Some(Err(e))) => {
-                let message = match e {
-                    AnyDelimiterCodecError::MaxChunkLengthExceeded => {
-                        format!("request line longer than {} bytes", registry::MAX_LINE)
-                    }
-                    AnyDelimiterCodecError::Io(e) => format!("read error: {e}"),
-                };
-                let reply: Reply<Response> = Reply {
-                    id: 0,
-                    outcome: Outcome::Err(ErrorBody::new(code::BAD_REQUEST, message)),
-                };
-                let _ =
-                    tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&to_line(&reply))).await;
-                return;
-            }
+            Ok(Some(line)) => line,
         };
         timeout = IDLE_TIMEOUT;
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let reply = match registry::parse_request(line) {
-            Ok(req) => Reply {
-                id: req.id,
-                outcome: handle(req.request, peer, &table).await.into(),
+        let req = match parse_line(line) {
+            Parsed::Blank => continue,
+            Parsed::Fatal(e) => {
+                let _ = send(&mut write, &to_line(&error_reply(0, e))).await;
+                return;
+            }
+            Parsed::Err(id, e) => {
+                if send(&mut write, &to_line(&error_reply(id, e))).await {
+                    continue;
+                }
+                return;
+            }
+            Parsed::Ok(req) => req,
+        };
+        let reply = match req.request {
+            Request::Watch { names } => match watch_set(names) {
+                Ok(names) => return watch(req.id, names, lines, write, peer, &table).await,
+                Err(e) => error_reply(req.id, e),
             },
-            Err((id, e)) => Reply {
-                id,
-                outcome: Outcome::Err(e),
+            request => Reply {
+                id: req.id,
+                outcome: handle(request, peer, &table).await.into(),
             },
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&to_line(&reply))).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        if !send(&mut write, &to_line(&reply)).await {
+            return;
+        }
+    }
+}
+
+// One value per line, matched at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    /// An empty line, skipped.
+    Blank,
+    Ok(RequestLine),
+    /// Answered with this id and error; the connection stays open.
+    Err(u64, ErrorBody),
+    /// Answered with id 0 and this error; the connection is closed.
+    Fatal(ErrorBody),
+}
+
+fn parse_line(line: Result<Bytes, AnyDelimiterCodecError>) -> Parsed {
+    let too_long = || {
+        ErrorBody::new(
+            code::BAD_REQUEST,
+            format!(
+                "request line longer than {} bytes ({} for watch)",
+                registry::MAX_LINE,
+                registry::MAX_WATCH_LINE
+            ),
+        )
+    };
+    let line = match line {
+        Ok(line) => line,
+        Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => return Parsed::Fatal(too_long()),
+        Err(AnyDelimiterCodecError::Io(e)) => {
+            return Parsed::Fatal(ErrorBody::new(
+                code::BAD_REQUEST,
+                format!("read error: {e}"),
+            ))
+        }
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Parsed::Blank;
+    }
+    match registry::parse_request(line) {
+        Ok(req)
+            if line.len() > registry::MAX_LINE && !matches!(req.request, Request::Watch { .. }) =>
+        {
+            Parsed::Fatal(too_long())
+        }
+        Ok(req) => Parsed::Ok(req),
+        Err(_) if line.len() > registry::MAX_LINE => Parsed::Fatal(too_long()),
+        Err((id, e)) => Parsed::Err(id, e),
+    }
+}
+
+fn error_reply(id: u64, e: ErrorBody) -> Reply<Response> {
+    Reply {
+        id,
+        outcome: Outcome::Err(e),
+    }
+}
+
+/// Writes `bytes` within [`WRITE_TIMEOUT`]; false if the client is gone or does not read.
+async fn send(write: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, write.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// A `watch` request's names without duplicates (first occurrence kept), at most
+/// [`registry::MAX_WATCH_NAMES`].
+fn watch_set(names: Vec<Name>) -> Result<Vec<Name>, ErrorBody> {
+    let mut seen = HashSet::with_capacity(names.len().min(registry::MAX_WATCH_NAMES + 1));
+    let mut set = Vec::new();
+    for name in names {
+        if seen.insert(name.clone()) {
+            set.push(name);
+        }
+        if set.len() > registry::MAX_WATCH_NAMES {
+            return Err(ErrorBody::new(
+                code::BAD_REQUEST,
+                format!(
+                    "watch carries more than {} distinct names",
+                    registry::MAX_WATCH_NAMES
+                ),
+            ));
+        }
+    }
+    Ok(set)
+}
+
+/// What a watching connection last announced for each name of its set.
+struct Watched {
+    id: u64,
+    order: Vec<Name>,
+    last: HashMap<Name, Presence>,
+}
+
+impl Watched {
+    fn new(id: u64, order: Vec<Name>) -> Watched {
+        Watched {
+            id,
+            last: HashMap::with_capacity(order.len()),
+            order,
+        }
+    }
+
+    fn line(&self, buf: &mut Vec<u8>, name: &Name, p: &Presence) {
+        let reply = Reply {
+            id: self.id,
+            outcome: Outcome::Ok(Response::Presence {
+                name: name.clone(),
+                online: p.online,
+                address: p.address.clone(),
+            }),
+        };
+        append_line(buf, &reply);
+    }
+
+    /// One line per name of the set with its presence now (the start, and the resync after a
+    /// lag).
+    fn announce_all(&mut self, table: &Table, buf: &mut Vec<u8>) {
+        for name in &self.order {
+            let p = table.presence(name);
+            self.line(buf, name, &p);
+            self.last.insert(name.clone(), p);
+        }
+    }
+
+    /// A line for each of `changed` that is in the set and differs from what was announced.
+    fn announce_changes(&mut self, table: &Table, changed: &[Name], buf: &mut Vec<u8>) {
+        for name in changed {
+            let Some(last) = self.last.get(name) else {
+                continue;
+            };
+            let p = table.presence(name);
+            if p != *last {
+                self.line(buf, name, &p);
+                self.last.insert(name.clone(), p);
+            }
+        }
+    }
+}
+
+/// The connection as a presence stream (protocol.md 3.3.6) until the client leaves, sends
+/// anything but another `watch`, or does not read.
+async fn watch(
+    id: u64,
+    names: Vec<Name>,
+    mut lines: Lines,
+    mut write: OwnedWriteHalf,
+    peer: SocketAddr,
+    table: &Table,
+) {
+    // Subscribe before the first snapshot, so no change after it is missed (a change already in
+    // the snapshot is filtered out as not different).
+    let mut changes = table.subscribe();
+    debug!(%peer, names = names.len(), "watching");
+    let mut set = Watched::new(id, names);
+    let mut buf = Vec::new();
+    set.announce_all(table, &mut buf);
+    let period = registry::WATCH_HEARTBEAT;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if !buf.is_empty() {
+            if !send(&mut write, &buf).await {
+                debug!(%peer, "watching client gone or not reading; dropped");
+                return;
+            }
+            buf.clear();
+        }
+        tokio::select! {
+            line = lines.next() => {
+                let Some(line) = line else { return };
+                let replaced = match parse_line(line) {
+                    Parsed::Blank => continue,
+                    Parsed::Ok(RequestLine { id, request: Request::Watch { names } }) => {
+                        watch_set(names).map(|names| (id, names)).map_err(|e| (id, e))
+                    }
+                    Parsed::Ok(req) => Err((
+                        req.id,
+                        ErrorBody::new(
+                            code::BAD_REQUEST,
+                            "only watch is allowed on a watching connection",
+                        ),
+                    )),
+                    Parsed::Err(id, e) => Err((id, e)),
+                    Parsed::Fatal(e) => Err((0, e)),
+                };
+                match replaced {
+                    Ok((id, names)) => {
+                        debug!(%peer, names = names.len(), "watch set replaced");
+                        set = Watched::new(id, names);
+                        set.announce_all(table, &mut buf);
+                    }
+                    Err((id, e)) => {
+                        let _ = send(&mut write, &to_line(&error_reply(id, e))).await;
+                        return;
+                    }
+                }
+            }
+            changed = changes.recv() => match changed {
+                Ok(changed) => set.announce_changes(table, &changed, &mut buf),
+                Err(RecvError::Lagged(_)) => {
+                    debug!(%peer, "watcher lagged; resending its set");
+                    set.announce_all(table, &mut buf);
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = heartbeat.tick() => {
+                let reply = Reply { id: set.id, outcome: Outcome::Ok(Response::Heartbeat) };
+                append_line(&mut buf, &reply);
+            }
         }
     }
 }
@@ -171,6 +390,11 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
                 .map_err(to_body)?;
             Ok(Response::Done)
         }
+        // Turns the connection into a stream: `serve` handles it before calling `handle`.
+        Request::Watch { .. } => Err(ErrorBody::new(
+            code::BAD_REQUEST,
+            "watch is not a request-reply operation",
+        )),
     }
 }
 
@@ -211,7 +435,9 @@ fn to_body(e: TableError) -> ErrorBody {
         TableError::Conflict(_) => code::CONFLICT,
         TableError::KeyMismatch { .. } => code::KEY_MISMATCH,
         TableError::Replay { .. } => code::REPLAY,
-        TableError::RateLimited(_) | TableError::Full(_) => code::LIMITED,
+        TableError::RateLimited(_) | TableError::Full(_) | TableError::LegacyLimit { .. } => {
+            code::LIMITED
+        }
         TableError::Closed => code::BUSY,
         TableError::Open(_) | TableError::Storage(_) | TableError::Commit(_) => code::STORAGE,
     };

@@ -39,6 +39,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
                     Write::Legacy {
                         name: name.clone(),
                         address: address.clone(),
+                        source: peer.ip().to_canonical(),
                     },
                     peer.ip().to_canonical(),
                 )
@@ -46,7 +47,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
             {
                 Ok(()) => address,
                 Err(e) => {
-                    info!(%peer, name = %name, error = %e, "legacy registration refused");
+                    info!(%peer, source = %peer.ip().to_canonical(), name = %name, error = %e, "legacy registration refused");
                     String::new()
                 }
             }

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-pub use table::{release, Limits, Table, TableError, Write};
+pub use table::{release, release_legacy_offline, Limits, Table, TableError, Write};
 
 /// How long a new connection may take to send its first complete request.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +25,8 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long writing one reply may take before the client is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often leases that ran out are announced to watching connections (`watch`).
+pub const EXPIRY_SWEEP: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -32,6 +34,8 @@ pub struct Config {
     pub ttl: Duration,
     pub max_connections: usize,
     pub limits: Limits,
+    /// Answer the seed's text protocol (3.7); when false such connections are closed.
+    pub seed_protocol: bool,
 }
 
 /// Serves registry requests on `listener` until `shutdown` completes.
@@ -47,6 +51,17 @@ pub async fn run(
     info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), "registryd ready");
     peerchat_daemon::notify::ready();
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    // Leases run out without a write: one task notices them for every watching connection.
+    let sweeping = table.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut since = peerchat_db::now_ms();
+        let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            since = sweeping.sweep_expired(since);
+        }
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -67,20 +82,27 @@ pub async fn run(
             continue;
         };
         let table = table.clone();
+        let seed_protocol = config.seed_protocol;
         tokio::spawn(async move {
-            serve(stream, peer, table).await;
+            serve(stream, peer, table, seed_protocol).await;
             drop(permit);
         });
     }
     info!("registryd stopping");
     peerchat_daemon::notify::stopping();
+    sweeper.abort();
     // Joining the writer thread blocks; keep it off the async workers.
     let closing = table.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     Ok(())
 }
 
-async fn serve(stream: TcpStream, peer: std::net::SocketAddr, table: Arc<Table>) {
+async fn serve(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    table: Arc<Table>,
+    seed_protocol: bool,
+) {
     let _ = stream.set_nodelay(true);
     // The first byte decides the protocol: `{` is ours (JSON lines), anything else the seed's text.
     let mut first = [0u8; 1];
@@ -93,7 +115,9 @@ async fn serve(stream: TcpStream, peer: std::net::SocketAddr, table: Arc<Table>)
     }
     if first[0] == b'{' {
         json_conn::serve(stream, peer, table).await
-    } else {
+    } else if seed_protocol {
         legacy_conn::serve(stream, peer, table).await
+    } else {
+        tracing::debug!(%peer, "seed text protocol is off (--seed-protocol off); closing");
     }
 }

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use registryd::cli::Args;
+use registryd::cli::{Args, SeedProtocol};
 
 fn main() {
     // An operator subcommand; everything else is the daemon's own command line.
@@ -29,7 +29,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         limits: registryd::Limits {
             max_names: args.max_names as usize,
             registrations_per_minute: args.register_rate,
+            legacy_per_source: args.max_legacy_per_source as usize,
         },
+        seed_protocol: args.seed_protocol == SeedProtocol::On,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -43,9 +45,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `db` the daemon would use according to its config file (`config`, else the user's
-/// registryd.toml when it exists), read with the daemon's own layered parser.
-fn configured_db(config: Option<&std::path::Path>) -> anyhow::Result<Option<std::path::PathBuf>> {
+/// The daemon's settings according to its config file (`config`, else the user's registryd.toml
+/// when it exists) and environment, read with the daemon's own layered parser: `release` wants
+/// its `db` and `ttl`.
+fn configured(config: Option<&std::path::Path>) -> anyhow::Result<Args> {
     use peerchat_daemon::config::{parse_from, ConfigPath};
     let argv = vec![std::ffi::OsString::from("registryd")];
     let args: Args = parse_from(argv, |_| match config {
@@ -53,32 +56,56 @@ fn configured_db(config: Option<&std::path::Path>) -> anyhow::Result<Option<std:
         None => peerchat_daemon::startup::user_config("registryd.toml")
             .map_or(ConfigPath::None, ConfigPath::Default),
     })?;
-    Ok(args.db)
+    Ok(args)
 }
 
 fn release_main() -> ! {
     use clap::Parser;
     let args = registryd::cli::ReleaseArgs::parse_from(std::env::args_os().skip(1));
-    let result = (|| -> anyhow::Result<bool> {
-        let name = peerchat_proto::Name::new(args.name.clone())
-            .map_err(|e| anyhow::anyhow!("{:?}: {e}", args.name))?;
-        let db = match args.db {
-            Some(db) => db,
-            None => configured_db(args.config.as_deref())?
+    let result = (|| -> anyhow::Result<(String, bool)> {
+        let name = match &args.name {
+            Some(n) => Some(
+                peerchat_proto::Name::new(n.clone()).map_err(|e| anyhow::anyhow!("{n:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        // The config file is read only when something is not on the command line.
+        let daemon = match (&args.db, args.ttl) {
+            (Some(_), Some(_)) => None,
+            (Some(_), None) if name.is_some() => None,
+            _ => Some(configured(args.config.as_deref())?),
+        };
+        let db = match (args.db, &daemon) {
+            (Some(db), _) => db,
+            (None, d) => d
+                .as_ref()
+                .and_then(|d| d.db.clone())
                 .unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db")),
         };
         if !db.exists() {
             anyhow::bail!("no registry database at {}", db.display());
         }
-        registryd::release(&db, &name).with_context(|| format!("releasing in {}", db.display()))
+        let context = || format!("releasing in {}", db.display());
+        match name {
+            Some(name) => {
+                let found = registryd::release(&db, &name).with_context(context)?;
+                Ok((name.as_str().to_string(), found))
+            }
+            None => {
+                let ttl = args.ttl.or(daemon.map(|d| d.ttl)).unwrap_or(90);
+                let n = registryd::release_legacy_offline(&db, Duration::from_secs(ttl))
+                    .with_context(context)?;
+                Ok((format!("{n} offline seed registrations"), true))
+            }
+        }
     })();
     match result {
-        Ok(true) => {
-            eprintln!("registryd: released {}", args.name);
+        Ok((what, true)) => {
+            eprintln!("registryd: released {what}");
             std::process::exit(0)
         }
-        Ok(false) => {
-            eprintln!("registryd: {} is not registered", args.name);
+        Ok((what, false)) => {
+            eprintln!("registryd: {what} is not registered");
             std::process::exit(1)
         }
         Err(e) => {

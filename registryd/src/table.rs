@@ -42,6 +42,10 @@ const MIGRATIONS: &[&str] = &[
         last_seq INTEGER NOT NULL,
         PRIMARY KEY (name, key)
     ) STRICT, WITHOUT ROWID;",
+    // The source address of each seed (legacy) registration, for the per-address cap
+    // (`--max-legacy-per-source`). NULL for signed records and legacy rows from before.
+    "ALTER TABLE names ADD COLUMN source TEXT;
+     CREATE INDEX names_legacy_source ON names (source) WHERE legacy = 1;",
 ];
 
 const SAVE_TOMBSTONE: &str = "INSERT INTO tombstones (name, key, last_seq) VALUES (?1, ?2, ?3)
@@ -60,6 +64,8 @@ struct Entry {
     signed: Option<SignedRegistration>,
     last_seq: u64,
     rotations: Vec<Rotation>,
+    /// The source address of a legacy registration.
+    source: Option<String>,
 }
 
 impl Entry {
@@ -67,7 +73,40 @@ impl Entry {
     fn key(&self) -> Option<PublicKey> {
         self.signed.as_ref().map(|s| s.key)
     }
+
+    /// Renewed within the TTL and not marked offline, at `now`.
+    fn online(&self, now: u64, ttl: Duration) -> bool {
+        !self.offline && now.saturating_sub(self.last_seen_ms) <= ttl.as_millis() as u64
+    }
 }
+
+/// What `watch` reports of a name: whether it is online, and its address (`None`: not
+/// registered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub online: bool,
+    pub address: Option<String>,
+}
+
+fn presence_of(e: Option<&Entry>, now: u64, ttl: Duration) -> Presence {
+    match e {
+        Some(e) => Presence {
+            online: e.online(now, ttl),
+            address: Some(e.address.clone()),
+        },
+        None => Presence {
+            online: false,
+            address: None,
+        },
+    }
+}
+
+/// Names whose presence may have changed (a commit, a reload, leases running out). Receivers
+/// compare with what they last announced; one that lags resends its whole set.
+pub type Changes = Arc<[Name]>;
+
+/// Queued change notices per receiver before it counts as lagging.
+const CHANGES_CAPACITY: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -85,6 +124,11 @@ pub enum TableError {
     RateLimited(u32),
     #[error("the registry is full ({0} names); ask its operator to raise --max-names")]
     Full(usize),
+    #[error("{address} already holds {limit} seed registrations (--max-legacy-per-source)")]
+    LegacyLimit {
+        address: std::net::IpAddr,
+        limit: usize,
+    },
     #[error("database transaction failed: {0}")]
     Commit(String),
     #[error("storage error: {0}")]
@@ -106,8 +150,13 @@ pub enum Write {
         signed: SignedRegistration,
         rotation: Option<Rotation>,
     },
-    /// A seed (text protocol) registration: no key; cannot take a name bound to one.
-    Legacy { name: Name, address: String },
+    /// A seed (text protocol) registration from `source`: no key; cannot take a name bound to
+    /// one.
+    Legacy {
+        name: Name,
+        address: String,
+        source: std::net::IpAddr,
+    },
     Offline {
         name: Name,
         key: PublicKey,
@@ -128,6 +177,7 @@ pub struct Table {
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     ttl: Duration,
     rate: peerchat_daemon::limits::RateLimiter,
+    changes: tokio::sync::broadcast::Sender<Changes>,
 }
 
 /// Abuse limits on registrations.
@@ -137,6 +187,8 @@ pub struct Limits {
     pub max_names: usize,
     /// Most registrations (new or renewals) per source address per minute.
     pub registrations_per_minute: u32,
+    /// Most legacy (seed) names registered from one source address.
+    pub legacy_per_source: usize,
 }
 
 impl Table {
@@ -148,10 +200,17 @@ impl Table {
         }
         let map = Arc::new(RwLock::new(map));
         let (tx, rx) = mpsc::channel::<Job>();
-        let thread_map = map.clone();
+        let (changes, _) = tokio::sync::broadcast::channel(CHANGES_CAPACITY);
+        let writer = Writer {
+            map: map.clone(),
+            max_names: limits.max_names,
+            legacy_per_source: limits.legacy_per_source,
+            ttl,
+            changes: changes.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("registry-db".into())
-            .spawn(move || writer_loop(conn, rx, thread_map, limits.max_names))
+            .spawn(move || writer_loop(conn, rx, writer))
             .map_err(|e| TableError::Storage(rusqlite::Error::ToSqlConversionFailure(e.into())))?;
         Ok(Table {
             map,
@@ -159,7 +218,43 @@ impl Table {
             thread: std::sync::Mutex::new(Some(thread)),
             ttl,
             rate: peerchat_daemon::limits::RateLimiter::new(limits.registrations_per_minute),
+            changes,
         })
+    }
+
+    /// Notices of names whose presence may have changed, from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Changes> {
+        self.changes.subscribe()
+    }
+
+    /// The presence of `name` now.
+    pub fn presence(&self, name: &Name) -> Presence {
+        presence_of(self.read().get(name), now_ms(), self.ttl)
+    }
+
+    /// Announces the names whose lease ran out in `[since, now)` (their `online` turned false
+    /// without a write), and returns `now` for the next call. Called periodically by
+    /// [`crate::run`]; consecutive calls cover time without gaps.
+    pub fn sweep_expired(&self, since: u64) -> u64 {
+        let now = now_ms();
+        if now <= since || self.changes.receiver_count() == 0 {
+            return now.max(since);
+        }
+        let ttl = self.ttl.as_millis() as u64;
+        let expired: Vec<Name> = self
+            .read()
+            .iter()
+            .filter(|(_, e)| {
+                let deadline = e.last_seen_ms.saturating_add(ttl);
+                !e.offline && since <= deadline && deadline < now
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !expired.is_empty() {
+            debug!(names = expired.len(), "leases ran out");
+            let _ = self.changes.send(expired.into());
+        }
+        now
     }
 
     pub fn ttl(&self) -> Duration {
@@ -183,7 +278,7 @@ impl Table {
         Record {
             name: name.clone(),
             address: e.address.clone(),
-            online: !e.offline && now.saturating_sub(e.last_seen_ms) <= self.ttl.as_millis() as u64,
+            online: e.online(now, self.ttl),
             last_seen_ms: e.last_seen_ms,
             legacy: e.legacy,
             signed: e.signed.clone(),
@@ -249,12 +344,25 @@ impl Drop for Table {
     }
 }
 
-fn writer_loop(
-    mut conn: Connection,
-    rx: mpsc::Receiver<Job>,
+/// What the writer thread shares with the table.
+struct Writer {
     map: Arc<RwLock<HashMap<Name, Entry>>>,
     max_names: usize,
-) {
+    legacy_per_source: usize,
+    ttl: Duration,
+    changes: tokio::sync::broadcast::Sender<Changes>,
+}
+
+impl Writer {
+    fn announce(&self, changed: Vec<Name>) {
+        if !changed.is_empty() {
+            // No receiver (nobody watching) is not an error.
+            let _ = self.changes.send(changed.into());
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, w: Writer) {
     // Another process (`registryd release`) may change the database; SQLite's data_version
     // tells us, and the map is reloaded from disk.
     let mut seen_version = data_version(&conn);
@@ -274,7 +382,20 @@ fn writer_loop(
                         names = fresh.len(),
                         "database changed by another process; reloaded"
                     );
-                    *map.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                    let now = now_ms();
+                    let mut m = w.map.write().unwrap_or_else(|p| p.into_inner());
+                    let changed: Vec<Name> = m
+                        .keys()
+                        .chain(fresh.keys().filter(|n| !m.contains_key(*n)))
+                        .filter(|n| {
+                            presence_of(m.get(*n), now, w.ttl)
+                                != presence_of(fresh.get(*n), now, w.ttl)
+                        })
+                        .cloned()
+                        .collect();
+                    *m = fresh;
+                    drop(m);
+                    w.announce(changed);
                 }
                 Err(e) => error!(error = %e, "could not reload the changed database"),
             }
@@ -288,7 +409,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let results = apply_batch(&mut conn, &jobs, &map, max_names);
+        let results = apply_batch(&mut conn, &jobs, &w);
         for ((_, reply), result) in jobs.into_iter().zip(results) {
             let _ = reply.send(result);
         }
@@ -296,13 +417,10 @@ fn writer_loop(
     debug!("registry writer stopped");
 }
 
-/// Applies a batch in one transaction; the map is updated only after the commit succeeded.
-fn apply_batch(
-    conn: &mut Connection,
-    jobs: &[Job],
-    map: &RwLock<HashMap<Name, Entry>>,
-    max_names: usize,
-) -> Vec<Result<(), TableError>> {
+/// Applies a batch in one transaction; the map is updated only after the commit succeeded, and
+/// then the names whose presence changed are announced.
+fn apply_batch(conn: &mut Connection, jobs: &[Job], w: &Writer) -> Vec<Result<(), TableError>> {
+    let (map, max_names) = (&*w.map, w.max_names);
     let now = now_ms();
     // Names in the table as this batch goes along (for the --max-names limit).
     let mut names = map.read().unwrap_or_else(|p| p.into_inner()).len();
@@ -376,7 +494,7 @@ fn apply_batch(
                     "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms, signed, last_seq, rotations)
                      VALUES (?1, ?2, ?3, 0, 0, ?3, ?4, ?5, ?6)
                      ON CONFLICT(name) DO UPDATE SET address = ?2, last_seen_ms = ?3, offline = 0, legacy = 0,
-                        signed = ?4, last_seq = ?5, rotations = ?6",
+                        signed = ?4, last_seq = ?5, rotations = ?6, source = NULL",
                     params![name.as_str(), address, now as i64, signed_json, signed.seq as i64, rotations_json],
                 )?;
                 pending.insert(
@@ -389,24 +507,46 @@ fn apply_batch(
                         signed: Some(signed.clone()),
                         last_seq: signed.seq,
                         rotations,
+                        source: None,
                     }),
                 );
                 Ok(())
             }
-            Write::Legacy { name, address } => {
+            Write::Legacy {
+                name,
+                address,
+                source,
+            } => {
                 let old = current(&pending, name);
                 if old.as_ref().is_some_and(|e| !e.legacy) {
                     return Err(TableError::Conflict(name.clone()));
+                }
+                let source_text = source.to_string();
+                // A renewal from the same address keeps its place; anything else is one more
+                // name for this address. The count sees this batch's earlier writes (same
+                // transaction).
+                if old.as_ref().and_then(|e| e.source.as_deref()) != Some(source_text.as_str()) {
+                    let held: i64 = tx
+                        .prepare_cached(
+                            "SELECT count(*) FROM names WHERE legacy = 1 AND source = ?1",
+                        )?
+                        .query_row(params![source_text], |r| r.get(0))?;
+                    if held as usize >= w.legacy_per_source {
+                        return Err(TableError::LegacyLimit {
+                            address: *source,
+                            limit: w.legacy_per_source,
+                        });
+                    }
                 }
                 if old.is_none() {
                     count_new_name(&mut names, max_names)?;
                 }
                 tx.execute(
-                    "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms)
-                     VALUES (?1, ?2, ?3, 0, 1, ?3)
+                    "INSERT INTO names (name, address, last_seen_ms, offline, legacy, first_registered_ms, source)
+                     VALUES (?1, ?2, ?3, 0, 1, ?3, ?4)
                      ON CONFLICT(name) DO UPDATE SET address = ?2, last_seen_ms = ?3, offline = 0, legacy = 1,
-                        signed = NULL, last_seq = 0, rotations = '[]'",
-                    params![name.as_str(), address, now as i64],
+                        signed = NULL, last_seq = 0, rotations = '[]', source = ?4",
+                    params![name.as_str(), address, now as i64, source_text],
                 )?;
                 pending.insert(
                     name.clone(),
@@ -418,6 +558,7 @@ fn apply_batch(
                         signed: None,
                         last_seq: 0,
                         rotations: Vec::new(),
+                        source: Some(source_text),
                     }),
                 );
                 Ok(())
@@ -456,7 +597,11 @@ fn apply_batch(
         return jobs.iter().map(|_| Err(storage(&e))).collect();
     }
     let mut m = map.write().unwrap_or_else(|p| p.into_inner());
+    let mut changed = Vec::new();
     for (name, entry) in pending {
+        if presence_of(m.get(&name), now, w.ttl) != presence_of(entry.as_ref(), now, w.ttl) {
+            changed.push(name.clone());
+        }
         match entry {
             Some(e) => {
                 if !m.contains_key(&name) {
@@ -470,6 +615,8 @@ fn apply_batch(
             }
         }
     }
+    drop(m);
+    w.announce(changed);
     results
 }
 
@@ -521,7 +668,8 @@ fn data_version(conn: &Connection) -> i64 {
 /// Reads every row into `map`. Rows that do not parse (edited by hand) are skipped.
 fn load_map(conn: &Connection, map: &mut HashMap<Name, Entry>) -> Result<(), rusqlite::Error> {
     let mut stmt = conn.prepare(
-        "SELECT name, address, last_seen_ms, offline, legacy, signed, last_seq, rotations FROM names",
+        "SELECT name, address, last_seen_ms, offline, legacy, signed, last_seq, rotations, source
+         FROM names",
     )?;
     let rows = stmt.query_map([], |r| {
         let signed: Option<String> = r.get(5)?;
@@ -536,6 +684,7 @@ fn load_map(conn: &Connection, map: &mut HashMap<Name, Entry>) -> Result<(), rus
                 signed: signed.and_then(|s| serde_json::from_str(&s).ok()),
                 last_seq: r.get::<_, i64>(6)? as u64,
                 rotations: serde_json::from_str(&rotations).unwrap_or_default(),
+                source: r.get(8)?,
             },
         ))
     })?;
@@ -573,6 +722,18 @@ pub fn release(path: &Path, name: &Name) -> Result<bool, TableError> {
     tx.execute("DELETE FROM names WHERE name = ?1", params![name.as_str()])?;
     tx.commit()?;
     Ok(true)
+}
+
+/// `registryd release --legacy-offline`: deletes every legacy (seed) record that is not online
+/// (not renewed within `ttl`), directly in the database. Returns how many.
+pub fn release_legacy_offline(path: &Path, ttl: Duration) -> Result<usize, TableError> {
+    let conn = peerchat_db::open(path, MIGRATIONS)?;
+    let cutoff = now_ms().saturating_sub(ttl.as_millis() as u64);
+    let n = conn.execute(
+        "DELETE FROM names WHERE legacy = 1 AND (offline = 1 OR last_seen_ms < ?1)",
+        params![cutoff as i64],
+    )?;
+    Ok(n)
 }
 
 /// The whole batch failed: every job hears why (rusqlite errors are not `Clone`).

@@ -43,6 +43,7 @@ pub fn group_error(e: GroupError) -> ErrorBody {
     match e {
         GroupError::Exists(_) => ErrorBody::new(code::CONFLICT, e.to_string()),
         GroupError::NotFound(_) => ErrorBody::new(code::NOT_FOUND, e.to_string()),
+        GroupError::TooLarge { .. } => ErrorBody::new(code::TOO_LARGE, e.to_string()),
         GroupError::Store(e) => store_error(e),
     }
 }

@@ -13,7 +13,7 @@ mod inbox;
 mod lines;
 mod outbox;
 mod peers;
-mod send;
+pub(crate) mod send;
 mod status;
 
 use std::future::Future;

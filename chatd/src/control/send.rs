@@ -6,6 +6,7 @@
 //! never half-sends. Names that came from a group or a broadcast are lenient: one that cannot be
 //! used is recorded as `failed` with the reason, and the others still get the message.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use peerchat_proto::control::{code, DeliveryState, Response};
@@ -15,7 +16,7 @@ use super::{store_error, ReplyFuture};
 use crate::node::Node;
 use crate::resolver::ResolveError;
 
-/// Most recipients of one message.
+/// Most recipients of one message (and members of one group).
 pub const MAX_RECIPIENTS: usize = 1024;
 
 /// Whom a send is for, as the client said it.
@@ -91,17 +92,25 @@ async fn prepare(
             ),
         ));
     }
-    let (recipients, typed) = expand(node, targets).await?;
+    let (recipients, typed, broadcast) = expand(node, targets).await?;
     if recipients.is_empty() {
         return Err(ErrorBody::new(
             code::BAD_REQUEST,
-            "no recipient (empty group, or nobody else registered)",
+            "no recipient (empty group, or nobody else online)",
         ));
     }
     if recipients.len() > MAX_RECIPIENTS {
+        // Refused as a whole, never cut short silently.
+        let from_broadcast = match broadcast {
+            Some(n) => format!(", {n} of them online names from the broadcast"),
+            None => String::new(),
+        };
         return Err(ErrorBody::new(
             code::TOO_LARGE,
-            format!("more than {MAX_RECIPIENTS} recipients"),
+            format!(
+                "{} recipients{from_broadcast}; the limit is {MAX_RECIPIENTS} per message (nothing was sent)",
+                recipients.len()
+            ),
         ));
     }
     let (msg_id, caller_chose_id) = match msg_id {
@@ -198,12 +207,19 @@ async fn check_recipients(
     Ok(failed)
 }
 
-/// The recipient list (deduplicated, in the order given) and how many at its start were typed
-/// by name (the rest come from groups and broadcast).
-async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, usize), ErrorBody> {
+/// The recipient list (deduplicated, in the order given), how many at its start were typed by
+/// name (the rest come from groups and broadcast), and how many names the broadcast (if any)
+/// contributed.
+///
+/// A broadcast goes to the names the registry shows online now, except this node, and legacy
+/// (seed) names only when this chatd runs with `--legacy`: names registered once and gone, or
+/// seed registrations nobody here can message, are not recipients.
+async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, usize, Option<usize>), ErrorBody> {
     let mut all: Vec<Name> = Vec::new();
-    let push = |n: Name, all: &mut Vec<Name>| {
-        if !all.contains(&n) {
+    // The registry's list can be long: no quadratic dedup.
+    let mut seen: HashSet<Name> = HashSet::new();
+    let mut push = |n: Name, all: &mut Vec<Name>| {
+        if seen.insert(n.clone()) {
             all.push(n);
         }
     };
@@ -221,6 +237,7 @@ async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, usize), ErrorBody
             push(m, &mut all);
         }
     }
+    let mut broadcast = None;
     if t.broadcast {
         let records = node.registry.list().await.map_err(|e| {
             ErrorBody::new(
@@ -228,11 +245,16 @@ async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, usize), ErrorBody
                 format!("broadcast needs the registry's list of names: {e}"),
             )
         })?;
-        for r in records.into_iter().filter(|r| r.name != node.name) {
+        let before = all.len();
+        for r in records
+            .into_iter()
+            .filter(|r| r.online && (node.legacy || !r.legacy) && r.name != node.name)
+        {
             push(r.name, &mut all);
         }
+        broadcast = Some(all.len() - before);
     }
-    Ok((all, typed))
+    Ok((all, typed, broadcast))
 }
 
 fn validate_msg_id(id: &str) -> Result<(), ErrorBody> {

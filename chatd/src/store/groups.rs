@@ -1,5 +1,7 @@
 //! Groups: named sets of recipients, kept by the local node.
 
+use std::collections::HashSet;
+
 use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
 use peerchat_proto::control::GroupInfo;
 use peerchat_proto::Name;
@@ -12,6 +14,12 @@ pub enum GroupError {
     Exists(Name),
     #[error("no group named {0} (`chatctl group list` shows the groups)")]
     NotFound(Name),
+    #[error("group {group} would have {members} members; the limit is {limit} (the most recipients of one message)")]
+    TooLarge {
+        group: Name,
+        members: usize,
+        limit: usize,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -65,6 +73,7 @@ impl Store {
             if exists(conn, &group)? {
                 return Err(GroupError::Exists(group));
             }
+            check_size(conn, &group, &add)?;
             conn.prepare_cached("INSERT INTO groups (name, created_at_ms) VALUES (?1, ?2)")?
                 .execute(params![group.as_str(), peerchat_db::now_ms() as i64])?;
             insert_members(conn, &group, &add)?;
@@ -81,6 +90,7 @@ impl Store {
             if !exists(conn, &group)? {
                 return Err(GroupError::NotFound(group));
             }
+            check_size(conn, &group, &add)?;
             insert_members(conn, &group, &add)?;
             Ok(GroupInfo {
                 members: members(conn, &group)?,
@@ -156,6 +166,22 @@ impl Store {
         })
         .await
     }
+}
+
+/// Refuses (before anything is written) a change that would give `group` more members than one
+/// message may have recipients: such a group could never be sent to.
+fn check_size(conn: &Connection, group: &Name, add: &[Name]) -> Result<(), GroupError> {
+    let limit = crate::control::send::MAX_RECIPIENTS;
+    let mut total: HashSet<Name> = members(conn, group)?.into_iter().collect();
+    total.extend(add.iter().cloned());
+    if total.len() > limit {
+        return Err(GroupError::TooLarge {
+            group: group.clone(),
+            members: total.len(),
+            limit,
+        });
+    }
+    Ok(())
 }
 
 fn insert_members(conn: &Connection, group: &Name, add: &[Name]) -> Result<(), StoreError> {
