@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use peerchat_proto::envelope::{to_line, Reply};
+use peerchat_proto::registry::{Request, RequestLine, Response, MAX_WATCH_NAMES, WATCH_HEARTBEAT};
 use peerchat_proto::Name;
-use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
@@ -25,10 +26,9 @@ use tracing::{debug, info, warn};
 
 use crate::registry_client::RegistryClient;
 
-/// Most names in one `watch` request (the registry refuses more).
-pub const MAX_WATCH_NAMES: usize = 1024;
-/// The registry sends a heartbeat every 15 s; this much silence means the watch is dead.
-const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+/// The registry sends a heartbeat every `WATCH_HEARTBEAT` (15 s); three times that without a
+/// line means the watch is dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(3 * WATCH_HEARTBEAT.as_secs());
 /// Connecting and sending the request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest event line we read (an event is a name and an address: well under 1 KiB).
@@ -80,27 +80,6 @@ pub struct PresenceWatch {
     wanted_changed: Notify,
     known: Mutex<HashMap<Name, Known>>,
     changes: mpsc::UnboundedSender<Change>,
-}
-
-/// One event line from the registry (`presence` or `heartbeat`).
-#[derive(Deserialize)]
-struct EventLine {
-    #[serde(default)]
-    ok: Option<Event>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Event {
-    Presence {
-        name: Name,
-        online: bool,
-        #[serde(default)]
-        address: Option<String>,
-    },
-    Heartbeat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,9 +241,10 @@ impl PresenceWatch {
             }
             if set != sent {
                 id += 1;
-                let line = serde_json::json!({"id": id, "op": "watch", "names": &set});
-                let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-                bytes.push(b'\n');
+                let bytes = to_line(&RequestLine {
+                    id,
+                    request: Request::Watch { names: set.clone() },
+                });
                 tokio::time::timeout(CONNECT_TIMEOUT, write.write_all(&bytes))
                     .await
                     .map_err(|_| WatchError::Timeout("sending the watch request"))??;
@@ -288,29 +268,34 @@ impl PresenceWatch {
                         Ok(Some(Err(e))) => return Err(WatchError::Bad(e.to_string())),
                         Ok(Some(Ok(l))) => l,
                     };
-                    let event: EventLine = serde_json::from_slice(&line)
+                    let event: Reply<Response> = serde_json::from_slice(&line)
                         .map_err(|e| WatchError::Bad(e.to_string()))?;
                     if first_answer {
                         first_answer = false;
                         registry.note_reachable(true);
                     }
-                    match (event.ok, event.error) {
-                        (Some(Event::Presence { name, online, address }), _) => {
+                    match event.outcome.into_result() {
+                        Ok(Response::Presence { name, online, address }) => {
                             if let Some(c) = self.record(name, online, address) {
                                 let _ = self.changes.send(c);
                             }
                         }
-                        (Some(Event::Heartbeat), _) => {}
-                        (None, e) => {
-                            return Err(WatchError::Refused(
-                                e.map_or_else(|| "no reply".into(), |e| e.to_string()),
-                            ))
-                        }
+                        Ok(Response::Heartbeat) => {}
+                        Ok(other) => return Err(WatchError::Bad(format!("unexpected reply {}", reply_kind(&other)))),
+                        Err(e) => return Err(WatchError::Refused(e.message)),
                     }
                 }
             }
         }
     }
+}
+
+/// A reply's type, for an error message (never the whole reply: it may be large).
+fn reply_kind(r: &Response) -> String {
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 #[cfg(test)]
