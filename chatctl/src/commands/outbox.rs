@@ -7,6 +7,7 @@ use peerchat_proto::control::{DeliveryState, MessageInfo, Request, Response};
 use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
+use crate::safe_text::one_line;
 
 pub fn list(mut client: Client, json: bool, limit: Option<u32>) -> Result<i32, Failure> {
     let Response::Outbox { entries } = client.call(Request::Outbox { limit })? else {
@@ -19,11 +20,11 @@ pub fn list(mut client: Client, json: bool, limit: Option<u32>) -> Result<i32, F
             let err = e
                 .error
                 .as_deref()
-                .map(|e| format!("  last error: {e}"))
+                .map(|e| format!("  last error: {}", one_line(e)))
                 .unwrap_or_default();
             output::line(&format!(
                 "{} {} {} attempts={} since {}{err}",
-                e.id,
+                one_line(&e.id),
                 e.to,
                 e.state.as_str(),
                 e.attempts,
@@ -55,12 +56,16 @@ fn print_info(json: bool, info: &MessageInfo) {
         output::json(info);
         return;
     }
-    output::line(&format!("{}  accepted {}", info.id, info.created_at));
+    output::line(&format!(
+        "{}  accepted {}",
+        one_line(&info.id),
+        info.created_at
+    ));
     for r in &info.recipients {
         let err = r
             .error
             .as_deref()
-            .map(|e| format!("  last error: {e}"))
+            .map(|e| format!("  last error: {}", one_line(e)))
             .unwrap_or_default();
         output::line(&format!(
             "  {} {} attempts={} updated {}{err}",
@@ -111,9 +116,10 @@ pub fn wait(client: &mut Client, json: bool, id: &str, secs: Option<f64>) -> Res
             let err = r
                 .error
                 .as_deref()
-                .map(|e| format!(": {e}"))
+                .map(|e| format!(": {}", one_line(e)))
                 .unwrap_or_default();
-            output::line(&format!("{} {} {}{err}", info.id, r.to, r.state.as_str()));
+            let id = one_line(&info.id);
+            output::line(&format!("{id} {} {}{err}", r.to, r.state.as_str()));
         }
     }
     Ok(code)
