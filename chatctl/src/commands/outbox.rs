@@ -9,30 +9,61 @@ use crate::exit::{self, Failure};
 use crate::output;
 use crate::safe_text::one_line;
 
-pub fn list(mut client: Client, json: bool, limit: Option<u32>) -> Result<i32, Failure> {
-    let Response::Outbox { entries } = client.call(Request::Outbox { limit })? else {
-        return Err(unexpected());
-    };
-    for e in &entries {
-        if json {
-            output::json(e);
-        } else {
-            let err = e
-                .error
-                .as_deref()
-                .map(|e| format!("  last error: {}", one_line(e)))
-                .unwrap_or_default();
-            output::line(&format!(
-                "{} {} {} attempts={} since {}{err}",
-                one_line(&e.id),
-                e.to,
-                e.state.as_str(),
-                e.attempts,
-                e.created_at
-            ));
+/// Lists the outbox: with `limit`, one page of at most that many entries (and on stderr how
+/// many more there are and the cursor to continue with); without, every entry, page by page.
+pub fn list(
+    mut client: Client,
+    json: bool,
+    limit: Option<u32>,
+    mut after: Option<String>,
+) -> Result<i32, Failure> {
+    if limit == Some(0) {
+        return Err(Failure::usage("--limit must be at least 1"));
+    }
+    loop {
+        let Response::Outbox {
+            entries,
+            next,
+            more,
+        } = client.call(Request::Outbox {
+            limit,
+            after: after.clone(),
+        })?
+        else {
+            return Err(unexpected());
+        };
+        for e in &entries {
+            if json {
+                output::json(e);
+            } else {
+                let err = e
+                    .error
+                    .as_deref()
+                    .map(|e| format!("  last error: {}", one_line(e)))
+                    .unwrap_or_default();
+                output::line(&format!(
+                    "{} {} {} attempts={} since {}{err}",
+                    one_line(&e.id),
+                    e.to,
+                    e.state.as_str(),
+                    e.attempts,
+                    e.created_at
+                ));
+            }
+        }
+        match next {
+            // An older chatd sends no cursor: nothing more to ask for.
+            None => return Ok(exit::OK),
+            Some(cursor) if limit.is_some() => {
+                eprintln!(
+                    "chatctl: … and {more} more; continue with --after {}",
+                    one_line(&cursor)
+                );
+                return Ok(exit::OK);
+            }
+            Some(cursor) => after = Some(cursor),
         }
     }
-    Ok(exit::OK)
 }
 
 pub fn status(mut client: Client, json: bool, id: String) -> Result<i32, Failure> {
