@@ -631,7 +631,7 @@ impl Store {
     ) -> Result<(Vec<DeliveryRow>, u64), StoreError> {
         self.call(move |conn| {
             let (seq, to) = after.unwrap_or((i64::MIN, String::new()));
-            let rows: Vec<DeliveryRow> = conn
+            let read: Vec<Option<DeliveryRow>> = conn
                 .prepare_cached(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
                      WHERE (d.out_seq, d.recipient) > (?1, ?2)
@@ -639,10 +639,12 @@ impl Store {
                      ORDER BY d.out_seq, d.recipient LIMIT ?3"
                 ))?
                 .query_map(params![seq, to, limit as i64], delivery_row)?
-                .filter_map(|r| r.transpose())
                 .collect::<Result<_, _>>()?;
+            // A short page read every pending row there was: nothing follows, no need to count.
+            let full = read.len() as u64 >= limit as u64;
+            let rows: Vec<DeliveryRow> = read.into_iter().flatten().collect();
             let more = match rows.last() {
-                Some(last) => conn
+                Some(last) if full => conn
                     .prepare_cached(
                         "SELECT COUNT(*) FROM deliveries
                          WHERE (out_seq, recipient) > (?1, ?2)
