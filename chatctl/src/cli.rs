@@ -95,11 +95,22 @@ Examples:
         id: Option<String>,
     },
     /// List outgoing messages not yet delivered (queued or sent)
-    #[command(after_help = "Examples:\n  chatctl outbox\n  chatctl --json outbox | jq -r .id")]
+    #[command(after_help = "\
+Without --limit every entry is listed (chatd is asked page by page). With --limit, at most N
+are, and if more follow, stderr says how many and the --after CURSOR that continues the list.
+
+Examples:
+  chatctl outbox
+  chatctl --json outbox | jq -r .id
+  chatctl outbox --limit 100                # the oldest 100
+  chatctl outbox --limit 100 --after 812:pb # the next 100 (the cursor the last call printed)")]
     Outbox {
-        /// At most this many entries
+        /// At most this many entries (default: all)
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// Continue after this entry (a cursor printed by an earlier `outbox --limit`)
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
     },
     /// Stop retrying a message (its undelivered recipients become `cancelled`)
     #[command(after_help = concat!("Examples:\n  chatctl cancel 01a2…\n\n", exit_codes!()))]

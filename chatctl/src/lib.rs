@@ -8,6 +8,7 @@ mod commands;
 mod exit;
 mod output;
 mod platform;
+mod safe_text;
 
 use clap::Parser;
 

@@ -25,6 +25,10 @@ pub fn failure(json_mode: bool, f: &Failure) {
     if json_mode {
         json(&serde_json::json!({"error": {"code": f.code, "message": f.message}}));
     } else {
-        eprintln!("chatctl: {}", f.message);
+        // The message may quote a peer or the registry.
+        eprintln!(
+            "chatctl: {}",
+            crate::safe_text::visible(&f.message, crate::safe_text::INDENT)
+        );
     }
 }

@@ -102,10 +102,13 @@ pub enum Request {
     GroupList,
     /// One group with its members.
     GroupShow { group: Name },
-    /// Undelivered outgoing messages (queued, sent), oldest first.
+    /// Undelivered outgoing messages (queued, sent), oldest first; a page of them after
+    /// `after` (the `next` of the previous page) if given.
     Outbox {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
     /// One outgoing message: each recipient's state and attempts.
     MessageStatus { msg_id: String },
@@ -167,6 +170,12 @@ pub enum Response {
     },
     Outbox {
         entries: Vec<OutboxEntry>,
+        /// Present when more entries follow this page: the `after` of the next request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+        /// How many more entries follow this page (0 when `next` is absent).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more: u64,
     },
     MessageInfo(MessageInfo),
     DatabaseCheck {
@@ -199,6 +208,35 @@ pub enum Response {
     Done,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The position of an `outbox` entry, as the `after`/`next` cursor of `outbox` pages:
+/// `OUT_SEQ:RECIPIENT` (the message's place in the outbox, and the recipient's name, which
+/// cannot contain `:`). Entries come in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxCursor {
+    pub seq: i64,
+    pub to: String,
+}
+
+impl OutboxCursor {
+    pub fn parse(s: &str) -> Option<OutboxCursor> {
+        let (seq, to) = s.split_once(':')?;
+        Some(OutboxCursor {
+            seq: seq.parse().ok()?,
+            to: to.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for OutboxCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.to)
+    }
+}
+
 /// One undelivered (message, recipient) pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -225,7 +263,8 @@ pub struct RecipientDetail {
     pub state: DeliveryState,
     /// Transmissions so far (0 while nothing was sent yet).
     pub attempts: u32,
-    /// The last delivery error, if any.
+    /// The last delivery error while the recipient is pending or `failed`; `None` once it is
+    /// delivered, cancelled or finally sent (an earlier error is stale then).
     pub error: Option<String>,
     pub updated_at: String,
     /// Nothing more will happen to this recipient: delivered, failed, cancelled, or `sent` to a

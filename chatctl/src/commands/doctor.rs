@@ -87,7 +87,8 @@ pub fn run(socket: Option<&Path>, json: bool) -> Result<i32, Failure> {
                 "{} {:9} {}{hint}",
                 if c.ok { "ok  " } else { "FAIL" },
                 c.check,
-                c.detail
+                // Details quote addresses from the registry and errors from chatd.
+                crate::safe_text::one_line(&c.detail)
             ));
         }
     }

@@ -7,6 +7,7 @@ use crate::cli::GroupCommand;
 use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
+use crate::safe_text::one_line;
 
 fn name(s: &str, what: &str) -> Result<Name, Failure> {
     Name::new(s.trim_start_matches('@'))
@@ -66,7 +67,16 @@ fn print(json: bool, g: &GroupInfo) {
     if json {
         output::json(g);
     } else {
-        let members: Vec<&str> = g.members.iter().map(Name::as_str).collect();
-        output::line(&format!("{}: {}", g.name, members.join(" ")));
+        // Names are validated when they are parsed; checked again, like any text chatd relays.
+        let members: Vec<String> = g
+            .members
+            .iter()
+            .map(|m| one_line(m.as_str()).into_owned())
+            .collect();
+        output::line(&format!(
+            "{}: {}",
+            one_line(g.name.as_str()),
+            members.join(" ")
+        ));
     }
 }

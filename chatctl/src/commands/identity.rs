@@ -80,7 +80,7 @@ pub fn rotate(mut client: Client, json: bool) -> Result<i32, Failure> {
         } else {
             eprintln!(
                 "chatctl: the registry did not take the new key yet ({}); chatd keeps trying",
-                error.as_deref().unwrap_or("no answer")
+                crate::safe_text::one_line(error.as_deref().unwrap_or("no answer"))
             );
         }
     }

@@ -18,6 +18,7 @@ use crate::cli::InboxArgs;
 use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
+use crate::safe_text::{one_line, visible, INDENT};
 
 pub fn run(socket: Option<&Path>, json: bool, args: InboxArgs) -> Result<i32, Failure> {
     let from = match &args.from {
@@ -227,11 +228,14 @@ fn print(json: bool, m: &InboxMessage) {
         output::json(m);
         return;
     }
-    // Continuation lines are indented so every message starts at column 0.
-    let body = m.body.replace('\n', "\n    ");
+    // Controls are made visible and continuation lines indented, so every message (and only
+    // a message) starts at column 0.
     output::line(&format!(
         "[{}] {} {}: {}",
-        m.seq, m.received_at, m.from, body
+        m.seq,
+        m.received_at,
+        one_line(&m.from),
+        visible(&m.body, INDENT)
     ));
 }
 

@@ -22,7 +22,9 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Peers => peers::run(Client::connect(socket)?, cli.json),
         Command::Status { id: None } => status::run(Client::connect(socket)?, cli.json),
         Command::Status { id: Some(id) } => outbox::status(Client::connect(socket)?, cli.json, id),
-        Command::Outbox { limit } => outbox::list(Client::connect(socket)?, cli.json, limit),
+        Command::Outbox { limit, after } => {
+            outbox::list(Client::connect(socket)?, cli.json, limit, after)
+        }
         Command::Cancel { id } => outbox::cancel(Client::connect(socket)?, cli.json, id),
         Command::Broadcast(args) => send::run_broadcast(socket, cli.json, args),
         Command::Group(cmd) => group::run(Client::connect(socket)?, cli.json, cmd),

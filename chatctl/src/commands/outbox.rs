@@ -7,31 +7,63 @@ use peerchat_proto::control::{DeliveryState, MessageInfo, Request, Response};
 use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
+use crate::safe_text::one_line;
 
-pub fn list(mut client: Client, json: bool, limit: Option<u32>) -> Result<i32, Failure> {
-    let Response::Outbox { entries } = client.call(Request::Outbox { limit })? else {
-        return Err(unexpected());
-    };
-    for e in &entries {
-        if json {
-            output::json(e);
-        } else {
-            let err = e
-                .error
-                .as_deref()
-                .map(|e| format!("  last error: {e}"))
-                .unwrap_or_default();
-            output::line(&format!(
-                "{} {} {} attempts={} since {}{err}",
-                e.id,
-                e.to,
-                e.state.as_str(),
-                e.attempts,
-                e.created_at
-            ));
+/// Lists the outbox: with `limit`, one page of at most that many entries (and on stderr how
+/// many more there are and the cursor to continue with); without, every entry, page by page.
+pub fn list(
+    mut client: Client,
+    json: bool,
+    limit: Option<u32>,
+    mut after: Option<String>,
+) -> Result<i32, Failure> {
+    if limit == Some(0) {
+        return Err(Failure::usage("--limit must be at least 1"));
+    }
+    loop {
+        let Response::Outbox {
+            entries,
+            next,
+            more,
+        } = client.call(Request::Outbox {
+            limit,
+            after: after.clone(),
+        })?
+        else {
+            return Err(unexpected());
+        };
+        for e in &entries {
+            if json {
+                output::json(e);
+            } else {
+                let err = e
+                    .error
+                    .as_deref()
+                    .map(|e| format!("  last error: {}", one_line(e)))
+                    .unwrap_or_default();
+                output::line(&format!(
+                    "{} {} {} attempts={} since {}{err}",
+                    one_line(&e.id),
+                    e.to,
+                    e.state.as_str(),
+                    e.attempts,
+                    e.created_at
+                ));
+            }
+        }
+        match next {
+            // An older chatd sends no cursor: nothing more to ask for.
+            None => return Ok(exit::OK),
+            Some(cursor) if limit.is_some() => {
+                eprintln!(
+                    "chatctl: … and {more} more; continue with --after {}",
+                    one_line(&cursor)
+                );
+                return Ok(exit::OK);
+            }
+            Some(cursor) => after = Some(cursor),
         }
     }
-    Ok(exit::OK)
 }
 
 pub fn status(mut client: Client, json: bool, id: String) -> Result<i32, Failure> {
@@ -55,12 +87,16 @@ fn print_info(json: bool, info: &MessageInfo) {
         output::json(info);
         return;
     }
-    output::line(&format!("{}  accepted {}", info.id, info.created_at));
+    output::line(&format!(
+        "{}  accepted {}",
+        one_line(&info.id),
+        info.created_at
+    ));
     for r in &info.recipients {
         let err = r
             .error
             .as_deref()
-            .map(|e| format!("  last error: {e}"))
+            .map(|e| format!("  last error: {}", one_line(e)))
             .unwrap_or_default();
         output::line(&format!(
             "  {} {} attempts={} updated {}{err}",
@@ -111,9 +147,10 @@ pub fn wait(client: &mut Client, json: bool, id: &str, secs: Option<f64>) -> Res
             let err = r
                 .error
                 .as_deref()
-                .map(|e| format!(": {e}"))
+                .map(|e| format!(": {}", one_line(e)))
                 .unwrap_or_default();
-            output::line(&format!("{} {} {}{err}", info.id, r.to, r.state.as_str()));
+            let id = one_line(&info.id);
+            output::line(&format!("{id} {} {}{err}", r.to, r.state.as_str()));
         }
     }
     Ok(code)

@@ -14,6 +14,7 @@ use crate::cli::{BroadcastArgs, MessageArgs, SendArgs};
 use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
+use crate::safe_text::one_line;
 
 /// Whom to send to, as parsed from the command line.
 #[derive(Clone)]
@@ -197,8 +198,16 @@ fn print_result(json: bool, reply: &Response) -> i32 {
                 });
             } else {
                 match &r.error {
-                    Some(e) => output::line(&format!("{id} {} {}: {e}", r.to, r.state.as_str())),
-                    None => output::line(&format!("{id} {} {}", r.to, r.state.as_str())),
+                    Some(e) => output::line(&format!(
+                        "{} {} {}: {}",
+                        one_line(id),
+                        r.to,
+                        r.state.as_str(),
+                        one_line(e)
+                    )),
+                    None => {
+                        output::line(&format!("{} {} {}", one_line(id), r.to, r.state.as_str()))
+                    }
                 }
             }
         }
@@ -299,6 +308,6 @@ fn report_line(json: bool, n: usize, f: &Failure) {
             &serde_json::json!({"line": n, "error": {"code": f.code, "message": f.message}}),
         );
     } else {
-        eprintln!("chatctl: line {n}: {}", f.message);
+        eprintln!("chatctl: line {n}: {}", one_line(&f.message));
     }
 }

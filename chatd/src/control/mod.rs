@@ -282,7 +282,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         | Request::GroupDelete { .. }
         | Request::GroupList
         | Request::GroupShow { .. }) => groups::handle(node, r),
-        Request::Outbox { limit } => outbox::list(node, limit),
+        Request::Outbox { limit, after } => outbox::list(node, limit, after),
         Request::MessageStatus { msg_id } => outbox::status(node, msg_id),
         Request::Wait { msg_id, timeout_ms } => outbox::wait(node, msg_id, timeout_ms),
         Request::Cancel { msg_id } => outbox::cancel(node, msg_id),

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use peerchat_proto::control::{code, MessageInfo, OutboxEntry, RecipientDetail, Response};
+use peerchat_proto::control::{
+    code, MessageInfo, OutboxCursor, OutboxEntry, RecipientDetail, Response,
+};
 use peerchat_proto::ErrorBody;
 
 use super::{store_error, ReplyFuture};
@@ -13,14 +15,44 @@ use crate::time::rfc3339;
 
 pub const DEFAULT_LIMIT: u32 = 1000;
 
-pub fn list(node: &Arc<Node>, limit: Option<u32>) -> ReplyFuture {
+/// One page of the outbox: at most `limit` entries after the cursor `after`; the reply says
+/// where the next page starts (`next`) and how many entries follow (`more`), so no client cuts
+/// the list without knowing it.
+pub fn list(node: &Arc<Node>, limit: Option<u32>, after: Option<String>) -> ReplyFuture {
     let node = node.clone();
     Box::pin(async move {
-        let rows = node
+        let after = match after {
+            None => None,
+            Some(a) => {
+                let c = OutboxCursor::parse(&a).ok_or_else(|| {
+                    ErrorBody::new(
+                        code::BAD_REQUEST,
+                        format!(
+                            "after {a:?} is not an outbox cursor (OUT_SEQ:RECIPIENT, as in `next`)"
+                        ),
+                    )
+                })?;
+                Some((c.seq, c.to))
+            }
+        };
+        let limit = limit
+            .unwrap_or(DEFAULT_LIMIT)
+            .clamp(1, super::inbox::MAX_LIMIT);
+        let (rows, more) = node
             .store
-            .outbox_pending(limit.unwrap_or(DEFAULT_LIMIT).min(super::inbox::MAX_LIMIT))
+            .outbox_pending(limit, after)
             .await
             .map_err(store_error)?;
+        let next = match rows.last() {
+            Some(last) if more > 0 => Some(
+                OutboxCursor {
+                    seq: last.out_seq,
+                    to: last.to.to_string(),
+                }
+                .to_string(),
+            ),
+            _ => None,
+        };
         let entries = rows
             .into_iter()
             .map(|r| OutboxEntry {
@@ -33,7 +65,11 @@ pub fn list(node: &Arc<Node>, limit: Option<u32>) -> ReplyFuture {
                 updated_at: rfc3339(r.updated_at_ms),
             })
             .collect();
-        Ok(Response::Outbox { entries })
+        Ok(Response::Outbox {
+            entries,
+            next,
+            more,
+        })
     })
 }
 

@@ -551,10 +551,15 @@ impl Store {
 /// One recipient of an outgoing message, as stored.
 #[derive(Debug, Clone)]
 pub struct DeliveryRow {
+    /// The message's position in the outbox (with `to`, the row's place in `outbox` pages).
+    pub out_seq: i64,
     pub msg_id: String,
     pub to: Name,
     pub state: DeliveryState,
     pub attempts: u32,
+    /// The last delivery error, only while it still tells something: the recipient is pending
+    /// (`queued`, non-final `sent`) or `failed`. Once the message was delivered (also after a
+    /// cancel), cancelled, or finally `sent` to a seed peer, an earlier error is stale.
     pub error: Option<String>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -563,7 +568,7 @@ pub struct DeliveryRow {
 
 const DELIVERY_COLUMNS: &str =
     "o.msg_id, d.recipient, d.state, d.attempts, d.last_error, o.created_at_ms,
-     d.updated_at_ms, d.final";
+     d.updated_at_ms, d.final, d.out_seq";
 
 fn delivery_row(
     r: &peerchat_db::rusqlite::Row<'_>,
@@ -574,15 +579,18 @@ fn delivery_row(
         return Ok(None);
     };
     let is_final: bool = r.get(7)?;
+    let pending = !is_final && matches!(state, DeliveryState::Queued | DeliveryState::Sent);
+    let error_counts = pending || state == DeliveryState::Failed;
     Ok(Some(DeliveryRow {
+        out_seq: r.get(8)?,
         msg_id: r.get(0)?,
         to,
         state,
         attempts: r.get::<_, i64>(3)?.max(0) as u32,
-        error: r.get(4)?,
+        error: if error_counts { r.get(4)? } else { None },
         created_at_ms: r.get::<_, i64>(5)? as u64,
         updated_at_ms: r.get::<_, i64>(6)? as u64,
-        done: is_final || !matches!(state, DeliveryState::Queued | DeliveryState::Sent),
+        done: !pending,
     }))
 }
 
@@ -613,18 +621,42 @@ impl Store {
         .await
     }
 
-    /// Undelivered (queued or sent) recipients, oldest message first.
-    pub async fn outbox_pending(&self, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+    /// Undelivered (queued or sent) recipients, oldest message first, then by recipient: at
+    /// most `limit` of them after the position `after` (`(out_seq, recipient)`, exclusive), and
+    /// how many more pending rows follow the last one returned.
+    pub async fn outbox_pending(
+        &self,
+        limit: u32,
+        after: Option<(i64, String)>,
+    ) -> Result<(Vec<DeliveryRow>, u64), StoreError> {
         self.call(move |conn| {
-            Ok(conn
+            let (seq, to) = after.unwrap_or((i64::MIN, String::new()));
+            let read: Vec<Option<DeliveryRow>> = conn
                 .prepare_cached(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
-                     WHERE d.state IN ('queued','sent') AND d.final = 0
-                     ORDER BY d.out_seq, d.recipient LIMIT ?1"
+                     WHERE (d.out_seq, d.recipient) > (?1, ?2)
+                       AND d.state IN ('queued','sent') AND d.final = 0
+                     ORDER BY d.out_seq, d.recipient LIMIT ?3"
                 ))?
-                .query_map(params![limit as i64], delivery_row)?
-                .filter_map(|r| r.transpose())
-                .collect::<Result<_, _>>()?)
+                .query_map(params![seq, to, limit as i64], delivery_row)?
+                .collect::<Result<_, _>>()?;
+            // A short page read every pending row there was: nothing follows, no need to count.
+            let full = read.len() as u64 >= limit as u64;
+            let rows: Vec<DeliveryRow> = read.into_iter().flatten().collect();
+            let more = match rows.last() {
+                Some(last) if full => conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM deliveries
+                         WHERE (out_seq, recipient) > (?1, ?2)
+                           AND state IN ('queued','sent') AND final = 0",
+                    )?
+                    .query_row(params![last.out_seq, last.to.as_str()], |r| {
+                        r.get::<_, i64>(0)
+                    })?
+                    .max(0) as u64,
+                _ => 0,
+            };
+            Ok((rows, more))
         })
         .await
     }

@@ -287,9 +287,10 @@ async fn pending_floor_never_passes_a_pending_row() {
     send(&store, "m6", vec![name("pb")]).await;
     assert_eq!(pending_seqs(&store, "pb").await, [6]);
     let pending: Vec<(String, String)> = store
-        .outbox_pending(10)
+        .outbox_pending(10, None)
         .await
         .expect("outbox_pending")
+        .0
         .into_iter()
         .map(|r| (r.msg_id, r.to.to_string()))
         .collect();
