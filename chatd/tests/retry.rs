@@ -120,7 +120,7 @@ fn a_message_for_an_offline_peer_goes_as_soon_as_it_registers() {
 #[test]
 fn a_healed_partition_is_used_within_15_s() {
     let net = Net::new();
-    let pa = net.node_with("pa", &["--retry-initial", "20", "--retry-max", "300"]);
+    let pa = net.node_with("pa", &["--retry-initial", "10", "--retry-max", "300"]);
     let proxy = Proxy::start();
     let mut pb = net.node_with("pb", &["--advertise", &proxy.addr.to_string()]);
     proxy.set_target(pb.listen);
@@ -135,7 +135,8 @@ fn a_healed_partition_is_used_within_15_s() {
     wait_for(T, "a failed attempt", || {
         (count(&pa, "delivery attempt failed") >= 2).then_some(())
     });
-    // Long enough that the plain schedule (20 s, then 40 s) would wait past the heal by far.
+    // The plain schedule would try again 20 s after the second failure, then 40 s later: the
+    // heal at 25 s would wait 35 s for it.
     let partition = Instant::now();
     while partition.elapsed() < Duration::from_secs(25) {
         std::thread::sleep(Duration::from_millis(200));

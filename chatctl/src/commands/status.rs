@@ -21,7 +21,10 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
     let c = &s.counts;
     output::line(&format!("name:       {}", s.name));
     match (&s.registration_error, s.address.is_empty()) {
-        (Some(e), _) => output::line(&format!("address:    not registered: {}", e)),
+        (Some(e), _) => output::line(&format!(
+            "address:    not registered: {}",
+            crate::safe_text::one_line(e)
+        )),
         (None, true) => output::line("address:    (not registered yet)"),
         (None, false) => output::line(&format!("address:    {}", s.address)),
     }
