@@ -71,8 +71,9 @@ pub struct Args {
     #[arg(long, default_value_t = 120, value_name = "N", env = "REGISTRYD_REGISTER_RATE",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub register_rate: u32,
-    /// Log level or filter (error, warn, info, debug, trace) [default: $RUST_LOG, else info]
-    #[arg(long, value_name = "LEVEL", env = "REGISTRYD_LOG_LEVEL")]
+    /// Log level: error, warn, info, debug, trace or off; or a filter, recognised by its `=` or
+    /// `,` (e.g. registryd=debug) [default: $RUST_LOG, else info]
+    #[arg(long, value_name = "LEVEL", env = "REGISTRYD_LOG_LEVEL", value_parser = peerchat_daemon::logging::parse_level)]
     pub log_level: Option<String>,
     /// Log format
     #[arg(
