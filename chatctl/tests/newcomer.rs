@@ -3,13 +3,30 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use peerchat_testkit::{bin, tempdir};
+use peerchat_testkit::{bin, chatctl, tempdir, wait_for, Net, Node};
 
 const T: Duration = Duration::from_secs(10);
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// chatctl with a socket where nothing listens.
+fn ctl_nowhere(args: &[&str]) -> Output {
+    chatctl(Path::new("/nonexistent/peerchat/chatd.sock"), args, None)
+}
 
 /// How a daemon run ended: its exit code (None: still running when it logged "ready" or when
 /// the deadline passed; it is killed then) and everything it wrote to stderr until then.
@@ -326,4 +343,157 @@ fn i_boolean_variables_take_the_usual_spellings() {
             "CHATD_LEGACY={value}: {ready}"
         );
     }
+}
+
+// E: doctor in broken states.
+
+#[test]
+fn e_doctor_exits_3_with_one_line_and_one_hint_when_chatd_is_down() {
+    let out = ctl_nowhere(&["doctor"]);
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    let dir = tempdir();
+    let file = dir.path().join("chatd.sock");
+    std::fs::write(&file, "not a socket").expect("write");
+    let out = chatctl(&file, &["doctor"], None);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 3, "{text}");
+    assert!(
+        text.contains("is not a socket") && !text.contains("ok   socket"),
+        "a regular file passed the socket check: {text}"
+    );
+    // A socket nobody answers on: one FAIL line and one hint, not the multi-line message.
+    let sock = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+    let out = chatctl(&sock, &["doctor"], None);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 3, "{text}");
+    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "{text}");
+    assert_eq!(text.matches("hint:").count(), 1, "{text}");
+    assert!(
+        fails[0].contains("does not answer") && !text.contains("tried:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn e_doctor_of_an_unregistered_node_skips_the_port_check_in_plain_words() {
+    let net = Net::new();
+    let _holder = net.node("pa");
+    // A second "pa" with another key: the registry refuses it, so it has no address.
+    let other = tempdir();
+    let node = Node::start(other.path(), "pa", net.registry.addr);
+    wait_for(T, "the refused registration", || {
+        node.daemon
+            .log_text()
+            .contains("registration")
+            .then_some(())
+    });
+    let out = node.ctl(&["doctor"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 1, "{text}{}", stderr(&out));
+    for debug in [
+        "Some(",
+        "None",
+        "\"\"",
+        "invalid socket address",
+        "firewall",
+    ] {
+        assert!(!text.contains(debug), "{debug:?} in: {text}");
+    }
+    let port = text
+        .lines()
+        .find(|l| l.contains("peer port"))
+        .unwrap_or_default();
+    assert!(
+        port.starts_with("skip") && port.contains("not registered yet: "),
+        "{text}"
+    );
+    let out = node.ctl(&["--json", "doctor"]);
+    let skipped = peerchat_testkit::json_lines(&out.stdout)
+        .into_iter()
+        .any(|c| c["check"] == "peer port" && c["skipped"] == true);
+    assert!(skipped, "{}", stdout(&out));
+}
+
+// F: bad arguments are usage errors (exit 2), found before connecting.
+
+#[test]
+fn f_bad_arguments_are_usage_errors_before_connecting() {
+    let long = "x".repeat(129);
+    for args in [
+        &["group", "create", "bad name"][..],
+        &["trust", "bad name"],
+        &["status", "a b"],
+        &["status", ""],
+        &["cancel", "a b"],
+        &["send", "--id", "a b", "bob", "hi"],
+        &["send", "--id", "", "bob", "hi"],
+        &["send", "--id", &long, "bob", "hi"],
+        &["broadcast", "--id", "a b", "hi"],
+    ] {
+        let out = ctl_nowhere(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+    }
+    let out = ctl_nowhere(&["send", "--id", "a b", "bob", "hi"]);
+    assert!(stderr(&out).contains("printable ASCII"), "{}", stderr(&out));
+}
+
+// G: --json among a message's words does not turn a usage error into JSON.
+
+#[test]
+fn g_json_as_a_message_word_keeps_usage_errors_as_text() {
+    let out = ctl_nowhere(&["send", "--wait=zz", "bob", "--json"]);
+    assert_eq!(code(&out), 2);
+    assert!(stdout(&out).is_empty(), "JSON on stdout: {}", stdout(&out));
+    assert!(stderr(&out).starts_with("error:"), "{}", stderr(&out));
+    let out = ctl_nowhere(&["--json", "send", "--wait=zz", "bob", "hi"]);
+    assert_eq!(code(&out), 2);
+    let lines = peerchat_testkit::json_lines(&out.stdout);
+    assert_eq!(lines.len(), 1, "{}", stdout(&out));
+    assert_eq!(lines[0]["error"]["code"], "usage");
+}
+
+// H: `--wait 5 bob hi` says how --wait takes its value.
+
+#[test]
+fn h_wait_with_a_space_gets_a_hint() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let out = pa.ctl(&["send", "--wait", "5", "bob", "hi"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--wait=5"), "{}", stderr(&out));
+    // An unknown name that is not a number gets no such hint.
+    let out = pa.ctl(&["send", "--wait", "nobody", "hi"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--wait="), "{}", stderr(&out));
+}
+
+// J: help texts say what the code does, unwrapped.
+
+#[test]
+fn j_help_texts() {
+    let out = Command::new(bin("chatd"))
+        .arg("--help")
+        .output()
+        .expect("chatd --help");
+    let help = stdout(&out);
+    let example = help
+        .lines()
+        .find(|l| l.starts_with("  chatd --name pa "))
+        .unwrap_or_default();
+    assert!(example.ends_with("127.0.0.1:8888"), "wrapped: {help}");
+    let out = ctl_nowhere(&["rotate-key", "--help"]);
+    let help = stdout(&out);
+    assert!(
+        help.contains("--identity") && !help.contains("in the state directory"),
+        "{help}"
+    );
+    let out = ctl_nowhere(&["doctor", "--help"]);
+    assert!(
+        stdout(&out).contains("3\nif chatd does not answer")
+            || stdout(&out).contains("3 if chatd does not answer"),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -25,7 +25,7 @@ use peerchat_proto::Name;
     version,
     after_help = "\
 Examples:
-  chatd --name pa                              # peer port chosen by the OS, registry on 127.0.0.1:8888
+  chatd --name pa                              # OS-chosen peer port, registry 127.0.0.1:8888
   chatd --name pb --listen 0.0.0.0:7000 --registry 10.0.0.1:8888
   chatd --name pc --advertise chat.example.org:7000 --socket /tmp/pc.sock --db /tmp/pc.db
   chatd --check-config /etc/peerchat/chatd.toml
