@@ -9,7 +9,7 @@ macro_rules! exit_codes {
     () => {
         "Exit status:
   0  ok
-  1  other error
+  1  other error (doctor: a check failed)
   2  usage error
   3  chatd is not running (no socket answers)
   4  unknown name
@@ -175,7 +175,8 @@ Examples:
   chatctl rotate-key
 
 Peers that pinned the old key follow the signed rotation without any action. The old key is kept
-as chatd.key.old in the state directory; delete it once you no longer need it.
+next to chatd's key file (--identity), with the extension .key.old: STATE_DIR/chatd.key.old by
+default. Delete it once you no longer need it.
 
 ", exit_codes!()))]
     RotateKey,
@@ -185,7 +186,8 @@ Examples:
   chatctl doctor
   chatctl --json doctor
 
-Each check prints ok or FAIL with a hint; the exit status is 1 if any check fails.
+Each check prints ok or FAIL with a hint (skip: what it needs is missing). The exit status is 3
+if chatd does not answer, else 1 if any check fails.
 
 ", exit_codes!()))]
     Doctor,

@@ -39,12 +39,19 @@ pub use outbox::{
 pub use peers::CachedPeer;
 pub use retention::Retention;
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Open(#[from] peerchat_db::DbError),
+    /// The SQLite error is in the message, not a `source()` (printed twice with the chain).
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error("database commit failed: {0}")]
     Commit(String),
     #[error("message id {0:?} was already used for a different message")]
