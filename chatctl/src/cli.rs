@@ -59,11 +59,15 @@ Examples:
   chatctl send @ops \"deploy done\"    # every member of group ops
   chatctl send pb < notes.txt        # stdin as one message (also with `-` as the message)
   seq 1000 | chatctl send -l pb      # each line is its own message, pipelined
+  tail -f app.log | chatctl send -l pb   # keeps going across chatd restarts (--reconnect-timeout)
   chatctl send --wait=30 pb \"ping\"  # exit 0 once delivered, 5 if still pending after 30 s
   chatctl send --id job-42 pb done   # idempotent: a retry with the same id is not a duplicate
 
 Accepted means chatd has recorded the message; delivery continues in the background and
-survives restarts of either side.
+survives restarts of either side. With --lines, a line that is too long or not UTF-8 is reported
+with its line number and skipped, and the exit status is non-zero at the end. If chatd restarts,
+--lines and --wait reconnect and carry on: unanswered lines are sent again under the same message
+ids (never twice), and a wait goes on waiting.
 
 ", exit_codes!()))]
     Send(SendArgs),
@@ -215,9 +219,15 @@ pub struct MessageArgs {
     /// Message id for an idempotent send: the same id, recipients and body are accepted only once
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
-    /// Wait until delivered (exit 0), failed (6), or SECS passed (5); no SECS: no limit
+    /// Print the result, then wait until delivered (exit 0), failed (6), or SECS passed (5); no
+    /// SECS: no limit
     #[arg(long, value_name = "SECS", num_args = 0..=1, require_equals = true)]
     pub wait: Option<Option<f64>>,
+    /// With --lines or --wait: when the connection to chatd drops (chatd restarting), wait up to
+    /// SECS for chatd to answer again, then carry on (nothing is lost or sent twice); exit 1 if it
+    /// does not come back in time
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub reconnect_timeout: f64,
 }
 
 #[derive(Subcommand, Debug)]

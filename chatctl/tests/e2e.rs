@@ -323,7 +323,10 @@ fn registry_down_keeps_known_peers_reachable() {
     let out = pa.ctl(&["send", "stranger", "hi"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("queued") && text.contains("resolving"), "{text}");
+    assert!(
+        text.contains("queued") && text.contains("resolving"),
+        "{text}"
+    );
     let out = pa.ctl(&["--json", "status"]);
     assert_eq!(json_lines(&out.stdout)[0]["registry_reachable"], false);
     let peers = pa.ctl(&["--json", "peers"]);
@@ -643,7 +646,13 @@ fn wait_reports_delivered_expired_and_failed() {
     let mut pb = net.node("pb");
     let out = pa.ctl(&["--json", "send", "--wait", "pb", "waited"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(json_lines(&out.stdout)[0]["state"], "delivered");
+    // The accepted result first (before the wait), then the final state.
+    let r = json_lines(&out.stdout);
+    assert_eq!((r.len(), &r[0]["state"]), (2, &"queued".into()));
+    assert_eq!(
+        (&r[1]["state"], &r[1]["id"]),
+        (&"delivered".into(), &r[0]["id"])
+    );
 
     pb.daemon.terminate(T);
     let start = Instant::now();
