@@ -497,3 +497,21 @@ fn j_help_texts() {
         stdout(&out)
     );
 }
+
+// An absurd --wait or --reconnect-timeout is a usage error, never a panic or a wait that wraps
+// around to nothing.
+#[test]
+fn absurd_waits_are_usage_errors() {
+    for args in [
+        &["send", "--wait=1e300", "bob", "x"][..],
+        &["send", "--wait=1e19", "bob", "x"],
+        &["send", "--wait=18446744073709552", "bob", "x"],
+        &["send", "--wait=-1", "bob", "x"],
+        &["send", "--reconnect-timeout", "1e300", "bob", "x"],
+    ] {
+        let out = ctl_nowhere(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+        assert!(stderr(&out).contains("a year"), "{}", stderr(&out));
+    }
+}

@@ -72,6 +72,9 @@ struct Wake {
     presence: Notify,
     /// The task is waiting between attempts (after a failure).
     waiting: AtomicBool,
+    /// While waiting: the last attempt's error, for messages queued since (which no attempt
+    /// has touched yet) to show in `status` and `outbox`.
+    last_error: Mutex<Option<String>>,
     handed: Mutex<Handed>,
     /// Set when recording acknowledged messages failed: they are no longer in flight but still
     /// pending in the database, so the link must start over from the database.
@@ -170,6 +173,7 @@ impl Delivery {
             retry: Notify::new(),
             presence: Notify::new(),
             waiting: AtomicBool::new(false),
+            last_error: Mutex::new(None),
             handed: Mutex::new(Handed::default()),
             resync: AtomicBool::new(false),
         });
@@ -247,6 +251,29 @@ impl Delivery {
         }
     }
 
+    /// Why messages to `recipient` are not moving, if its task is waiting to retry: the last
+    /// attempt's error and what the registry says. `status` and `outbox` show it for pending
+    /// messages that no attempt has touched yet (queued during the wait).
+    pub fn why_waiting(&self, recipient: &Name) -> Option<String> {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let w = links.get(recipient)?;
+        if !w.waiting.load(Ordering::SeqCst) {
+            return None;
+        }
+        let error = w
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        Some(match self.presence.state(recipient) {
+            Presence::Offline => format!(
+                "{error}; {recipient} is offline (the registry says), retried as soon as it is back"
+            ),
+            Presence::Online => format!("{error}; retried every few seconds"),
+            Presence::Unknown => error,
+        })
+    }
+
     /// The registry's view of `recipient` changed (see [`Delivery::wait_to_retry`]).
     pub fn presence_changed(&self, recipient: &Name) {
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
@@ -317,6 +344,7 @@ impl Delivery {
                     let msg = e.to_string();
                     info!(to = %to, error = %msg, retry_in_ms = backoff.as_millis() as u64, presence = self.presence.state(&to).as_str(), "delivery attempt failed");
                     self.resolver.invalidate(&to);
+                    *wake.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
                     if let Err(e) = self.store.note_link_failure(to.clone(), msg).await {
                         warn!(to = %to, error = %e, "could not record the delivery failure");
                     }

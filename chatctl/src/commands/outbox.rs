@@ -66,6 +66,22 @@ pub fn list(
     }
 }
 
+/// Longest time a `--wait` or `--reconnect-timeout` may name: a year. (Without a value,
+/// `--wait` waits without a limit.)
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// `secs` of option `what` as a duration: a number of seconds from 0 to [`MAX_SECONDS`], else a
+/// usage error (never a panic, never a wrapped-around value).
+pub fn seconds(what: &str, secs: f64) -> Result<Duration, Failure> {
+    if secs.is_finite() && (0.0..=MAX_SECONDS).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(Failure::usage(format!(
+            "{what} takes a number of seconds from 0 to {MAX_SECONDS} (a year)"
+        )))
+    }
+}
+
 pub fn status(mut client: Client, json: bool, id: String) -> Result<i32, Failure> {
     let Response::MessageInfo(info) = client.call(Request::MessageStatus { msg_id: id })? else {
         return Err(unexpected());
@@ -122,10 +138,7 @@ pub fn wait(
     reconnect: Duration,
 ) -> Result<i32, Failure> {
     let deadline = match secs {
-        Some(s) if !(s.is_finite() && s >= 0.0) => {
-            return Err(Failure::usage("--wait takes a number of seconds"))
-        }
-        Some(s) => Some(Instant::now() + Duration::from_secs_f64(s)),
+        Some(s) => Some(Instant::now() + seconds("--wait", s)?),
         None => None,
     };
     let info = loop {

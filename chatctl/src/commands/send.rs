@@ -79,10 +79,9 @@ fn wait_deadline(wait: Option<Option<f64>>) -> Result<Option<Option<std::time::I
     Ok(match wait {
         None => None,
         Some(None) => Some(None),
-        Some(Some(s)) if s.is_finite() && s >= 0.0 => Some(Some(
-            std::time::Instant::now() + std::time::Duration::from_secs_f64(s),
+        Some(Some(s)) => Some(Some(
+            std::time::Instant::now() + super::outbox::seconds("--wait", s)?,
         )),
-        Some(Some(_)) => return Err(Failure::usage("--wait takes a number of seconds")),
     })
 }
 
@@ -108,14 +107,7 @@ fn send(
         reconnect_timeout,
     } = args;
     let deadline = wait_deadline(wait)?;
-    let reconnect = match reconnect_timeout {
-        s if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s),
-        _ => {
-            return Err(Failure::usage(
-                "--reconnect-timeout takes a number of seconds",
-            ))
-        }
-    };
+    let reconnect = super::outbox::seconds("--reconnect-timeout", reconnect_timeout)?;
     // What is printed only reports on the sends: a reader that goes away (`| head`) must not
     // stop them.
     output::keep_going_without_stdout();
