@@ -315,7 +315,12 @@ impl Delivery {
                     }
                     backoff = self.retry.initial;
                 }
-                Err(AttemptError::Resolve(ResolveError::Unknown(name))) => {
+                // A name never known here (a send accepted while the registry was unreachable)
+                // that the registry does not know either fails. A name we pinned once is only
+                // gone for now (unregistered, released for a new key): it keeps waiting.
+                Err(AttemptError::Resolve(ResolveError::Unknown(name)))
+                    if self.resolver.pinned(&name).is_none() =>
+                {
                     // The registry answered: the name does not exist (a send accepted while the
                     // registry was unreachable, or a name released since). Nothing will change
                     // that by retrying.
@@ -368,6 +373,10 @@ impl Delivery {
         self.presence.watch(to);
         wake.waiting.store(true, Ordering::SeqCst);
         let mut started = tokio::time::Instant::now();
+        // Messages keep their lifetime while nothing is attempted (an offline recipient can
+        // wait for days): the sweep goes on during the wait.
+        let sweep_every = EXPIRE_SWEEP.min(self.retry.lifetime);
+        let mut next_sweep = started + sweep_every;
         let ok = loop {
             let wait = match self.presence.state(to) {
                 Presence::Offline => OFFLINE_RECHECK,
@@ -379,6 +388,13 @@ impl Delivery {
                 _ = wake.retry.notified() => break true,
                 // The registry's view changed: the wait is recomputed from the same start.
                 _ = wake.presence.notified() => continue,
+                _ = tokio::time::sleep_until(next_sweep) => {
+                    self.expire_old(to).await;
+                    next_sweep = tokio::time::Instant::now() + sweep_every;
+                    if !self.store.has_pending(to.clone()).await.unwrap_or(true) {
+                        break true; // nothing left to wait for
+                    }
+                }
                 _ = tokio::time::sleep_until(started + wait) => {
                     if self.presence.state(to) != Presence::Offline {
                         break true;
