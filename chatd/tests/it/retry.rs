@@ -240,7 +240,7 @@ fn dead_links_are_noticed_without_traffic() {
     let before = count(&pb, "dead link");
     let frozen = Instant::now();
     pa.daemon.freeze();
-    wait_for(Duration::from_secs(25), "pb to drop the dead link", || {
+    wait_for(Duration::from_secs(40), "pb to drop the dead link", || {
         (count(&pb, "dead link") > before).then_some(())
     });
     let took = frozen.elapsed();
