@@ -220,7 +220,7 @@ fn dead_links_are_noticed_without_traffic() {
     let frozen = Instant::now();
     pb.daemon.freeze();
     wait_for(
-        Duration::from_secs(25),
+        Duration::from_secs(40),
         "pa to notice the dead link",
         || {
             pa.daemon
