@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::chat::body;
 use crate::report::Row;
-use crate::unix_main::now_ns;
+use crate::util::{body, now_ns};
 
 /// One TCP connection, newline-framed messages, buffered writes: what loopback can carry.
 pub fn raw_tcp(size: usize, n: usize) -> anyhow::Result<Row> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::unix_main::now_ns;
+use crate::util::{body, contains, now_ns};
 
 /// Connects and says hello; returns the reader and writer halves.
 fn connect(socket: &Path) -> anyhow::Result<(BufReader<UnixStream>, UnixStream)> {
@@ -38,19 +38,6 @@ fn connect(socket: &Path) -> anyhow::Result<(BufReader<UnixStream>, UnixStream)>
     }
     r.get_mut().set_read_timeout(None)?;
     Ok((r, w))
-}
-
-/// A message body of exactly `size` bytes that carries its index and send time.
-pub fn body(tag: &str, i: usize, ns: u64, size: usize) -> String {
-    let mut s = format!("{tag}{i}.{ns}.");
-    while s.len() < size {
-        s.push('x');
-    }
-    s
-}
-
-pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The body of a `message` line, found without parsing the JSON (bodies contain no escapes).

@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::report::percentile;
-use crate::unix_main::now_ns;
+use crate::util::{now_ns, percentile};
 
 const PAGE: usize = 4096;
 /// Pages per file, overwritten in turn (4 MiB, the size of a WAL at SQLite's default checkpoint).

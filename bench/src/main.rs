@@ -5,7 +5,15 @@ mod baseline;
 #[cfg(unix)]
 mod chat;
 #[cfg(unix)]
+mod cli;
+#[cfg(unix)]
+mod environment;
+#[cfg(unix)]
+mod fan;
+#[cfg(unix)]
 mod floor;
+#[cfg(unix)]
+mod latency;
 #[cfg(unix)]
 mod procfs;
 #[cfg(unix)]
@@ -13,7 +21,15 @@ mod registry;
 #[cfg(unix)]
 mod report;
 #[cfg(unix)]
+mod runs;
+#[cfg(unix)]
+mod targets;
+#[cfg(unix)]
+mod throughput;
+#[cfg(unix)]
 mod unix_main;
+#[cfg(unix)]
+mod util;
 
 #[cfg(unix)]
 fn main() {

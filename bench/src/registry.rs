@@ -121,7 +121,7 @@ fn client(
             if r.read_until(b'\n', &mut line)? == 0 {
                 anyhow::bail!("the registry closed the connection");
             }
-            if crate::chat::contains(&line, b"\"ok\":") {
+            if crate::util::contains(&line, b"\"ok\":") {
                 out.ok += 1;
             } else {
                 out.errors += 1;

@@ -442,14 +442,6 @@ impl Report {
     }
 }
 
-pub fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[i.clamp(1, sorted.len()) - 1] as f64
-}
-
 /// The median of several rounds of one measurement (by msg/s; of an even count, the lower
 /// middle), noting every round's rate. Nothing for no rounds.
 pub fn median_round(mut rounds: Vec<Row>) -> Option<Row> {

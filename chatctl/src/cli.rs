@@ -9,7 +9,7 @@ macro_rules! exit_codes {
     () => {
         "Exit status:
   0  ok
-  1  other error
+  1  other error (doctor: a check failed)
   2  usage error
   3  chatd is not running (no socket answers)
   4  unknown name
@@ -59,11 +59,15 @@ Examples:
   chatctl send @ops \"deploy done\"    # every member of group ops
   chatctl send pb < notes.txt        # stdin as one message (also with `-` as the message)
   seq 1000 | chatctl send -l pb      # each line is its own message, pipelined
+  tail -f app.log | chatctl send -l pb   # keeps going across chatd restarts (--reconnect-timeout)
   chatctl send --wait=30 pb \"ping\"  # exit 0 once delivered, 5 if still pending after 30 s
   chatctl send --id job-42 pb done   # idempotent: a retry with the same id is not a duplicate
 
 Accepted means chatd has recorded the message; delivery continues in the background and
-survives restarts of either side.
+survives restarts of either side. With --lines, a line that is too long or not UTF-8 is reported
+with its line number and skipped, and the exit status is non-zero at the end. If chatd restarts,
+--lines and --wait reconnect and carry on: unanswered lines are sent again under the same message
+ids (never twice), and a wait goes on waiting.
 
 ", exit_codes!()))]
     Send(SendArgs),
@@ -175,7 +179,8 @@ Examples:
   chatctl rotate-key
 
 Peers that pinned the old key follow the signed rotation without any action. The old key is kept
-as chatd.key.old in the state directory; delete it once you no longer need it.
+next to chatd's key file (--identity), with the extension .key.old: STATE_DIR/chatd.key.old by
+default. Delete it once you no longer need it.
 
 ", exit_codes!()))]
     RotateKey,
@@ -185,7 +190,8 @@ Examples:
   chatctl doctor
   chatctl --json doctor
 
-Each check prints ok or FAIL with a hint; the exit status is 1 if any check fails.
+Each check prints ok or FAIL with a hint (skip: what it needs is missing). The exit status is 3
+if chatd does not answer, else 1 if any check fails.
 
 ", exit_codes!()))]
     Doctor,
@@ -213,9 +219,15 @@ pub struct MessageArgs {
     /// Message id for an idempotent send: the same id, recipients and body are accepted only once
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
-    /// Wait until delivered (exit 0), failed (6), or SECS passed (5); no SECS: no limit
+    /// Print the result, then wait until delivered (exit 0), failed (6), or SECS passed (5); no
+    /// SECS: no limit
     #[arg(long, value_name = "SECS", num_args = 0..=1, require_equals = true)]
     pub wait: Option<Option<f64>>,
+    /// With --lines or --wait: when the connection to chatd drops (chatd restarting), wait up to
+    /// SECS for chatd to answer again, then carry on (nothing is lost or sent twice); exit 1 if it
+    /// does not come back in time
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub reconnect_timeout: f64,
 }
 
 #[derive(Subcommand, Debug)]

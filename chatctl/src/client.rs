@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use peerchat_proto::control::{self, Request, RequestLine, Response};
 use peerchat_proto::envelope::{to_line, Reply};
@@ -21,6 +21,49 @@ pub struct Client {
     /// Bytes of a reply line read before a read timeout; kept for the next `recv`.
     partial: Vec<u8>,
     pub socket: PathBuf,
+}
+
+/// Whether a failed request means the connection is gone (chatd stopped or restarted), so that
+/// a reconnect may help.
+pub fn is_lost(f: &Failure) -> bool {
+    f.code == "disconnected" || f.code == "io"
+}
+
+/// The first delay of [`reconnect`]; it doubles after every failed try, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often [`reconnect`] checks whether it was asked to stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Connects to `socket` again after the connection to chatd was lost (chatd restarting): tries
+/// after 100 ms, then with the delay doubling up to 2 s, until chatd answers. Gives up with the
+/// last error once `until` has passed (the last try is made at `until`), or with `Ok(None)` as
+/// soon as `stop()` is true.
+pub fn reconnect(
+    socket: &Path,
+    until: Option<Instant>,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Client>, Failure> {
+    let mut delay = RETRY_FIRST;
+    loop {
+        let next = Instant::now() + delay;
+        let next = until.map_or(next, |u| next.min(u));
+        while Instant::now() < next {
+            if stop() {
+                return Ok(None);
+            }
+            std::thread::sleep(STOP_POLL.min(next.saturating_duration_since(Instant::now())));
+        }
+        if stop() {
+            return Ok(None);
+        }
+        match Client::connect(Some(socket)) {
+            Ok(c) => return Ok(Some(c)),
+            Err(f) if until.is_some_and(|u| Instant::now() >= u) => return Err(f),
+            Err(_) => {}
+        }
+        delay = (delay * 2).min(RETRY_MAX);
+    }
 }
 
 /// The sockets to try, in order: `--socket`, else `$CHATD_SOCKET`, else

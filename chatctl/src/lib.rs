@@ -12,6 +12,19 @@ mod safe_text;
 
 use clap::Parser;
 
+/// Whether `--json` was given as the flag (before the subcommand or among its options), as
+/// clap reads it, even though the command line has a usage error: a `--json` among a message's
+/// words is a word, and the usage error is printed as text.
+fn json_requested<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> bool {
+    use clap::CommandFactory;
+    cli::Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()
+        .and_then(|m| m.try_get_one::<bool>("json").ok().flatten().copied())
+        .unwrap_or(false)
+}
+
 /// Parses the command line, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match cli::Cli::try_parse() {
@@ -23,7 +36,7 @@ pub fn main() -> i32 {
             } else {
                 exit::OK
             };
-            if code == exit::USAGE && std::env::args().any(|a| a == "--json") {
+            if code == exit::USAGE && json_requested(std::env::args_os()) {
                 let message = e.to_string();
                 let message = message.trim_end().trim_start_matches("error: ");
                 output::failure(true, &exit::Failure::usage(message));
@@ -40,5 +53,23 @@ pub fn main() -> i32 {
             output::failure(json, &f);
             f.exit
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_requested;
+
+    fn j(args: &[&str]) -> bool {
+        json_requested(args.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn json_counts_only_as_the_flag() {
+        assert!(j(&["chatctl", "--json", "send", "--wait=zz", "bob", "hi"]));
+        assert!(j(&["chatctl", "send", "--json", "--wait=zz", "bob", "hi"]));
+        assert!(!j(&["chatctl", "send", "--wait=zz", "bob", "--json"]));
+        assert!(!j(&["chatctl", "send", "--wait=zz", "bob", "hi", "--json"]));
+        assert!(!j(&["chatctl", "bogus", "--json"]));
     }
 }

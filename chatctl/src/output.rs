@@ -1,16 +1,37 @@
 //! Printing: human text or one JSON object per line. A closed stdout (`| head`) ends the
-//! program quietly with status 0.
+//! program quietly with status 0 (`send` carries on instead, see [`keep_going_without_stdout`]).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
 use crate::exit::Failure;
 
-/// Writes one line to stdout; exits quietly if the reader went away.
+/// Set by [`keep_going_without_stdout`].
+static STDOUT_OPTIONAL: AtomicBool = AtomicBool::new(false);
+/// stdout was found closed (with [`STDOUT_OPTIONAL`]): nothing more is written to it.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// For commands whose output only reports on work that must be finished (`send`): a closed
+/// stdout no longer ends the program; later output is dropped and the command runs to its own
+/// exit status, so `chatctl send -l … | head` never drops input behind a status 0.
+pub fn keep_going_without_stdout() {
+    STDOUT_OPTIONAL.store(true, Ordering::Relaxed);
+}
+
+/// Writes one line to stdout; exits quietly if the reader went away (unless
+/// [`keep_going_without_stdout`] was called).
 pub fn line(s: &str) {
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{s}").and_then(|_| out.flush()).is_err() {
+        if STDOUT_OPTIONAL.load(Ordering::Relaxed) {
+            STDOUT_GONE.store(true, Ordering::Relaxed);
+            return;
+        }
         std::process::exit(0);
     }
 }

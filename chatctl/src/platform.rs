@@ -36,6 +36,12 @@ mod imp {
         Some(m.permissions().mode() & 0o777)
     }
 
+    /// Whether the file is something chatd listens on (a Unix socket).
+    pub fn is_endpoint(m: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    }
+
     /// Starts a thread that exits the process (status 0) once stdout's reader is gone, even
     /// while nothing is being written (`chatctl inbox --follow | head -1`).
     pub fn exit_when_stdout_closes() {
@@ -87,6 +93,11 @@ mod imp {
 
     pub fn mode(_m: &std::fs::Metadata) -> Option<u32> {
         None
+    }
+
+    /// Named pipes have no distinct file type to check.
+    pub fn is_endpoint(_m: &std::fs::Metadata) -> bool {
+        true
     }
 
     /// A closed stdout is noticed at the next write instead.

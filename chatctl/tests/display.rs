@@ -173,7 +173,9 @@ fn a_delivered_message_shows_no_stale_error() {
     pb.restart();
     let out = waiter.wait_with_output().expect("send --wait");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let r = &json_lines(&out.stdout)[0];
+    // `--wait` prints the accepted state first, then the final one.
+    let lines = json_lines(&out.stdout);
+    let r = lines.last().expect("a final line");
     assert_eq!(r["state"], "delivered");
     assert!(r["error"].is_null(), "send --wait: stale error in {r}");
 

@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::Parser;
 use peerchat_daemon::logging::LogFormat;
+use peerchat_proto::Name;
 
 /// peerchat node daemon: receives, delivers and records messages.
 ///
@@ -23,7 +25,7 @@ use peerchat_daemon::logging::LogFormat;
     version,
     after_help = "\
 Examples:
-  chatd --name pa                              # peer port chosen by the OS, registry on 127.0.0.1:8888
+  chatd --name pa                              # OS-chosen peer port, registry 127.0.0.1:8888
   chatd --name pb --listen 0.0.0.0:7000 --registry 10.0.0.1:8888
   chatd --name pc --advertise chat.example.org:7000 --socket /tmp/pc.sock --db /tmp/pc.db
   chatd --check-config /etc/peerchat/chatd.toml
@@ -46,8 +48,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH", exclusive = true)]
     pub check_config: Option<PathBuf>,
     /// Name to register [default: the host name]
-    #[arg(long, value_name = "NAME", env = "CHATD_NAME")]
-    pub name: Option<String>,
+    #[arg(long, value_name = "NAME", env = "CHATD_NAME", value_parser = parse_name)]
+    pub name: Option<Name>,
     /// Peer address to listen on (port 0: the OS picks one, and that port is registered)
     #[arg(
         long,
@@ -57,14 +59,15 @@ pub struct Args {
     )]
     pub listen: SocketAddr,
     /// Address to register instead of the one the registry sees: HOST or HOST:PORT ([v6]:PORT)
-    #[arg(long, value_name = "HOST[:PORT]", env = "CHATD_ADVERTISE")]
-    pub advertise: Option<String>,
-    /// Registry address
+    #[arg(long, value_name = "HOST[:PORT]", env = "CHATD_ADVERTISE", value_parser = parse_advertise)]
+    pub advertise: Option<Advertise>,
+    /// Registry address: HOST:PORT ([v6]:PORT)
     #[arg(
         long,
         default_value = "127.0.0.1:8888",
-        value_name = "ADDR",
-        env = "CHATD_REGISTRY"
+        value_name = "HOST:PORT",
+        env = "CHATD_REGISTRY",
+        value_parser = parse_host_port
     )]
     pub registry: String,
     /// Control socket path
@@ -81,14 +84,16 @@ pub struct Args {
     #[arg(long, value_name = "PATH", env = "CHATD_IDENTITY")]
     pub identity: Option<PathBuf>,
     /// Accept and send the seed's plain-text messages (unauthenticated, unacknowledged)
-    #[arg(long, env = "CHATD_LEGACY")]
+    /// (CHATD_LEGACY and the file also take 1/0, yes/no, on/off)
+    #[arg(long, env = "CHATD_LEGACY", value_parser = BoolishValueParser::new())]
     pub legacy: bool,
     /// First retry delay for undelivered messages, seconds (doubles up to --retry-max)
     #[arg(
         long,
         default_value_t = 1.0,
         value_name = "SECS",
-        env = "CHATD_RETRY_INITIAL"
+        env = "CHATD_RETRY_INITIAL",
+        value_parser = parse_delay
     )]
     pub retry_initial: f64,
     /// Longest retry delay, seconds
@@ -96,7 +101,8 @@ pub struct Args {
         long,
         default_value_t = 300.0,
         value_name = "SECS",
-        env = "CHATD_RETRY_MAX"
+        env = "CHATD_RETRY_MAX",
+        value_parser = parse_delay
     )]
     pub retry_max: f64,
     /// Give up on (fail) a message not delivered within this many seconds (default: 7 days)
@@ -112,8 +118,9 @@ pub struct Args {
     /// all; at least the newest of each is always kept)
     #[arg(long, value_name = "N", env = "CHATD_RETENTION_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_count: Option<u64>,
-    /// Log level or filter (error, warn, info, debug, trace, or e.g. chatd=debug) [default: $RUST_LOG, else info]
-    #[arg(long, value_name = "LEVEL", env = "CHATD_LOG_LEVEL")]
+    /// Log level: error, warn, info, debug, trace or off; or a filter, recognised by its `=` or
+    /// `,` (e.g. chatd=debug or warn,chatd::delivery=trace) [default: $RUST_LOG, else info]
+    #[arg(long, value_name = "LEVEL", env = "CHATD_LOG_LEVEL", value_parser = peerchat_daemon::logging::parse_level)]
     pub log_level: Option<String>,
     /// Log format
     #[arg(
@@ -124,4 +131,151 @@ pub struct Args {
         env = "CHATD_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+}
+
+// The value parsers below are the whole validation of the options: clap runs them on the command
+// line, the environment and the config file alike, so `--check-config` refuses exactly what
+// start-up refuses, and names the file's line.
+
+fn parse_name(s: &str) -> Result<Name, String> {
+    Name::new(s).map_err(|e| e.to_string())
+}
+
+/// A retry delay: seconds, more than 0 and at most a day.
+fn parse_delay(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err("must be more than 0 and at most 86400 seconds".into())
+    }
+}
+
+/// `--advertise`: a host (name or IP, `[v6]` allowed) and maybe a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertise {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+fn parse_advertise(s: &str) -> Result<Advertise, String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(Advertise {
+            host: sa.ip().to_string(),
+            port: Some(sa.port()),
+        });
+    }
+    if let Ok(ip) = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        return Ok(Advertise {
+            host: ip.to_string(),
+            port: None,
+        });
+    }
+    if s.trim().is_empty() || s.contains(char::is_whitespace) {
+        return Err("needs HOST or HOST:PORT".into());
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => {
+            let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
+            Ok(Advertise {
+                host: host.to_string(),
+                port: Some(port),
+            })
+        }
+        Some(_) => Err("needs HOST or HOST:PORT".into()),
+        None => Ok(Advertise {
+            host: s.to_string(),
+            port: None,
+        }),
+    }
+}
+
+/// `--registry`: HOST:PORT with a host name or an IP (`[v6]:PORT`); resolved when used.
+fn parse_host_port(s: &str) -> Result<String, String> {
+    const WANT: &str = "expected HOST:PORT, e.g. 127.0.0.1:8888 or registry.example.org:8888";
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or(WANT)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = !host.is_empty()
+        && !host.starts_with('[')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if port_ok && host_ok {
+        Ok(s.to_string())
+    } else {
+        Err(WANT.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        let mut argv = vec!["chatd"];
+        argv.extend(args);
+        Args::try_parse_from(argv)
+    }
+
+    #[test]
+    fn values_start_up_would_refuse_are_refused_by_the_parser() {
+        for bad in [
+            &["--name", "bad name"][..],
+            &["--retry-initial", "0"],
+            &["--retry-max", "86401"],
+            &["--retry-max", "NaN"],
+            &["--advertise", ""],
+            &["--advertise", "host:port"],
+            &["--registry", "not an address"],
+            &["--registry", "host"],
+            &["--registry", "host:0"],
+            &["--log-level", "bogus"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let e = parse(&["--retry-initial", "0"]).unwrap_err().to_string();
+        assert!(
+            e.contains("more than 0 and at most 86400"),
+            "the wording must not say 0 is allowed: {e}"
+        );
+    }
+
+    #[test]
+    fn good_values_parse() {
+        let a = parse(&[
+            "--name",
+            "pa",
+            "--advertise",
+            "chat.example.org:7000",
+            "--registry",
+            "reg.example.org:8888",
+            "--retry-initial",
+            "0.5",
+            "--log-level",
+            "chatd=debug",
+        ])
+        .unwrap();
+        assert_eq!(a.name.as_ref().map(Name::as_str), Some("pa"));
+        assert_eq!(
+            a.advertise,
+            Some(Advertise {
+                host: "chat.example.org".into(),
+                port: Some(7000)
+            })
+        );
+        assert_eq!(a.registry, "reg.example.org:8888");
+        assert!(parse(&["--registry", "[::1]:8888"]).is_ok());
+        let a = parse(&["--advertise", "[::1]"]).unwrap();
+        assert_eq!(
+            a.advertise.map(|a| (a.host, a.port)),
+            Some(("::1".into(), None))
+        );
+    }
 }

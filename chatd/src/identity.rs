@@ -16,16 +16,17 @@ use peerchat_proto::{Name, PublicKey, Signature};
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
+/// I/O errors are part of the message, not a `source()` (which would print them twice).
 pub enum IdentityError {
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write key file {path}: {source}")]
+    #[error("cannot write key file {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("key file {0} is not 64 hexadecimal digits; move it away to make a new identity (peers will see a key change)")]
     Malformed(PathBuf),
@@ -61,10 +62,10 @@ impl Identity {
                 tracing::info!(key = %path.display(), fingerprint = %public_of(&k).fingerprint(), "created a new identity");
                 k
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(IdentityError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    error,
                 })
             }
         };
@@ -128,9 +129,9 @@ impl Identity {
         write_secret(&old_path, &keys.signing)?;
         let rot_json = serde_json::to_vec(&rotation).unwrap_or_default();
         let rot_path = rotation_path(&self.path);
-        std::fs::write(&rot_path, rot_json).map_err(|source| IdentityError::Write {
+        std::fs::write(&rot_path, rot_json).map_err(|error| IdentityError::Write {
             path: rot_path,
-            source,
+            error,
         })?;
         write_secret(&self.path, &new_key)?;
         *keys = Keys {
@@ -163,9 +164,9 @@ fn parse_key(text: &str) -> Option<SigningKey> {
 
 /// Writes the secret seed to a temporary file of mode 0600 and renames it over `path`.
 fn write_secret(path: &Path, key: &SigningKey) -> Result<(), IdentityError> {
-    let err = |source| IdentityError::Write {
+    let err = |error| IdentityError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let text = Zeroizing::new(format!("{}\n", hex::encode(key.to_bytes())));
     let mut tmp = path.as_os_str().to_owned();
@@ -190,9 +191,9 @@ fn write_secret(path: &Path, key: &SigningKey) -> Result<(), IdentityError> {
 fn check_mode(path: &Path) -> Result<(), IdentityError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
-        .map_err(|source| IdentityError::Read {
+        .map_err(|error| IdentityError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?
         .permissions()
         .mode();

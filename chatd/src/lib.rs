@@ -40,7 +40,7 @@ pub use store::{
 };
 
 /// Longest message id (caller-chosen ids included).
-pub const MAX_MSG_ID: usize = 128;
+pub const MAX_MSG_ID: usize = peerchat_proto::control::MAX_MSG_ID;
 
 /// How long shutdown waits for in-flight work before giving up on it (the whole stop must fit
 /// in systemd's and the 5 s).

@@ -1,6 +1,4 @@
-use std::net::SocketAddr;
-
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chatd::cli::Args;
 use peerchat_proto::Name;
 
@@ -16,32 +14,9 @@ fn main() {
     }
 }
 
-fn parse_advertise(s: &str) -> anyhow::Result<(String, Option<u16>)> {
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Ok((sa.ip().to_string(), Some(sa.port())));
-    }
-    if let Ok(ip) = s
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-    {
-        return Ok((ip.to_string(), None));
-    }
-    match s.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() => {
-            let port: u16 = port
-                .parse()
-                .with_context(|| format!("--advertise {s:?}: bad port"))?;
-            Ok((host.to_string(), Some(port)))
-        }
-        _ if !s.is_empty() => Ok((s.to_string(), None)),
-        _ => bail!("--advertise needs HOST or HOST:PORT"),
-    }
-}
-
 fn real_main(args: Args) -> anyhow::Result<()> {
     let name = match args.name {
-        Some(n) => Name::new(n).context("--name")?,
+        Some(n) => n,
         None => {
             let host = gethostname::gethostname().to_string_lossy().into_owned();
             let short = host.split('.').next().unwrap_or(&host).to_string();
@@ -61,18 +36,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     }
     config.legacy = args.legacy;
     config.socket_group = args.socket_group;
-    if let Some(a) = &args.advertise {
-        let (host, port) = parse_advertise(a)?;
-        config.advertise_host = Some(host);
-        config.advertise_port = port;
-    }
-    for (flag, v) in [
-        ("--retry-initial", args.retry_initial),
-        ("--retry-max", args.retry_max),
-    ] {
-        if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-            bail!("{flag} must be between 0 and 86400 seconds");
-        }
+    // The values were validated by the parsers in `cli.rs` (also for `--check-config`).
+    if let Some(a) = args.advertise {
+        config.advertise_host = Some(a.host);
+        config.advertise_port = a.port;
     }
     config.retry.initial = std::time::Duration::from_secs_f64(args.retry_initial);
     config.retry.max = std::time::Duration::from_secs_f64(args.retry_max.max(args.retry_initial));

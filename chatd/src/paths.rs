@@ -4,14 +4,16 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// The I/O error of a variant is part of its message and not its `source()`: chatd prints errors
+/// with their chain (`{e:#}`), which would show it twice.
 #[derive(Debug, thiserror::Error)]
 // Socket paths, directories and groups only exist on Unix.
 #[cfg_attr(windows, allow(dead_code))]
 pub enum ClaimError {
-    #[error("cannot open lock file {path}: {source}")]
+    #[error("cannot open lock file {path}: {error}")]
     LockFile {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("another chatd is already using {db} (lock {lock} is held); stop it first or use another --db")]
     Locked { db: PathBuf, lock: PathBuf },
@@ -23,17 +25,22 @@ pub enum ClaimError {
     },
     #[error("another chatd is already answering on {0}; stop it first or use another --socket")]
     SocketInUse(PathBuf),
-    #[error("cannot create socket directory {path}: {source}")]
+    #[error("cannot create socket directory {path}: {error}")]
     SocketDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    #[error("cannot create socket directory {path}: {error}\n  hint: pass --socket PATH (a directory you may write), or set XDG_RUNTIME_DIR (the socket is then $XDG_RUNTIME_DIR/peerchat/chatd.sock)")]
+    DefaultSocketDirDenied {
+        path: PathBuf,
+        error: std::io::Error,
     },
     #[error("no group named {0:?} (--socket-group)")]
     UnknownGroup(String),
-    #[error("cannot bind control socket {path}: {source}")]
+    #[error("cannot bind control socket {path}: {error}")]
     Bind {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -44,9 +51,9 @@ pub fn lock_database(db: &Path) -> Result<File, ClaimError> {
     lock.push(".lock");
     let lock = PathBuf::from(lock);
     if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| ClaimError::LockFile {
+        std::fs::create_dir_all(dir).map_err(|error| ClaimError::LockFile {
             path: lock.clone(),
-            source,
+            error,
         })?;
     }
     let file = File::options()
@@ -54,9 +61,9 @@ pub fn lock_database(db: &Path) -> Result<File, ClaimError> {
         .truncate(false)
         .write(true)
         .open(&lock)
-        .map_err(|source| ClaimError::LockFile {
+        .map_err(|error| ClaimError::LockFile {
             path: lock.clone(),
-            source,
+            error,
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -64,8 +71,6 @@ pub fn lock_database(db: &Path) -> Result<File, ClaimError> {
             db: db.to_path_buf(),
             lock,
         }),
-        Err(std::fs::TryLockError::Error(source)) => {
-            Err(ClaimError::LockFile { path: lock, source })
-        }
+        Err(std::fs::TryLockError::Error(error)) => Err(ClaimError::LockFile { path: lock, error }),
     }
 }

@@ -13,11 +13,12 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 
 #[derive(Debug, thiserror::Error)]
+/// The I/O error is part of the message, not a `source()` (printed twice with the chain).
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -46,13 +47,13 @@ pub fn parse_from<A: clap::Parser>(
     let first = cmd
         .clone()
         .try_get_matches_from(&argv)
-        .unwrap_or_else(|e| e.exit());
+        .unwrap_or_else(|e| usage_exit(&cmd, &argv, e));
     let (path, text) = match config_path(&first) {
         ConfigPath::None => return Ok(A::from_arg_matches(&first).unwrap_or_else(|e| e.exit())),
         ConfigPath::Explicit(p) => {
-            let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(&p).map_err(|error| ConfigError::Read {
                 path: p.clone(),
-                source,
+                error,
             })?;
             (p, text)
         }
@@ -61,7 +62,7 @@ pub fn parse_from<A: clap::Parser>(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(A::from_arg_matches(&first).unwrap_or_else(|e| e.exit()));
             }
-            Err(source) => return Err(ConfigError::Read { path: p, source }),
+            Err(error) => return Err(ConfigError::Read { path: p, error }),
         },
     };
     let injected = file_args(&cmd, &first, &path, &text)?;
@@ -77,9 +78,9 @@ pub fn parse_from<A: clap::Parser>(
 
 /// Checks a config file for `--check-config`: syntax, known keys, and values clap accepts.
 pub fn check<A: clap::Parser>(path: &Path) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let cmd = A::command();
     let bin = OsString::from(cmd.get_name().to_string());
@@ -159,6 +160,52 @@ fn file_args(
     Ok(out)
 }
 
+/// The option clap blamed, by its id (`retry_max`), if the error names one.
+fn blamed_arg<'a>(cmd: &'a clap::Command, e: &clap::Error) -> Option<(&'a clap::Arg, String)> {
+    let shown = e.context().find_map(|(kind, value)| match (kind, value) {
+        (clap::error::ContextKind::InvalidArg, clap::error::ContextValue::String(s)) => {
+            Some(s.clone())
+        }
+        _ => None,
+    })?;
+    let long = shown
+        .trim_start_matches("--")
+        .split([' ', '=', '<'])
+        .next()?;
+    let arg = cmd.get_arguments().find(|a| a.get_long() == Some(long))?;
+    Some((arg, shown))
+}
+
+/// The environment variable that supplied the bad value, if the error is about an option that
+/// was not on the command line but has its variable set.
+fn blamed_env(cmd: &clap::Command, argv: &[OsString], e: &clap::Error) -> Option<(String, String)> {
+    let (arg, shown) = blamed_arg(cmd, e)?;
+    let var = arg.get_env()?;
+    std::env::var_os(var)?;
+    let long = format!("--{}", arg.get_long()?);
+    let on_command_line = argv.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == long || a.starts_with(&format!("{long}="))
+    });
+    (!on_command_line).then(|| (var.to_string_lossy().into_owned(), shown))
+}
+
+/// Exits through clap for a usage error, except that a bad value from an environment variable
+/// is blamed on the variable (clap would name the option, which the user never typed).
+fn usage_exit(cmd: &clap::Command, argv: &[OsString], e: clap::Error) -> ! {
+    if let Some((var, shown)) = blamed_env(cmd, argv, &e) {
+        let rendered = e.render().to_string();
+        let message = rendered.replacen(
+            &format!("'{shown}'"),
+            &format!("{var} (the environment variable of {shown})"),
+            1,
+        );
+        eprint!("{message}");
+        std::process::exit(2);
+    }
+    e.exit()
+}
+
 fn invalid(path: &Path, text: &str, e: clap::Error) -> ConfigError {
     // Name the line of the offending key when clap says which option it was.
     let rendered = e.render().to_string();
@@ -194,11 +241,23 @@ fn is_key_line(line: &str, key: &str) -> bool {
         .is_some_and(|rest| rest.trim_start().starts_with('='))
 }
 
+/// A table header for `key`: `[key]`, `[key.sub]`, `[[key]]`.
+fn is_table_line(line: &str, key: &str) -> bool {
+    let l = line.trim_start().trim_start_matches('[').trim_start();
+    line.trim_start().starts_with('[')
+        && l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with([']', '.']))
+}
+
+/// The 1-based line where the top-level `key` is set (`key = …` or a `[key]` table header).
+/// Keys come from the parsed table, so one of the two forms is present; quoted keys and
+/// dotted keys (`key.sub = 1`) fall back to the first line mentioning the key.
 fn line_of(text: &str, key: &str) -> usize {
-    text.lines()
-        .position(|l| is_key_line(l, key))
-        .map(|i| i + 1)
-        .unwrap_or(0)
+    let find = |f: &dyn Fn(&str) -> bool| text.lines().position(f).map(|i| i + 1);
+    find(&|l| is_key_line(l, key))
+        .or_else(|| find(&|l| is_table_line(l, key)))
+        .or_else(|| find(&|l| l.contains(key)))
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -244,5 +303,20 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = run("ttl = \n", &[]).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_table_is_reported_at_its_header() {
+        let e = run("ttl = 3\n\n[section]\nx = 1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3: unknown key `section`"),
+            "a [section] header is on line 3: {e}"
+        );
+        let e = run("[[arr]]\nx = 1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("line 1: unknown key `arr`"), "{e}");
+        let e = run("\"ttl\" = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(!e.contains("line 0"), "{e}");
     }
 }

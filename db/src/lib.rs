@@ -12,16 +12,18 @@ use rusqlite::Connection;
 pub use rusqlite;
 
 #[derive(Debug, thiserror::Error)]
+/// The underlying error is part of the message, not a `source()` (which would print it twice
+/// when the chain is printed).
 pub enum DbError {
-    #[error("cannot create directory {path}: {source}")]
+    #[error("cannot create directory {path}: {error}")]
     CreateDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}: {error}")]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("database {path} has schema version {found}, newer than this program knows ({known}); upgrade the program")]
     TooNew {
@@ -29,11 +31,11 @@ pub enum DbError {
         found: usize,
         known: usize,
     },
-    #[error("migrating {path} to schema version {version}: {source}")]
+    #[error("migrating {path} to schema version {version}: {error}")]
     Migrate {
         path: PathBuf,
         version: usize,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
 }
 
@@ -44,14 +46,14 @@ pub enum DbError {
 /// loss (the WAL is fsynced at every commit).
 pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+        std::fs::create_dir_all(dir).map_err(|error| DbError::CreateDir {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
     }
-    let open_err = |source| DbError::Open {
+    let open_err = |error| DbError::Open {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     // Messages are private: create the file owner-only (SQLite gives its -wal and -shm files the
     // same mode).
@@ -83,9 +85,9 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, DbError> {
 fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<(), DbError> {
     let found: usize = conn
         .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-        .map_err(|source| DbError::Open {
+        .map_err(|error| DbError::Open {
             path: path.to_path_buf(),
-            source,
+            error,
         })?
         .try_into()
         .unwrap_or(usize::MAX);
@@ -98,10 +100,10 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()
     }
     for (i, sql) in migrations.iter().enumerate().skip(found) {
         let version = i + 1;
-        let err = |source| DbError::Migrate {
+        let err = |error| DbError::Migrate {
             path: path.to_path_buf(),
             version,
-            source,
+            error,
         };
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;

@@ -412,6 +412,20 @@ pub struct Counts {
 
 pub type ControlReply = Reply<Response>;
 
+/// Longest message id (`send`'s `msg_id`) in bytes.
+pub const MAX_MSG_ID: usize = 128;
+
+/// The rule for a caller-chosen message id: 1 to [`MAX_MSG_ID`] printable ASCII characters, no
+/// spaces. chatd refuses others (`bad_request`); chatctl checks before it connects.
+pub fn check_msg_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_MSG_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "message id must be 1-{MAX_MSG_ID} printable ASCII characters without spaces"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses one request line; on error, the id to answer with (the client's, when the line is
 /// JSON with an `id`) and the error, ready to send back.
 pub fn parse_request(line: &[u8]) -> Result<RequestLine, (u64, ErrorBody)> {
@@ -459,6 +473,20 @@ struct FastSend {
     body: String,
     #[serde(default)]
     msg_id: Option<String>,
+}
+
+#[cfg(test)]
+mod msg_id_tests {
+    use super::{check_msg_id, MAX_MSG_ID};
+
+    #[test]
+    fn msg_id_rule() {
+        assert!(check_msg_id("job-42").is_ok());
+        assert!(check_msg_id(&"x".repeat(MAX_MSG_ID)).is_ok());
+        for bad in ["", "a b", "tab\there", "é", &"x".repeat(MAX_MSG_ID + 1)] {
+            assert!(check_msg_id(bad).is_err(), "{bad:?}");
+        }
+    }
 }
 
 #[cfg(test)]

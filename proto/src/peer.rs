@@ -147,10 +147,17 @@ pub struct MsgRef<'a> {
     pub body: &'a str,
 }
 
+/// The JSON error is part of the message, not a `source()` (printed twice with the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("frame is not valid JSON for the peer protocol: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(serde_json::Error),
+}
+
+impl From<serde_json::Error> for FrameError {
+    fn from(e: serde_json::Error) -> Self {
+        FrameError::Decode(e)
+    }
 }
 
 pub fn encode(frame: &Frame) -> Vec<u8> {

@@ -97,8 +97,9 @@ pub struct Args {
     #[arg(long, default_value_t = 8, value_name = "N", env = "REGISTRYD_MAX_LEGACY_PER_SOURCE",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub max_legacy_per_source: u64,
-    /// Log level or filter (error, warn, info, debug, trace) [default: $RUST_LOG, else info]
-    #[arg(long, value_name = "LEVEL", env = "REGISTRYD_LOG_LEVEL")]
+    /// Log level: error, warn, info, debug, trace or off; or a filter, recognised by its `=` or
+    /// `,` (e.g. registryd=debug) [default: $RUST_LOG, else info]
+    #[arg(long, value_name = "LEVEL", env = "REGISTRYD_LOG_LEVEL", value_parser = peerchat_daemon::logging::parse_level)]
     pub log_level: Option<String>,
     /// Log format
     #[arg(

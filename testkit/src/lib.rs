@@ -1,5 +1,6 @@
-//! Test helpers: each test gets a fresh directory and real daemons (the built binaries) on
-//! loopback with OS-chosen ports. Waiting is always polling with a deadline, never a fixed sleep.
+//! Test helpers: each test gets a fresh directory and real daemons on loopback with OS-chosen
+//! ports: the built binaries (this module), or `chatd::run`/`registryd::run` in the test's own
+//! process ([`inproc`]). Waiting is always polling with a deadline, never a fixed sleep.
 //! The tests drive Unix processes and sockets: on other systems this crate is empty.
 #![cfg(unix)]
 
@@ -14,6 +15,7 @@ pub use tempfile::TempDir;
 
 pub mod checker;
 pub mod identity;
+pub mod inproc;
 pub mod proxy;
 
 /// The directory holding the workspace's built binaries (next to the test executable's `deps`).

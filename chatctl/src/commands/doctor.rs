@@ -1,5 +1,6 @@
 //! `chatctl doctor`: checks the control socket, the registry, the peer port as others see it,
-//! the database, and the clock; prints ok/FAIL with a hint for each, exit 1 if any failed.
+//! the database, and the clock; prints ok/FAIL (or skip) with a hint for each; exit 3 if chatd
+//! does not answer, else 1 if any check failed.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -22,6 +23,9 @@ struct Check {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<String>,
+    /// Not run, because what it needs is missing (`detail` says what); not a failure itself.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    skipped: bool,
 }
 
 fn ok(check: &'static str, detail: impl Into<String>) -> Check {
@@ -30,6 +34,26 @@ fn ok(check: &'static str, detail: impl Into<String>) -> Check {
         ok: true,
         detail: detail.into(),
         hint: None,
+        skipped: false,
+    }
+}
+
+fn skip(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        ok: false,
+        detail: detail.into(),
+        hint: None,
+        skipped: true,
+    }
+}
+
+/// A peer's presence in words.
+fn presence(online: Option<bool>) -> &'static str {
+    match online {
+        Some(true) => "online",
+        Some(false) => "offline",
+        None => "presence unknown",
     }
 }
 
@@ -39,12 +63,19 @@ fn fail(check: &'static str, detail: impl Into<String>, hint: impl Into<String>)
         ok: false,
         detail: detail.into(),
         hint: Some(hint.into()),
+        skipped: false,
     }
 }
 
 pub fn run(socket: Option<&Path>, json: bool) -> Result<i32, Failure> {
     let mut checks = Vec::new();
     let client = socket_checks(socket, &mut checks);
+    // chatd does not answer: the same exit status as every other command (3).
+    let mut code = if client.is_none() {
+        exit::NOT_RUNNING
+    } else {
+        exit::OK
+    };
     if let Some(mut client) = client {
         let status = match client.call(Request::Status) {
             Ok(Response::Status(s)) => Some(s),
@@ -70,9 +101,8 @@ pub fn run(socket: Option<&Path>, json: bool) -> Result<i32, Failure> {
         });
         checks.push(clock_check(status.as_ref()));
     }
-    let mut code = exit::OK;
     for c in &checks {
-        if !c.ok {
+        if !c.ok && !c.skipped && code == exit::OK {
             code = exit::OTHER;
         }
         if json {
@@ -85,7 +115,11 @@ pub fn run(socket: Option<&Path>, json: bool) -> Result<i32, Failure> {
                 .unwrap_or_default();
             output::line(&format!(
                 "{} {:9} {}{hint}",
-                if c.ok { "ok  " } else { "FAIL" },
+                match (c.ok, c.skipped) {
+                    (true, _) => "ok  ",
+                    (false, true) => "skip",
+                    (false, false) => "FAIL",
+                },
                 c.check,
                 // Details quote addresses from the registry and errors from chatd.
                 crate::safe_text::one_line(&c.detail)
@@ -107,6 +141,14 @@ fn socket_checks(socket: Option<&Path>, checks: &mut Vec<Check>) -> Option<Clien
         return None;
     };
     match std::fs::metadata(path) {
+        Ok(m) if !crate::platform::is_endpoint(&m) => {
+            checks.push(fail(
+                "socket",
+                format!("{} exists but is not a socket", path.display()),
+                "something else took chatd's socket path: move it away and restart chatd, or point --socket / $CHATD_SOCKET at chatd's socket",
+            ));
+            return None;
+        }
         Ok(m) if crate::platform::mode(&m).is_some_and(|mode| mode & 0o002 != 0) => {
             checks.push(fail(
                 "socket",
@@ -140,11 +182,26 @@ fn socket_checks(socket: Option<&Path>, checks: &mut Vec<Check>) -> Option<Clien
             ));
             Some(c)
         }
-        Err(f) => {
+        Err(f) if f.exit == exit::NOT_RUNNING => {
+            // Client's message lists every path tried and how to start chatd: here one line
+            // (the reason for this path) and one hint are enough.
+            let reason = match crate::platform::connect(path) {
+                Err(e) => e.to_string(),
+                Ok(_) => "it did not answer".into(),
+            };
             checks.push(fail(
                 "socket",
-                f.message,
-                "is chatd running? see `systemctl status chatd` or its log",
+                format!("chatd does not answer on {}: {reason}", path.display()),
+                "start chatd (`systemctl start chatd` or `chatd --name NAME`); if it runs, see `systemctl status chatd` or its log",
+            ));
+            None
+        }
+        Err(f) => {
+            let first = f.message.lines().next().unwrap_or_default().to_string();
+            checks.push(fail(
+                "socket",
+                first,
+                "see `systemctl status chatd` or its log",
             ));
             None
         }
@@ -160,38 +217,92 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
         ));
         return;
     }
-    checks.push(ok("registry", format!("{} reachable", status.registry)));
     let peers = match client.call(Request::Peers) {
         Ok(Response::Peers {
             peers,
             from_cache: false,
         }) => peers,
-        _ => {
-            checks.push(fail("registry", "could not list names", "see chatd's log"));
+        Ok(Response::Peers {
+            from_cache: true, ..
+        }) => {
+            checks.push(fail(
+                "registry",
+                format!(
+                    "{} did not answer the name list (chatd's list is from its cache)",
+                    status.registry
+                ),
+                "check that registryd runs and that chatd's --registry points at it; see chatd's log",
+            ));
+            return;
+        }
+        Ok(_) => {
+            checks.push(fail(
+                "registry",
+                "chatd sent an unexpected reply to the name list",
+                "update chatctl and chatd to the same version",
+            ));
+            return;
+        }
+        Err(f) => {
+            checks.push(fail(
+                "registry",
+                format!("could not list names: {}", f.message),
+                "see chatd's log",
+            ));
             return;
         }
     };
+    checks.push(ok("registry", format!("{} answers", status.registry)));
     let me: Option<&PeerInfo> = peers.iter().find(|p| p.name == status.name);
+    let registered = !status.address.is_empty();
+    // Why there is no address of ours to probe, if there is none.
+    let mut unregistered = None;
     match me {
         Some(p) if p.address == status.address && p.online == Some(true) => checks.push(ok(
             "registry",
             format!("{} resolves to us ({})", status.name, p.address),
         )),
+        Some(p) if !registered => {
+            let why = format!(
+                "the registry lists {} at {} ({}), an address chatd did not register",
+                status.name,
+                p.address,
+                presence(p.online)
+            );
+            checks.push(fail(
+                "registry",
+                format!("{why}; chatd has not registered yet"),
+                "another node may hold the name (a different key), or chatd is still retrying; check chatd's log",
+            ));
+            unregistered = Some(why);
+        }
         Some(p) => checks.push(fail(
             "registry",
             format!(
-                "{} resolves to {} (online: {:?}), but we registered {:?}",
-                status.name, p.address, p.online, status.address
+                "{} resolves to {} ({}), but we registered {}",
+                status.name,
+                p.address,
+                presence(p.online),
+                status.address
             ),
             "another node may hold the name, or the lease lapsed; check chatd's log",
         )),
-        None => checks.push(fail(
-            "registry",
-            format!("{} is not registered", status.name),
-            "chatd retries registration with backoff; check its log for the reason",
-        )),
+        None => {
+            checks.push(fail(
+                "registry",
+                format!("{} is not registered", status.name),
+                "chatd retries registration with backoff; check its log for the reason",
+            ));
+            unregistered = Some(format!("the registry does not list {}", status.name));
+        }
     }
-    checks.push(port_check(client, &status.address));
+    match unregistered {
+        Some(why) if !registered => {
+            checks.push(skip("peer port", format!("not registered yet: {why}")))
+        }
+        _ if !registered => checks.push(skip("peer port", "not registered yet")),
+        _ => checks.push(port_check(client, &status.address)),
+    }
 }
 
 /// Connects to our registered address the way a peer would: the preamble, then the first two

@@ -18,8 +18,9 @@ fn names(v: &[String]) -> Result<Vec<Name>, Failure> {
     v.iter().map(|s| name(s, "member")).collect()
 }
 
-pub fn run(mut client: Client, json: bool, cmd: GroupCommand) -> Result<i32, Failure> {
-    let request = match &cmd {
+/// The request for `cmd`, with its names checked (before connecting: a usage error is exit 2).
+pub fn request(cmd: &GroupCommand) -> Result<Request, Failure> {
+    Ok(match cmd {
         GroupCommand::Create { group, members } => Request::GroupCreate {
             group: name(group, "group")?,
             members: names(members)?,
@@ -39,7 +40,10 @@ pub fn run(mut client: Client, json: bool, cmd: GroupCommand) -> Result<i32, Fai
         GroupCommand::Show { group } => Request::GroupShow {
             group: name(group, "group")?,
         },
-    };
+    })
+}
+
+pub fn run(mut client: Client, json: bool, request: Request) -> Result<i32, Failure> {
     match client.call(request)? {
         Response::Group(g) => print(json, &g),
         Response::Groups { groups } => {

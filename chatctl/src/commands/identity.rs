@@ -31,8 +31,12 @@ pub fn whoami(mut client: Client, json: bool) -> Result<i32, Failure> {
     Ok(exit::OK)
 }
 
-pub fn trust(mut client: Client, json: bool, name: String) -> Result<i32, Failure> {
-    let name = Name::new(name.clone()).map_err(|e| Failure::usage(format!("{name:?}: {e}")))?;
+/// `trust NAME`'s name, checked before connecting.
+pub fn trust_name(name: String) -> Result<Name, Failure> {
+    Name::new(name.clone()).map_err(|e| Failure::usage(format!("{name:?}: {e}")))
+}
+
+pub fn trust(mut client: Client, json: bool, name: Name) -> Result<i32, Failure> {
     let reply = client.call(Request::Trust { name })?;
     let Response::Trusted {
         name,

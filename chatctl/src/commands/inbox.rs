@@ -15,7 +15,7 @@ use peerchat_proto::control::{InboxMessage, Request, Response};
 use peerchat_proto::Name;
 
 use crate::cli::InboxArgs;
-use crate::client::Client;
+use crate::client::{self, Client};
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::safe_text::{one_line, visible, INDENT};
@@ -40,15 +40,7 @@ pub fn run(socket: Option<&Path>, json: bool, args: InboxArgs) -> Result<i32, Fa
     };
     let client = Client::connect(socket)?;
     if args.follow {
-        return follow(
-            client,
-            socket,
-            json,
-            from,
-            args.limit.unwrap_or(10),
-            after,
-            cursor,
-        );
+        return follow(client, json, from, args.limit.unwrap_or(10), after, cursor);
     }
     list(client, json, from, args.limit.unwrap_or(20), after, cursor)
 }
@@ -91,7 +83,6 @@ fn list(
 
 fn follow(
     mut client: Client,
-    socket: Option<&Path>,
     json: bool,
     from: Option<Name>,
     backlog: u32,
@@ -99,6 +90,9 @@ fn follow(
     mut cursor: Option<Cursor>,
 ) -> Result<i32, Failure> {
     crate::platform::exit_when_stdout_closes();
+    // Reconnect to the socket that answered, even if discovery would find another one while
+    // chatd is away (`$XDG_RUNTIME_DIR/peerchat/chatd.sock` is only tried while it exists).
+    let path = client.socket.clone();
     // Ctrl-C / SIGTERM end the follow between two messages, never between printing one and
     // saving the cursor, so a clean exit never repeats a message.
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,7 +115,7 @@ fn follow(
             let reply = match client.recv() {
                 Ok(r) => r,
                 Err(f) if f.code == "timeout" => continue,
-                Err(f) if f.code == "disconnected" || f.code == "io" => break,
+                Err(f) if client::is_lost(&f) => break,
                 Err(f) => return Err(f),
             };
             match reply.outcome.into_result().map_err(Failure::from)? {
@@ -143,31 +137,12 @@ fn follow(
             }
         }
         eprintln!("chatctl: lost the connection to chatd; reconnecting");
-        client = match reconnect(socket, &stop) {
-            Some(c) => c,
-            None => return Ok(exit::OK),
+        // No time limit: only a signal (or a closed stdout) ends a follow.
+        client = match client::reconnect(&path, None, &|| stop.load(Ordering::Relaxed)) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(exit::OK),
+            Err(f) => return Err(f),
         };
-    }
-}
-
-/// Tries to connect until chatd answers again (backoff 100 ms doubling to 2 s); `None` if we
-/// were asked to stop meanwhile.
-fn reconnect(socket: Option<&Path>, stop: &AtomicBool) -> Option<Client> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let until = std::time::Instant::now() + delay;
-        while std::time::Instant::now() < until {
-            if stop.load(Ordering::Relaxed) {
-                return None;
-            }
-            std::thread::sleep(
-                STOP_POLL.min(until.saturating_duration_since(std::time::Instant::now())),
-            );
-        }
-        if let Ok(c) = Client::connect(socket) {
-            return Some(c);
-        }
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 

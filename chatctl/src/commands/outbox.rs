@@ -1,10 +1,10 @@
 //! `chatctl outbox`, `chatctl status ID`, `chatctl cancel ID`, and the `--wait` of send.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use peerchat_proto::control::{DeliveryState, MessageInfo, Request, Response};
+use peerchat_proto::control::{code, DeliveryState, MessageInfo, Request, Response};
 
-use crate::client::Client;
+use crate::client::{self, Client};
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::safe_text::one_line;
@@ -66,6 +66,22 @@ pub fn list(
     }
 }
 
+/// Longest time a `--wait` or `--reconnect-timeout` may name: a year. (Without a value,
+/// `--wait` waits without a limit.)
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// `secs` of option `what` as a duration: a number of seconds from 0 to [`MAX_SECONDS`], else a
+/// usage error (never a panic, never a wrapped-around value).
+pub fn seconds(what: &str, secs: f64) -> Result<Duration, Failure> {
+    if secs.is_finite() && (0.0..=MAX_SECONDS).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(Failure::usage(format!(
+            "{what} takes a number of seconds from 0 to {MAX_SECONDS} (a year)"
+        )))
+    }
+}
+
 pub fn status(mut client: Client, json: bool, id: String) -> Result<i32, Failure> {
     let Response::MessageInfo(info) = client.call(Request::MessageStatus { msg_id: id })? else {
         return Err(unexpected());
@@ -110,22 +126,72 @@ fn print_info(json: bool, info: &MessageInfo) {
 
 /// Waits for `id` as `send --wait[=SECS]` asks; returns the exit code: 0 all delivered (or sent
 /// to a legacy peer), 6 any failed or cancelled, 5 time ran out with recipients still pending.
-pub fn wait(client: &mut Client, json: bool, id: &str, secs: Option<f64>) -> Result<i32, Failure> {
-    let timeout_ms = match secs {
-        Some(s) if !(s.is_finite() && s >= 0.0) => {
-            return Err(Failure::usage("--wait takes a number of seconds"))
-        }
-        Some(s) => Some(Duration::from_secs_f64(s).as_millis() as u64),
+///
+/// The message is already accepted, so a lost connection (chatd restarting) changes nothing
+/// about it: reconnect (waiting up to `reconnect` for chatd to answer) and wait again. Only if
+/// chatd does not come back in time is this an error (exit 1), never "failed".
+pub fn wait(
+    client: &mut Client,
+    json: bool,
+    id: &str,
+    secs: Option<f64>,
+    reconnect: Duration,
+) -> Result<i32, Failure> {
+    let deadline = match secs {
+        Some(s) => Some(Instant::now() + seconds("--wait", s)?),
         None => None,
     };
-    // The reply may take as long as the wait: no read timeout on this connection from now on.
-    client.set_streaming()?;
-    let Response::MessageInfo(info) = client.call(Request::Wait {
-        msg_id: id.to_string(),
-        timeout_ms,
-    })?
-    else {
-        return Err(unexpected());
+    let info = loop {
+        let timeout_ms =
+            deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
+        // The reply may take as long as the wait: no read timeout on this connection from now on.
+        let reply = client.set_streaming().and_then(|()| {
+            client.call(Request::Wait {
+                msg_id: id.to_string(),
+                timeout_ms,
+            })
+        });
+        match reply {
+            Ok(Response::MessageInfo(info)) => {
+                // chatd answers a pending wait early when it stops: that is not the end of the
+                // wait. Ask again (on a new connection, once this one ends).
+                let time_left = deadline.is_none_or(|d| {
+                    d.saturating_duration_since(Instant::now()) > EARLY_REPLY_SLACK
+                });
+                if time_left && !info.recipients.iter().all(|r| r.done) {
+                    std::thread::sleep(EARLY_REPLY_PAUSE);
+                    continue;
+                }
+                break info;
+            }
+            Ok(_) => return Err(unexpected()),
+            Err(f) if client::is_lost(&f) || f.code == code::SHUTTING_DOWN => {
+                eprintln!(
+                    "chatctl: lost the connection to chatd while waiting for {id}; reconnecting"
+                );
+                let socket = client.socket.clone();
+                *client = match client::reconnect(
+                    &socket,
+                    Some(Instant::now() + reconnect),
+                    &|| false,
+                ) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => unreachable!("reconnect without a stop condition"),
+                    Err(f) => {
+                        let why = f.message.lines().next().unwrap_or_default().to_string();
+                        return Err(Failure::new(
+                            exit::OTHER,
+                            "disconnected",
+                            format!(
+                                "chatd did not come back within {} s (last try: {why}); message {id} is accepted and stays in chatd's outbox: `chatctl status {id}` shows it once chatd runs again",
+                                reconnect.as_secs_f64()
+                            ),
+                        ));
+                    }
+                };
+            }
+            Err(f) => return Err(f),
+        }
     };
     let code = if info
         .recipients
@@ -155,6 +221,12 @@ pub fn wait(client: &mut Client, json: bool, id: &str, secs: Option<f64>) -> Res
     }
     Ok(code)
 }
+
+/// A `wait` reply with recipients still pending and more than this left of `--wait` came early
+/// (chatd stopping), so chatctl waits again.
+const EARLY_REPLY_SLACK: Duration = Duration::from_millis(50);
+/// Pause before asking again after an early reply (chatd is going away; do not spin).
+const EARLY_REPLY_PAUSE: Duration = Duration::from_millis(100);
 
 fn unexpected() -> Failure {
     Failure::new(exit::OTHER, "protocol", "unexpected reply from chatd")

@@ -12,8 +12,15 @@ use tokio_util::codec::Decoder;
 pub enum LineError {
     #[error("request line longer than {0} bytes")]
     TooLong(usize),
+    /// The I/O error is in the message, not a `source()` (printed twice with the chain).
     #[error("read error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for LineError {
+    fn from(e: std::io::Error) -> Self {
+        LineError::Io(e)
+    }
 }
 
 pub struct Lines {

@@ -56,11 +56,11 @@ pub fn list(node: &Arc<Node>, limit: Option<u32>, after: Option<String>) -> Repl
         let entries = rows
             .into_iter()
             .map(|r| OutboxEntry {
+                error: r.error.or_else(|| waiting_note(&node, &r.to, r.done)),
                 id: r.msg_id,
                 to: r.to,
                 state: r.state,
                 attempts: r.attempts,
-                error: r.error,
                 created_at: rfc3339(r.created_at_ms),
                 updated_at: rfc3339(r.updated_at_ms),
             })
@@ -85,10 +85,19 @@ async fn info(node: &Node, msg_id: &str) -> Result<MessageInfo, ErrorBody> {
                 format!("no outgoing message with id {msg_id}"),
             )
         })?;
-    Ok(to_info(msg_id, rows))
+    Ok(to_info(node, msg_id, rows))
 }
 
-fn to_info(msg_id: &str, rows: Vec<DeliveryRow>) -> MessageInfo {
+/// For a pending row with no error of its own (queued while its recipient's task waits to
+/// retry, so no attempt touched it yet): why it is not moving.
+fn waiting_note(node: &Node, to: &peerchat_proto::Name, done: bool) -> Option<String> {
+    if done {
+        return None;
+    }
+    node.delivery.why_waiting(to)
+}
+
+fn to_info(node: &Node, msg_id: &str, rows: Vec<DeliveryRow>) -> MessageInfo {
     MessageInfo {
         id: msg_id.to_string(),
         created_at: rows
@@ -98,10 +107,10 @@ fn to_info(msg_id: &str, rows: Vec<DeliveryRow>) -> MessageInfo {
         recipients: rows
             .into_iter()
             .map(|r| RecipientDetail {
+                error: r.error.or_else(|| waiting_note(node, &r.to, r.done)),
                 to: r.to,
                 state: r.state,
                 attempts: r.attempts,
-                error: r.error,
                 updated_at: rfc3339(r.updated_at_ms),
                 done: r.done,
             })

@@ -256,14 +256,5 @@ async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, usize, Option<usi
 }
 
 fn validate_msg_id(id: &str) -> Result<(), ErrorBody> {
-    if id.is_empty() || id.len() > crate::MAX_MSG_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ErrorBody::new(
-            code::BAD_REQUEST,
-            format!(
-                "message id must be 1-{} printable ASCII characters without spaces",
-                crate::MAX_MSG_ID
-            ),
-        ));
-    }
-    Ok(())
+    peerchat_proto::control::check_msg_id(id).map_err(|m| ErrorBody::new(code::BAD_REQUEST, m))
 }

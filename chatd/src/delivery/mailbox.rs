@@ -31,6 +31,9 @@ pub struct Mailbox {
     presence: Notify,
     /// The task is waiting between attempts (after a failure).
     waiting: AtomicBool,
+    /// While waiting: the last attempt's error, for messages queued since (which no attempt
+    /// has touched yet) to show in `status` and `outbox`.
+    last_error: Mutex<Option<String>>,
     /// Set when recording acknowledged messages failed: they are no longer in flight but still
     /// pending in the database, so the link must start over from the database.
     resync: AtomicBool,
@@ -69,6 +72,7 @@ impl Mailbox {
             retry: Notify::new(),
             presence: Notify::new(),
             waiting: AtomicBool::new(false),
+            last_error: Mutex::new(None),
             resync: AtomicBool::new(false),
             handed: Mutex::new(Handed::default()),
             max,
@@ -164,6 +168,22 @@ impl Mailbox {
     /// The registry's view of the recipient changed.
     pub fn presence_changed(&self) {
         self.presence.notify_one();
+    }
+
+    /// The last attempt failed with `error`.
+    pub fn set_last_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// The last attempt's error, while the task waits to retry.
+    pub fn error_while_waiting(&self) -> Option<String> {
+        if !self.waiting.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Marks the task as waiting between attempts until the guard is dropped.
@@ -301,10 +321,14 @@ mod tests {
     fn only_a_waiting_task_is_told_to_retry() {
         let mb = Mailbox::new();
         assert!(!mb.retry_if_waiting());
+        mb.set_last_error("refused".into());
+        assert_eq!(mb.error_while_waiting(), None);
         let w = mb.waiting();
         assert!(mb.retry_if_waiting());
+        assert_eq!(mb.error_while_waiting().as_deref(), Some("refused"));
         drop(w);
         assert!(!mb.retry_if_waiting());
+        assert_eq!(mb.error_while_waiting(), None);
         assert!(!mb.take_resync());
         mb.needs_resync();
         assert!(mb.take_resync());

@@ -59,7 +59,7 @@ use self::retry::Backoff;
 pub use self::retry::RetryPolicy;
 use crate::identity::Identity;
 use crate::peer::PeerConn;
-use crate::presence::PresenceWatch;
+use crate::presence::{Presence, PresenceWatch};
 use crate::resolver::{ResolveError, Resolver};
 use crate::store::{Outgoing, Store};
 
@@ -191,6 +191,20 @@ impl Delivery {
         }
     }
 
+    /// Why messages to `recipient` are not moving, if its task is waiting to retry: the last
+    /// attempt's error and what the registry says. `status` and `outbox` show it for pending
+    /// messages that no attempt has touched yet (queued during the wait).
+    pub fn why_waiting(&self, recipient: &Name) -> Option<String> {
+        let error = self.links().get(recipient)?.error_while_waiting()?;
+        Some(match self.presence.state(recipient) {
+            Presence::Offline => format!(
+                "{error}; {recipient} is offline (the registry says), retried as soon as it is back"
+            ),
+            Presence::Online => format!("{error}; retried every few seconds"),
+            Presence::Unknown => error,
+        })
+    }
+
     /// The registry's view of `recipient` changed (see [`retry::wait_to_retry`]).
     pub fn presence_changed(&self, recipient: &Name) {
         if let Some(mb) = self.links().get(recipient) {
@@ -204,9 +218,10 @@ impl Delivery {
         let mut backoff = Backoff::new(&self.retry);
         // The lifetime sweep is a database write: not on every wake-up; once a minute (or once per
         // lifetime, if that is shorter) is plenty.
+        let sweep_every = EXPIRE_SWEEP.min(self.retry.lifetime);
         let mut last_sweep: Option<Instant> = None;
         while !self.stop.is_cancelled() {
-            if last_sweep.is_none_or(|t| t.elapsed() >= EXPIRE_SWEEP.min(self.retry.lifetime)) {
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
                 last_sweep = Some(Instant::now());
                 self.expire_old(&to).await;
             }
@@ -220,7 +235,7 @@ impl Delivery {
                     link_was_up,
                 } => {
                     let delay = backoff.after_failure(link_was_up);
-                    if !self.on_failure(&to, reason, delay).await {
+                    if !self.on_failure(&to, &mailbox, reason, delay).await {
                         backoff.reset();
                         continue;
                     }
@@ -240,11 +255,26 @@ impl Delivery {
                     continue;
                 }
             };
-            let (presence, stop) = (&self.presence, &self.stop);
-            if !retry::wait_to_retry(presence, &to, &mailbox, delay, stop).await {
+            if !self.wait_to_retry(&to, &mailbox, delay, sweep_every).await {
                 return;
             }
         }
+    }
+
+    /// [`retry::wait_to_retry`], with the lifetime sweep going on meanwhile. `false`: shutdown.
+    async fn wait_to_retry(
+        &self,
+        to: &Name,
+        mailbox: &Mailbox,
+        delay: Duration,
+        sweep_every: Duration,
+    ) -> bool {
+        let sweep = || async {
+            self.expire_old(to).await;
+            self.store.has_pending(to.clone()).await.unwrap_or(true)
+        };
+        let (presence, stop) = (&self.presence, &self.stop);
+        retry::wait_to_retry(presence, to, mailbox, stop, delay, sweep_every, sweep).await
     }
 
     /// One attempt: open a link (or send to a seed peer) and stream until it ends.
@@ -279,16 +309,30 @@ impl Delivery {
 
     /// Deals with a failed attempt (the next waits `retry_in`). Returns `false` when there is
     /// nothing to wait for: the name is unknown and its messages failed.
-    async fn on_failure(&self, to: &Name, reason: AttemptError, retry_in: Duration) -> bool {
-        if let AttemptError::Resolve(ResolveError::Unknown(name)) = &reason {
-            // The registry answered: the name does not exist (a send accepted while the registry
-            // was unreachable, or a name released since). Nothing will change that by retrying.
-            // If nothing could be failed, never spin: wait as after any failure.
-            return !self.fail_unknown(to, name).await;
+    async fn on_failure(
+        &self,
+        to: &Name,
+        mailbox: &Mailbox,
+        reason: AttemptError,
+        retry_in: Duration,
+    ) -> bool {
+        match &reason {
+            // A name never known here (a send accepted while the registry was unreachable) that
+            // the registry does not know either fails: nothing will change that by retrying. A
+            // name we pinned once is only gone for now (unregistered, released for a new key):
+            // it keeps waiting, like after any failure. If nothing could be failed, never spin:
+            // wait as after any failure.
+            AttemptError::Resolve(ResolveError::Unknown(name))
+                if self.resolver.pinned(name).is_none() =>
+            {
+                return !self.fail_unknown(to, name).await;
+            }
+            _ => {}
         }
         let msg = reason.to_string();
         info!(to = %to, error = %msg, retry_in_ms = retry_in.as_millis() as u64, presence = self.presence.state(to).as_str(), "delivery attempt failed");
         self.resolver.invalidate(to);
+        mailbox.set_last_error(msg.clone());
         if let Err(e) = self.store.note_link_failure(to.clone(), msg).await {
             warn!(to = %to, error = %e, "could not record the delivery failure");
         }

@@ -1,6 +1,7 @@
 //! When to try again after a failed attempt: the backoff schedule, and the wait itself, which
 //! the registry's view of the recipient (`crate::presence`) shortens or stretches.
 
+use std::future::Future;
 use std::time::Duration;
 
 use peerchat_proto::Name;
@@ -76,17 +77,22 @@ pub fn wait_for(backoff: Duration, presence: Presence) -> Duration {
 ///
 /// Watches the recipient's presence meanwhile. A change of it recomputes the wait from the same
 /// start; a retry request (the recipient is back, it opened a link to us, `trust`) ends it at
-/// once; while the recipient is offline, nothing is attempted.
-pub async fn wait_to_retry(
+/// once; while the recipient is offline, nothing is attempted. Messages keep their lifetime
+/// while nothing is attempted (an offline recipient can wait for days): `sweep` (the lifetime
+/// sweep) runs every `sweep_every` during the wait, and ends it when it says nothing is left.
+pub async fn wait_to_retry<F: Future<Output = bool>>(
     presence: &PresenceWatch,
     to: &Name,
     mailbox: &Mailbox,
-    backoff: Duration,
     stop: &CancellationToken,
+    backoff: Duration,
+    sweep_every: Duration,
+    mut sweep: impl FnMut() -> F,
 ) -> bool {
     presence.watch(to);
     let _waiting = mailbox.waiting();
     let mut started = tokio::time::Instant::now();
+    let mut next_sweep = started + sweep_every;
     loop {
         let wait = wait_for(backoff, presence.state(to));
         tokio::select! {
@@ -94,6 +100,12 @@ pub async fn wait_to_retry(
             _ = mailbox.retry_requested() => return true,
             // The registry's view changed: the wait is recomputed from the same start.
             _ = mailbox.presence_notified() => continue,
+            _ = tokio::time::sleep_until(next_sweep) => {
+                if !sweep().await {
+                    return true; // nothing left to wait for
+                }
+                next_sweep = tokio::time::Instant::now() + sweep_every;
+            }
             _ = tokio::time::sleep_until(started + wait) => {
                 if presence.state(to) != Presence::Offline {
                     return true;
@@ -155,31 +167,66 @@ mod tests {
         assert_eq!(wait_for(long, Presence::Unknown), long);
     }
 
+    /// What a test wait sweeps: nothing, and something is always left.
+    async fn still_pending() -> bool {
+        true
+    }
+
     #[tokio::test]
     async fn a_wait_ends_after_the_backoff_on_a_retry_request_or_at_shutdown() {
         let (presence, _changes) = PresenceWatch::new();
         let to = Name::new("pb").unwrap();
         let mailbox = Mailbox::new();
         let stop = CancellationToken::new();
+        let hour = Duration::from_secs(3600);
+        let wait = |backoff| {
+            wait_to_retry(
+                &presence,
+                &to,
+                &mailbox,
+                &stop,
+                backoff,
+                hour,
+                still_pending,
+            )
+        };
         let started = std::time::Instant::now();
-        let wait = Duration::from_millis(50);
-        assert!(wait_to_retry(&presence, &to, &mailbox, wait, &stop).await);
-        assert!(started.elapsed() >= wait);
+        let short = Duration::from_millis(50);
+        assert!(wait(short).await);
+        assert!(started.elapsed() >= short);
         // Watched while waiting, and waiting only while in the wait.
         assert!(!mailbox.retry_if_waiting());
-        let long = Duration::from_secs(600);
         let retried = async {
             while !mailbox.retry_if_waiting() {
                 tokio::task::yield_now().await;
             }
         };
-        let (ok, ()) = tokio::join!(
-            wait_to_retry(&presence, &to, &mailbox, long, &stop),
-            retried
-        );
+        let (ok, ()) = tokio::join!(wait(hour), retried);
         assert!(ok);
         stop.cancel();
-        assert!(!wait_to_retry(&presence, &to, &mailbox, long, &stop).await);
+        assert!(!wait(hour).await);
         assert!(!mailbox.retry_if_waiting());
+    }
+
+    #[tokio::test]
+    async fn the_lifetime_sweep_runs_during_a_wait_and_can_end_it() {
+        let (presence, _changes) = PresenceWatch::new();
+        let to = Name::new("pb").unwrap();
+        let mailbox = Mailbox::new();
+        let stop = CancellationToken::new();
+        let mut sweeps = 0;
+        let sweep = || {
+            sweeps += 1;
+            let left = sweeps < 3; // the third sweep failed the last message
+            async move { left }
+        };
+        let hour = Duration::from_secs(3600);
+        let every = Duration::from_millis(10);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait_to_retry(&presence, &to, &mailbox, &stop, hour, every, sweep),
+        );
+        assert!(waited.await.expect("the sweep ended the wait"));
+        assert_eq!(sweeps, 3);
     }
 }

@@ -8,16 +8,29 @@ pub enum LinkError {
     Closed,
     #[error("timed out {0}")]
     Timeout(&'static str),
+    // The wrapped errors are in the message, not `source()`s (printed twice with the chain).
     #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("bad frame: {0}")]
-    Frame(#[from] peer::FrameError),
+    Frame(peer::FrameError),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("encryption failed or the link was tampered with: {0}")]
     Noise(String),
     #[error("the peer's key is not the one bound to its name")]
     WrongKey,
+}
+
+impl From<std::io::Error> for LinkError {
+    fn from(e: std::io::Error) -> Self {
+        LinkError::Io(e)
+    }
+}
+
+impl From<peer::FrameError> for LinkError {
+    fn from(e: peer::FrameError) -> Self {
+        LinkError::Frame(e)
+    }
 }
 
 /// A Noise failure (handshake or transport) as a link error.

@@ -105,13 +105,23 @@ pub fn bind_control(path: &Path, group: Option<&str>) -> Result<ControlListener,
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|source| ClaimError::SocketDir {
-                path: dir.to_path_buf(),
-                source,
+            std::fs::create_dir_all(dir).map_err(|error| {
+                if error.kind() == std::io::ErrorKind::PermissionDenied && path == default_socket()
+                {
+                    ClaimError::DefaultSocketDirDenied {
+                        path: dir.to_path_buf(),
+                        error,
+                    }
+                } else {
+                    ClaimError::SocketDir {
+                        path: dir.to_path_buf(),
+                        error,
+                    }
+                }
             })?;
-            let dir_err = |source| ClaimError::SocketDir {
+            let dir_err = |error| ClaimError::SocketDir {
                 path: dir.to_path_buf(),
-                source,
+                error,
             };
             let mode = if gid.is_some() { 0o750 } else { 0o700 };
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
@@ -130,9 +140,9 @@ pub fn bind_control(path: &Path, group: Option<&str>) -> Result<ControlListener,
             }
         }
     }
-    let bind_err = |source| ClaimError::Bind {
+    let bind_err = |error| ClaimError::Bind {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
     let mode = if gid.is_some() { 0o660 } else { 0o600 };

@@ -45,7 +45,7 @@ pub fn bind_control(path: &Path, _group: Option<&str>) -> Result<ControlListener
             std::io::ErrorKind::PermissionDenied => ClaimError::SocketInUse(path.to_path_buf()),
             _ => ClaimError::Bind {
                 path: path.to_path_buf(),
-                source: e,
+                error: e,
             },
         })?;
     Ok(ControlListener {

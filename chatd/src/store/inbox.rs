@@ -70,8 +70,8 @@ pub(super) fn max_seq(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM inbox", [], |r| r.get(0))?)
 }
 
-/// A received message, unless its key is there already. `?8`: the seq floor (see `SeqFloor`),
-/// normally 0: the next rowid.
+/// A received message, unless its key is there already. `?8`: the seq high-water mark (see
+/// `SeqHighWater`), normally 0: the next rowid.
 pub const INSERT_INBOX: &str =
     "INSERT INTO inbox (seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
      VALUES (CASE WHEN ?8 > 0 THEN MAX(?8, (SELECT COALESCE(MAX(seq), 0) FROM inbox)) + 1 END,
@@ -105,8 +105,8 @@ impl Store {
     ) -> Result<Vec<(Arrival, String)>, StoreError> {
         let feed = self.inbox_feed.clone();
         let followers = self.inbox_feed.clone();
-        let floor = self.inbox_floor.clone();
-        let committed = self.inbox_floor.clone();
+        let seq_mark = self.inbox_seq_mark.clone();
+        let committed = self.inbox_seq_mark.clone();
         let seen_keys = self.seen_keys.clone();
         let job = move |conn: &super::Batch| {
             let now = peerchat_db::now_ms() as i64;
@@ -166,7 +166,7 @@ impl Store {
                     m.msg.sent_at_ms as i64,
                     now,
                     m.authenticated,
-                    floor.get()
+                    seq_mark.get()
                 ])?;
                 if n != 1 {
                     let arrival = if same_body(&m)? {

@@ -39,12 +39,19 @@ pub use outbox::{
 pub use peers::CachedPeer;
 pub use retention::Retention;
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Open(#[from] peerchat_db::DbError),
+    /// The SQLite error is in the message, not a `source()` (printed twice with the chain).
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error("database commit failed: {0}")]
     Commit(String),
     #[error("message id {0:?} was already used for a different message")]
@@ -83,8 +90,8 @@ pub struct Store {
     /// order), so caught-up followers need no database read. Bounded: a follower that lags
     /// behind it reads from the database instead.
     inbox_feed: broadcast::Sender<FeedItem>,
-    inbox_floor: SeqFloor,
-    outbox_floor: SeqFloor,
+    inbox_seq_mark: SeqHighWater,
+    outbox_seq_mark: SeqHighWater,
     /// Recipients known to have a committed `pending_floor` row (see `submit_send`).
     floors: KnownFloors,
     /// False while `inbox_seen` is certainly empty (no retention ever removed an inbox row):
@@ -102,16 +109,17 @@ pub(crate) type KnownFloors = std::sync::Arc<std::sync::Mutex<std::collections::
 /// seq (0 otherwise). Seqs are plain rowids (the largest plus one), so they are never reused as
 /// long as the newest row stays, which retention guarantees; but before schema 6, retention could
 /// remove the newest rows, and then only AUTOINCREMENT's `sqlite_sequence` remembered how far
-/// the seqs had gone (migration 6 keeps it in `seq_floor`). Until an insert above the floor has
-/// committed, inserts give the seq explicitly: `CASE WHEN ?floor > 0 THEN MAX(?floor, MAX(seq)) + 1 END`
-/// (NULL, i.e. the next rowid, when there is no floor).
+/// the seqs had gone (migration 6 keeps it in the `seq_floor` table). Until an insert above the mark has
+/// committed, inserts give the seq explicitly: `CASE WHEN ?mark > 0 THEN MAX(?mark, MAX(seq)) + 1 END`
+/// (NULL, i.e. the next rowid, when there is no mark). Not to be confused with a recipient's
+/// pending floor (`pending_floor`, `store/outbox/transitions.rs`).
 #[derive(Clone, Default)]
-pub(crate) struct SeqFloor(std::sync::Arc<std::sync::atomic::AtomicI64>);
+pub(crate) struct SeqHighWater(std::sync::Arc<std::sync::atomic::AtomicI64>);
 
-impl SeqFloor {
-    fn load(conn: &Connection, table: &str) -> Result<SeqFloor, StoreError> {
+impl SeqHighWater {
+    fn load(conn: &Connection, table: &str) -> Result<SeqHighWater, StoreError> {
         use rusqlite::OptionalExtension;
-        let floor: Option<i64> = conn
+        let mark: Option<i64> = conn
             .query_row(
                 &format!(
                     "SELECT seq FROM seq_floor
@@ -121,14 +129,14 @@ impl SeqFloor {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(SeqFloor(std::sync::Arc::new(floor.unwrap_or(0).into())))
+        Ok(SeqHighWater(std::sync::Arc::new(mark.unwrap_or(0).into())))
     }
 
     fn get(&self) -> i64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A row with `seq` committed: once that is above the floor, plain rowids are safe.
+    /// A row with `seq` committed: once that is above the mark, plain rowids are safe.
     fn committed(&self, seq: i64) {
         if seq > self.get() {
             self.0.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -165,8 +173,8 @@ impl StoreThread {
 impl Store {
     pub fn open(path: &Path) -> Result<(Store, StoreThread), StoreError> {
         let conn = peerchat_db::open(path, schema::MIGRATIONS)?;
-        let inbox_floor = SeqFloor::load(&conn, "inbox")?;
-        let outbox_floor = SeqFloor::load(&conn, "outbox")?;
+        let inbox_seq_mark = SeqHighWater::load(&conn, "inbox")?;
+        let outbox_seq_mark = SeqHighWater::load(&conn, "outbox")?;
         let seen_keys: bool =
             conn.query_row("SELECT EXISTS (SELECT 1 FROM inbox_seen)", [], |r| r.get(0))?;
         let floors: std::collections::HashSet<Name> = conn
@@ -186,8 +194,8 @@ impl Store {
                 sink: std::sync::Arc::default(),
                 deliveries_tx: std::sync::Arc::new(deliveries_tx),
                 inbox_feed: broadcast::channel(INBOX_FEED).0,
-                inbox_floor,
-                outbox_floor,
+                inbox_seq_mark,
+                outbox_seq_mark,
                 floors: std::sync::Arc::new(std::sync::Mutex::new(floors)),
                 seen_keys: std::sync::Arc::new(seen_keys.into()),
             },

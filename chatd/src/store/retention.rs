@@ -55,11 +55,11 @@ const NOT_NEWEST: &str = "seq < (SELECT MAX(seq) FROM outbox)";
 
 /// A round failed; the rounds before it (`done`) are committed.
 #[derive(Debug, thiserror::Error)]
-#[error("{source}")]
+#[error("{error}")]
 pub struct PruneFailed {
     pub done: Pruned,
-    #[source]
-    pub source: StoreError,
+    /// The message, not a `source()` (printed twice with the chain).
+    pub error: StoreError,
 }
 
 impl Store {
@@ -84,7 +84,7 @@ impl Store {
             let first = done.rounds == 0;
             let (round, more) = match self.prune_round(r.clone(), chunk, first).await {
                 Ok(r) => r,
-                Err(source) => return Err(PruneFailed { done, source }),
+                Err(error) => return Err(PruneFailed { done, error }),
             };
             done.inbox += round.inbox;
             done.outbox += round.outbox;

@@ -94,7 +94,7 @@ pub const MIGRATIONS: &[&str] = &[
     // cascade, which retention now does itself). A seq must never be handed out twice (links and
     // followers keep seq cursors), so retention never removes a table's newest row, and
     // `seq_floor` keeps the old high-water marks: where retention had already removed the
-    // newest rows, the next insert goes above the floor (see `SeqFloor`). `deliveries` goes
+    // newest rows, the next insert goes above the mark (see `SeqHighWater`). `deliveries` goes
     // first: dropping `outbox` while a foreign key still points at it would cascade.
     "CREATE TABLE seq_floor (
         name TEXT PRIMARY KEY NOT NULL,

@@ -160,7 +160,7 @@ async fn upgrade_keeps_rows_and_never_reuses_a_seq() {
     drop(store);
     thread.join();
 
-    // After a restart the floor is behind the largest seq: plain rowids from here on.
+    // After a restart the mark is behind the largest seq: plain rowids from here on.
     let (store, _thread) = Store::open(&path).expect("reopen");
     store
         .receive(vec![received("new3")])

@@ -103,6 +103,7 @@ fn a_message_for_an_offline_peer_goes_as_soon_as_it_registers() {
             .then_some(())
     });
     let took = ready.elapsed();
+    eprintln!("offline peer: delivered after it was ready: {took:?}");
     assert!(
         took < Duration::from_secs(3),
         "delivered {took:?} after pb was ready (backoff 30 s): the registry's news was not used"
@@ -149,6 +150,7 @@ fn a_healed_partition_is_used_within_15_s() {
             .then_some(())
     });
     let took = healed.elapsed();
+    eprintln!("partition: delivered after the heal: {took:?}");
     assert!(
         took <= Duration::from_secs(15),
         "delivered {took:?} after the partition healed"
@@ -218,7 +220,7 @@ fn dead_links_are_noticed_without_traffic() {
     let frozen = Instant::now();
     pb.daemon.freeze();
     wait_for(
-        Duration::from_secs(25),
+        Duration::from_secs(40),
         "pa to notice the dead link",
         || {
             pa.daemon
@@ -228,6 +230,7 @@ fn dead_links_are_noticed_without_traffic() {
         },
     );
     let took = frozen.elapsed();
+    eprintln!("dead link noticed by the dialer: {took:?}");
     pb.daemon.thaw();
     assert!(took <= Duration::from_secs(20), "pa noticed after {took:?}");
 
@@ -237,10 +240,11 @@ fn dead_links_are_noticed_without_traffic() {
     let before = count(&pb, "dead link");
     let frozen = Instant::now();
     pa.daemon.freeze();
-    wait_for(Duration::from_secs(25), "pb to drop the dead link", || {
+    wait_for(Duration::from_secs(40), "pb to drop the dead link", || {
         (count(&pb, "dead link") > before).then_some(())
     });
     let took = frozen.elapsed();
+    eprintln!("dead link noticed by the acceptor: {took:?}");
     pa.daemon.thaw();
     assert!(took <= Duration::from_secs(20), "pb noticed after {took:?}");
 }
