@@ -515,3 +515,27 @@ fn absurd_waits_are_usage_errors() {
         assert!(stderr(&out).contains("a year"), "{}", stderr(&out));
     }
 }
+
+// A cursor file that cannot be written is refused before anything is printed (otherwise the
+// first message would show, then the command fail, and the next run repeat it).
+#[test]
+fn an_unwritable_cursor_file_is_refused_before_printing() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    assert_eq!(code(&pa.ctl(&["send", "pb", "hello"])), 0);
+    pb.wait_inbox(1, Duration::from_secs(10));
+    let missing = net.dir.path().join("no-such-dir").join("cursor");
+    let out = pb.ctl(&["inbox", "--cursor-file", missing.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stdout(&out).is_empty(),
+        "printed before failing: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("cannot be written"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -98,7 +98,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let _lock = paths::lock_database(&config.db)?;
+    let _lock = peerchat_daemon::lock::lock_database(&config.db, "chatd")?;
     let db = config.db.clone();
     let (store, store_thread) = tokio::task::spawn_blocking(move || store::Store::open(&db))
         .await

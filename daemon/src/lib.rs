@@ -1,8 +1,9 @@
 //! What both daemons share at their edges: layered configuration (command line > environment >
-//! file > defaults), logging to stderr, signals, and systemd readiness notifications.
+//! file > defaults), logging to stderr, signals, systemd readiness notifications, and the database lock.
 
 pub mod config;
 pub mod limits;
+pub mod lock;
 pub mod logging;
 pub mod notify;
 pub mod signals;

@@ -39,6 +39,7 @@ Examples:
 Files: the config file is --config, else $XDG_CONFIG_HOME/peerchat/registryd.toml when it exists;
 the system unit passes /etc/peerchat/registryd.toml. The database is STATE_DIR/registry.db, where
 STATE_DIR is $STATE_DIRECTORY, else $XDG_STATE_HOME/peerchat, else ~/.local/state/peerchat.
+One registryd per database: it locks DB.lock next to it, and a second one refuses to start.
 Logs go to stderr; level by --log-level or RUST_LOG.
 Operator commands: `registryd release NAME [--db PATH]` frees a name bound to a lost key;
 `registryd release --legacy-offline` deletes every seed registration that is not online (see
@@ -126,6 +127,8 @@ pub struct Args {
 #[derive(Parser, Debug)]
 #[command(
     name = "registryd release",
+    bin_name = "registryd release",
+    override_usage = "registryd release [OPTIONS] NAME\n       registryd release [OPTIONS] --legacy-offline",
     version,
     after_help = "\
 Examples:
@@ -138,8 +141,8 @@ Exit status: 0 released (with --legacy-offline: also when there was nothing to r
 (including: no such name), 2 usage error."
 )]
 pub struct ReleaseArgs {
-    /// The name to release
-    #[arg(required_unless_present = "legacy_offline")]
+    /// The name to release (required unless --legacy-offline)
+    #[arg(value_name = "NAME")]
     pub name: Option<String>,
     /// Instead of one name: delete every seed (legacy) registration that is not online
     #[arg(long, conflicts_with = "name")]

@@ -44,6 +44,16 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    if config.db.is_dir() {
+        anyhow::bail!(
+            "database {} is a directory; --db takes the database file (e.g. {})",
+            config.db.display(),
+            config.db.join("registry.db").display()
+        );
+    }
+    // One registryd per database: a second one would serve a stale copy of the table and reload
+    // it on every write of the first. Held until `run` returns.
+    let _lock = peerchat_daemon::lock::lock_database(&config.db, "registryd")?;
     let (db, ttl, limits) = (config.db.clone(), config.ttl, config.limits);
     let table =
         Arc::new(tokio::task::spawn_blocking(move || Table::open(&db, ttl, limits)).await??);

@@ -60,8 +60,18 @@ fn configured(config: Option<&std::path::Path>) -> anyhow::Result<Args> {
 }
 
 fn release_main() -> ! {
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
+    // clap takes "release" for the program's name; `bin_name` in `ReleaseArgs` makes usage and
+    // errors say `registryd release`.
     let args = registryd::cli::ReleaseArgs::parse_from(std::env::args_os().skip(1));
+    if args.name.is_none() && !args.legacy_offline {
+        registryd::cli::ReleaseArgs::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "give a NAME or --legacy-offline",
+            )
+            .exit();
+    }
     let result = (|| -> anyhow::Result<(String, bool)> {
         let name = match &args.name {
             Some(n) => Some(
@@ -84,6 +94,13 @@ fn release_main() -> ! {
         };
         if !db.exists() {
             anyhow::bail!("no registry database at {}", db.display());
+        }
+        if db.is_dir() {
+            anyhow::bail!(
+                "{} is a directory; --db takes the database file (e.g. {})",
+                db.display(),
+                db.join("registry.db").display()
+            );
         }
         let context = || format!("releasing in {}", db.display());
         match name {

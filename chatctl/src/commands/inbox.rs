@@ -179,6 +179,20 @@ impl Cursor {
         };
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
+        // Find out now, not after the first message is printed, that the cursor cannot be kept
+        // there (a missing directory, no permission).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)
+            .and_then(|_| std::fs::remove_file(&tmp))
+            .map_err(|e| {
+                Failure::io(
+                    &format!("cursor file {} cannot be written", path.display()),
+                    e,
+                )
+            })?;
         Ok(Cursor {
             path: path.to_path_buf(),
             tmp: PathBuf::from(tmp),

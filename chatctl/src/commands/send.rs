@@ -145,6 +145,11 @@ fn send(
 }
 
 fn read_stdin_message() -> Result<String, Failure> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        // Otherwise a user who forgot the message sees nothing happen.
+        eprintln!("chatctl: type the message, then Ctrl-D on a line of its own (or pass it as an argument)");
+    }
     let mut buf = Vec::new();
     std::io::stdin()
         .read_to_end(&mut buf)
