@@ -247,14 +247,14 @@ mod tests {
 
     fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
         // snow computes the public half the same way when given the private key.
-        let mut hs = snow::Builder::new(crate::noise::PARAMS.parse().unwrap())
+        let mut hs = snow::Builder::new(peerchat_proto::peer::NOISE_PARAMS.parse().unwrap())
             .local_private_key(secret)
             .unwrap()
             .prologue(b"t")
             .unwrap()
             .build_initiator()
             .unwrap();
-        let mut resp = snow::Builder::new(crate::noise::PARAMS.parse().unwrap())
+        let mut resp = snow::Builder::new(peerchat_proto::peer::NOISE_PARAMS.parse().unwrap())
             .local_private_key(&[9; 32])
             .unwrap()
             .prologue(b"t")

@@ -8,12 +8,9 @@ pub mod cli;
 mod control;
 mod delivery;
 mod identity;
-mod legacy;
 mod node;
-mod noise;
 mod paths;
-mod peer_conn;
-mod peer_server;
+mod peer;
 mod platform;
 mod presence;
 mod registry_client;
@@ -137,7 +134,8 @@ pub async fn run(
         tasks.clone(),
     );
     {
-        // Newly committed messages go straight to their recipients' links (in commit order).
+        // Newly committed messages go straight to their recipients' links (in commit order);
+        // this is what wakes delivery for them (see `delivery`'s module docs).
         let delivery = Arc::downgrade(&delivery);
         store.set_outgoing_sink(Box::new(move |to, m| {
             if let Some(d) = delivery.upgrade() {
@@ -175,13 +173,13 @@ pub async fn run(
         resolver.clone(),
         stop.clone(),
     ));
-    let peer_server = Arc::new(peer_server::PeerServer {
+    let peer_server = Arc::new(peer::server::PeerServer {
         name: config.name.clone(),
         store: store.clone(),
         legacy: config.legacy,
         identity: identity.clone(),
         resolver,
-        lookups: peerchat_daemon::limits::RateLimiter::new(peer_server::CALLER_LOOKUPS_PER_MINUTE),
+        lookups: peerchat_daemon::limits::RateLimiter::new(peer::server::CALLER_LOOKUPS_PER_MINUTE),
         on_caller: {
             // A caller is alive and reachable: what waits for it need not wait any longer.
             let delivery = Arc::downgrade(&delivery);
@@ -192,7 +190,7 @@ pub async fn run(
             })
         },
     });
-    tasks.spawn(peer_server::serve(
+    tasks.spawn(peer::server::serve(
         listener,
         peer_server,
         stop.clone(),
@@ -226,7 +224,7 @@ pub async fn run(
     match store.pending_recipients().await {
         Ok(names) => {
             for n in names.into_iter().filter_map(|n| Name::new(n).ok()) {
-                delivery.kick(&n);
+                delivery.resume(&n);
             }
         }
         Err(e) => warn!(error = %e, "could not list pending deliveries"),

@@ -104,6 +104,24 @@ pub enum Frame {
     Pong,
 }
 
+impl Frame {
+    /// The frame's type as it appears on the wire (its JSON `type`), for error messages: never
+    /// the frame itself, which may be large or hostile.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::Welcome { .. } => "welcome",
+            Frame::Refused { .. } => "refused",
+            Frame::Msg(_) => "msg",
+            Frame::Ack { .. } => "ack",
+            Frame::Acks { .. } => "acks",
+            Frame::Nack { .. } => "nack",
+            Frame::Ping => "ping",
+            Frame::Pong => "pong",
+        }
+    }
+}
+
 /// Protocol version inside the frames; bumps when frames change incompatibly.
 pub const VERSION: u32 = 1;
 
@@ -215,6 +233,50 @@ struct FastAck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frames_kind_is_its_wire_type() {
+        let name = || Name::new("pb").unwrap();
+        let frames = [
+            Frame::Hello {
+                version: VERSION,
+                from: name(),
+                to: name(),
+                features: vec![],
+            },
+            Frame::Welcome {
+                version: VERSION,
+                name: name(),
+                features: vec![],
+            },
+            Frame::Refused {
+                code: "c".into(),
+                message: "m".into(),
+            },
+            Frame::Msg(WireMessage {
+                id: "x".into(),
+                to: vec![name()],
+                sent_at_ms: 1,
+                body: "b".into(),
+            }),
+            Frame::Ack { id: "x".into() },
+            Frame::Acks {
+                count: 1,
+                last: "x".into(),
+            },
+            Frame::Nack {
+                id: "x".into(),
+                code: "c".into(),
+                message: "m".into(),
+            },
+            Frame::Ping,
+            Frame::Pong,
+        ];
+        for f in frames {
+            let json: serde_json::Value = serde_json::from_slice(&encode(&f)).unwrap();
+            assert_eq!(json["type"], f.kind());
+        }
+    }
 
     #[test]
     fn frames_round_trip() {

@@ -41,11 +41,9 @@ pub async fn handle(
                     .await
                     .map_err(|_| ErrorBody::new(code::SHUTTING_DOWN, "chatd is shutting down"))?
                     .map_err(store_error)?;
-                // Committed: now the delivery engine may look at it.
-                if outcome.created {
-                    for r in &outcome.recipients {
-                        node.delivery.kick(&r.to);
-                    }
+                // Committed: the store's after-commit hook has handed it to the delivery engine.
+                if !outcome.created {
+                    tracing::debug!(id = %outcome.msg_id, "a repeat of an accepted send; nothing new to deliver");
                 }
                 let mut recipients = outcome.recipients;
                 if node.resolver.unresolved_any(&recipients) {
@@ -163,9 +161,9 @@ async fn check_recipients(
                 code::REFUSED,
                 format!("{r} is a legacy (seed) peer: messages to it are unframed, unauthenticated and never acknowledged; start chatd with --legacy to allow that"),
             )),
-            Ok(true) if body.len() > crate::legacy::MAX_LEGACY_BODY => Some(ErrorBody::new(
+            Ok(true) if body.len() > crate::peer::legacy::MAX_LEGACY_BODY => Some(ErrorBody::new(
                 code::TOO_LARGE,
-                format!("{r} is a legacy (seed) peer, which takes at most {} bytes", crate::legacy::MAX_LEGACY_BODY),
+                format!("{r} is a legacy (seed) peer, which takes at most {} bytes", crate::peer::legacy::MAX_LEGACY_BODY),
             )),
             Ok(_) => None,
             Err(ResolveError::Unknown(n)) if is_strict => {

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::peer_conn::{LinkError, PeerConn};
+use super::conn::PeerConn;
+use super::error::LinkError;
+use super::{legacy, noise};
 use crate::resolver::ResolveError;
 use crate::store::{Arrival, Received, Store};
 
@@ -131,19 +133,19 @@ async fn link(
     let n = read_prefix(&mut stream, &mut preamble).await?;
     if &preamble[..n] != peer::PREAMBLE {
         if server.legacy {
-            return crate::legacy::receive(stream, peer, &preamble[..n], &server.store).await;
+            return legacy::receive(stream, peer, &preamble[..n], &server.store).await;
         }
         return Err(LinkError::Protocol(
             "not a peerchat link (bad preamble)".into(),
         ));
     }
     let secret = server.identity.noise_secret();
-    let (mut conn, hello) = crate::noise::respond(stream, &secret).await?;
+    let (mut conn, hello) = noise::respond(stream, &secret).await?;
     drop(secret);
-    let Some((version, from, to, features)) = crate::noise::hello_fields(&hello) else {
+    let Some((version, from, to, features)) = noise::hello_fields(&hello) else {
         return Err(LinkError::Protocol(format!(
             "expected hello, got {}",
-            kind(&hello)
+            hello.kind()
         )));
     };
     if version != peer::VERSION {
@@ -259,7 +261,7 @@ async fn link(
                 other => {
                     return Err(LinkError::Protocol(format!(
                         "unexpected {} frame",
-                        kind(&other)
+                        other.kind()
                     )))
                 }
             }
@@ -403,20 +405,6 @@ async fn read_prefix(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, Li
     Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
         .await
         .map_err(|_| LinkError::Timeout("waiting for the preamble"))??)
-}
-
-pub fn kind(f: &Frame) -> &'static str {
-    match f {
-        Frame::Hello { .. } => "hello",
-        Frame::Welcome { .. } => "welcome",
-        Frame::Refused { .. } => "refused",
-        Frame::Msg(_) => "msg",
-        Frame::Ack { .. } => "ack",
-        Frame::Acks { .. } => "acks",
-        Frame::Nack { .. } => "nack",
-        Frame::Ping => "ping",
-        Frame::Pong => "pong",
-    }
 }
 
 #[cfg(test)]

@@ -14,43 +14,14 @@ use peerchat_proto::peer::{self, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::error::{noise_err, LinkError};
+
 /// How long one write may block before the link is considered dead.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Noise's limit on one transport message (ciphertext).
 const MAX_RECORD: usize = 65_535;
 /// Plaintext per record: the record limit minus the 16-byte authentication tag.
 pub const MAX_PLAINTEXT: usize = MAX_RECORD - 16;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("connection closed by the peer")]
-    Closed,
-    #[error("timed out {0}")]
-    Timeout(&'static str),
-    // The wrapped errors are in the message, not `source()`s (printed twice with the chain).
-    #[error("i/o error: {0}")]
-    Io(std::io::Error),
-    #[error("bad frame: {0}")]
-    Frame(peer::FrameError),
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("encryption failed or the link was tampered with: {0}")]
-    Noise(String),
-    #[error("the peer's key is not the one bound to its name")]
-    WrongKey,
-}
-
-impl From<std::io::Error> for LinkError {
-    fn from(e: std::io::Error) -> Self {
-        LinkError::Io(e)
-    }
-}
-
-impl From<peer::FrameError> for LinkError {
-    fn from(e: peer::FrameError) -> Self {
-        LinkError::Frame(e)
-    }
-}
 
 pub struct PeerConn {
     stream: TcpStream,
@@ -111,7 +82,7 @@ impl PeerConn {
             let n = self
                 .noise
                 .write_message(&self.plain_out[done..end], &mut self.scratch)
-                .map_err(crate::noise::noise_err)?;
+                .map_err(noise_err)?;
             self.wire_out.extend_from_slice(&(n as u16).to_be_bytes());
             self.wire_out.extend_from_slice(&self.scratch[..n]);
             done = end;
@@ -192,7 +163,7 @@ impl PeerConn {
             let m = self
                 .noise
                 .read_message(&self.wire_in[2..2 + n], &mut self.scratch)
-                .map_err(crate::noise::noise_err)?;
+                .map_err(noise_err)?;
             self.wire_in.advance(2 + n);
             self.plain_in.extend_from_slice(&self.scratch[..m]);
         }

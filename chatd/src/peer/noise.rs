@@ -18,7 +18,8 @@ use peerchat_proto::Name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::peer_conn::{LinkError, PeerConn};
+use super::conn::PeerConn;
+use super::error::{noise_err, LinkError};
 
 pub const PARAMS: &str = peer::NOISE_PARAMS;
 /// The whole handshake, either side.
@@ -34,10 +35,6 @@ fn builder(secret: &[u8; 32]) -> Result<snow::Builder<'_>, LinkError> {
         .local_private_key(secret)
         .and_then(|b| b.prologue(peer::PREAMBLE))
         .map_err(noise_err)
-}
-
-pub fn noise_err(e: snow::Error) -> LinkError {
-    LinkError::Noise(e.to_string())
 }
 
 /// Dials as the initiator on a stream that already carries the preamble. `expected` is the

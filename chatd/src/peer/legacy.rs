@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::info;
 
-use crate::peer_conn::LinkError;
+use super::error::LinkError;
 use crate::store::{Received, Store};
 
 /// The seed reads messages into a 1024-byte buffer; we accept and send no more than that.
