@@ -5,7 +5,8 @@ cycles (issue 18's measures). Usage: python3 scripts/code-shape.py [REPO_DIR]
 A function's length is from its `fn` line to the closing brace at the same indentation. Module
 graph: one node per source file (`a/b.rs` or `a/b/mod.rs` is `a::b`; lib.rs/main.rs the root);
 an edge A -> B for every `crate::`/`super::`/`self::`/child path in A's code (a `use` or an inline
-path; comments and strings skipped; `pub use` re-exports excluded) that names module B. A cycle
+path; comments, strings and a trailing `#[cfg(test)] mod` skipped; `pub use` re-exports excluded)
+that names module B. A cycle
 is a strongly connected component of more than one module.
 """
 import os, re, sys, collections
@@ -93,7 +94,10 @@ def cycles(src, entry):
         return best
     edges = collections.defaultdict(set)
     for cur, f in files.items():
-        body = re.sub(r'pub(?:\([^)]*\))?\s+use\s+[^;]+;', '', strip(open(f).read()))
+        # Unit tests (`#[cfg(test)] mod tests`, by convention at the end of a file) are not
+        # part of the module's dependencies: their `super::` is the module itself.
+        text = open(f).read().split('#[cfg(test)]\nmod ')[0]
+        body = re.sub(r'pub(?:\([^)]*\))?\s+use\s+[^;]+;', '', strip(text))
         for p in paths(body):
             if p:
                 t = resolve(cur, p)
