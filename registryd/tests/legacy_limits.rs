@@ -1,38 +1,13 @@
 //! Seed (text protocol) registrations cannot crowd out keyed nodes: a cap per source address,
 //! `--seed-protocol off`, and `registryd release --legacy-offline`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use peerchat_testkit::identity::Signer;
+use peerchat_testkit::registry_wire::{ask, seed};
 use peerchat_testkit::{tempdir, wait_for, Registry};
 use serde_json::Value;
-
-fn ask<S: AsRef<str>>(addr: SocketAddr, lines: &[S]) -> Vec<Value> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    for l in lines {
-        s.write_all(format!("{}\n", l.as_ref()).as_bytes()).unwrap();
-    }
-    let mut r = BufReader::new(s);
-    (0..lines.len())
-        .map(|_| {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-        })
-        .collect()
-}
-
-fn seed(addr: SocketAddr, text: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(text.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
 
 fn lookup(addr: SocketAddr, name: &str) -> Value {
     let line = format!(r#"{{"id":1,"op":"lookup","name":"{name}"}}"#);

@@ -1,12 +1,11 @@
 //! registryd as an operator meets it: one registryd per database, `registryd release` beside a
 //! running one, the help texts, start-up errors and how fast it stops.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use peerchat_testkit::identity::Signer;
+use peerchat_testkit::registry_wire::ask;
 use peerchat_testkit::{bin, tempdir, wait_for, Daemon, Registry};
 
 fn registryd(args: &[&str]) -> Output {
@@ -25,23 +24,6 @@ fn stderr(out: &Output) -> String {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Sends JSON request lines on one connection and returns the reply lines.
-fn ask<S: AsRef<str>>(addr: SocketAddr, lines: &[S]) -> Vec<serde_json::Value> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    for l in lines {
-        s.write_all(format!("{}\n", l.as_ref()).as_bytes()).unwrap();
-    }
-    let mut r = BufReader::new(s);
-    (0..lines.len())
-        .map(|_| {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-        })
-        .collect()
 }
 
 /// A start-up error: exit 1, and one line on stderr that names the problem, without the OS error

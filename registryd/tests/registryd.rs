@@ -1,42 +1,18 @@
 //! registryd as a process: its JSON protocol, the seed's text protocol, leases, persistence and
 //! hostile input.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use peerchat_testkit::identity::Signer;
+use peerchat_testkit::registry_wire::{ask, seed};
 use peerchat_testkit::{tempdir, Registry};
 
 fn conn(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
-}
-
-/// Sends JSON request lines on one connection (pipelined) and returns the reply lines.
-fn ask<S: AsRef<str>>(addr: SocketAddr, lines: &[S]) -> Vec<serde_json::Value> {
-    let mut s = conn(addr);
-    for l in lines {
-        s.write_all(format!("{}\n", l.as_ref()).as_bytes()).unwrap();
-    }
-    let mut r = BufReader::new(s);
-    (0..lines.len())
-        .map(|_| {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-        })
-        .collect()
-}
-
-/// One seed-style exchange: raw text, no terminator, read the reply until close.
-fn seed(addr: SocketAddr, text: &str) -> String {
-    let mut s = conn(addr);
-    s.write_all(text.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 #[test]

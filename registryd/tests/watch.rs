@@ -2,45 +2,19 @@
 //! names, driven by registrations, offline, unregister, release, seed registrations and leases
 //! running out.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use peerchat_testkit::identity::Signer;
+use peerchat_testkit::registry_wire::{ask, seed};
 use peerchat_testkit::{tempdir, Registry};
 use serde_json::{json, Value};
-
-/// Sends request lines on a fresh connection and returns one reply per line.
-fn ask<S: AsRef<str>>(addr: SocketAddr, lines: &[S]) -> Vec<Value> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    for l in lines {
-        s.write_all(format!("{}\n", l.as_ref()).as_bytes()).unwrap();
-    }
-    let mut r = BufReader::new(s);
-    (0..lines.len())
-        .map(|_| {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-        })
-        .collect()
-}
 
 fn ok(r: &[Value]) {
     for v in r {
         assert!(v["ok"].is_object(), "{v}");
     }
-}
-
-/// One seed-style exchange.
-fn seed(addr: SocketAddr, text: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(text.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 /// A watching connection.

@@ -17,6 +17,7 @@ pub mod checker;
 pub mod identity;
 pub mod inproc;
 pub mod proxy;
+pub mod registry_wire;
 
 /// The directory holding the workspace's built binaries (next to the test executable's `deps`).
 pub fn bin_dir() -> PathBuf {

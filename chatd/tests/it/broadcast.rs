@@ -1,13 +1,12 @@
 //! Broadcast and group size: a broadcast reaches the names online now (legacy ones only with
 //! `--legacy`), and nothing larger than the recipient limit (1,024) is made or sent silently.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use peerchat_testkit::identity::Signer;
+use peerchat_testkit::registry_wire::{ask, seed};
 use peerchat_testkit::{json_lines, tempdir, wait_for, Net, Node, Registry};
-use serde_json::Value;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -17,35 +16,6 @@ fn code(out: &std::process::Output) -> i32 {
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn seed(addr: SocketAddr, text: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(text.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-/// Request lines on one connection, one reply each.
-fn ask(addr: SocketAddr, lines: &[String]) -> Vec<Value> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    let mut all = String::new();
-    for l in lines {
-        all.push_str(l);
-        all.push('\n');
-    }
-    s.write_all(all.as_bytes()).unwrap();
-    let mut r = BufReader::new(s);
-    (0..lines.len())
-        .map(|_| {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-        })
-        .collect()
 }
 
 fn online(addr: SocketAddr, name: &str) -> bool {
