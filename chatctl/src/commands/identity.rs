@@ -1,29 +1,37 @@
 //! `chatctl whoami`, `trust NAME`, `rotate-key`.
 
+use peerchat_client::{Client, Error};
 use peerchat_proto::control::{Request, Response};
 use peerchat_proto::Name;
 
-use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
 
-fn unexpected() -> Failure {
-    Failure::new(exit::OTHER, "protocol", "unexpected reply from chatd")
+/// The reply when it is of the type `is` accepts (printed whole with `--json`), for
+/// [`Client::call_expect`].
+fn only(is: fn(&Response) -> bool) -> impl FnOnce(Response) -> Result<Response, Error> {
+    move |r| {
+        if is(&r) {
+            Ok(r)
+        } else {
+            Err(Error::unexpected(r))
+        }
+    }
 }
 
 pub fn whoami(mut client: Client, json: bool) -> Result<i32, Failure> {
-    let reply = client.call(Request::Whoami)?;
-    let Response::Identity {
+    let reply = client.call_expect(
+        &Request::Whoami,
+        only(|r| matches!(r, Response::Identity { .. })),
+    )?;
+    if json {
+        output::json(&reply);
+    } else if let Response::Identity {
         name,
         key,
         fingerprint,
     } = &reply
-    else {
-        return Err(unexpected());
-    };
-    if json {
-        output::json(&reply);
-    } else {
+    {
         output::line(&format!("name:        {name}"));
         output::line(&format!("fingerprint: {fingerprint}"));
         output::line(&format!("key:         {key}"));
@@ -37,18 +45,18 @@ pub fn trust_name(name: String) -> Result<Name, Failure> {
 }
 
 pub fn trust(mut client: Client, json: bool, name: Name) -> Result<i32, Failure> {
-    let reply = client.call(Request::Trust { name })?;
-    let Response::Trusted {
+    let reply = client.call_expect(
+        &Request::Trust { name },
+        only(|r| matches!(r, Response::Trusted { .. })),
+    )?;
+    if json {
+        output::json(&reply);
+    } else if let Response::Trusted {
         name,
         previous,
         fingerprint,
     } = &reply
-    else {
-        return Err(unexpected());
-    };
-    if json {
-        output::json(&reply);
-    } else {
+    {
         let now = fingerprint
             .as_deref()
             .unwrap_or("no key (a legacy peer: messages to it are plaintext)");
@@ -64,19 +72,19 @@ pub fn trust(mut client: Client, json: bool, name: Name) -> Result<i32, Failure>
 }
 
 pub fn rotate(mut client: Client, json: bool) -> Result<i32, Failure> {
-    let reply = client.call(Request::RotateKey)?;
-    let Response::Rotated {
+    let reply = client.call_expect(
+        &Request::RotateKey,
+        only(|r| matches!(r, Response::Rotated { .. })),
+    )?;
+    if json {
+        output::json(&reply);
+    } else if let Response::Rotated {
         previous,
         fingerprint,
         published,
         error,
     } = &reply
-    else {
-        return Err(unexpected());
-    };
-    if json {
-        output::json(&reply);
-    } else {
+    {
         output::line(&format!("new key:  {fingerprint}"));
         output::line(&format!("old key:  {previous}"));
         if *published {
