@@ -7,30 +7,36 @@ use peerchat_proto::Name;
 use crate::exit::{self, Failure};
 use crate::output;
 
-/// The reply when it is of the type `is` accepts (printed whole with `--json`), for
-/// [`Client::call_expect`].
-fn only(is: fn(&Response) -> bool) -> impl FnOnce(Response) -> Result<Response, Error> {
-    move |r| {
+/// Sends `request`, whose reply must be of the type `is` accepts. With `--json` the reply is
+/// printed whole (its `type` included) and `None` returned; else it is returned for the text
+/// view.
+fn call(
+    mut client: Client,
+    json: bool,
+    request: &Request,
+    is: fn(&Response) -> bool,
+) -> Result<Option<Response>, Failure> {
+    let reply = client.call_expect(request, |r| {
         if is(&r) {
             Ok(r)
         } else {
             Err(Error::unexpected(r))
         }
-    }
-}
-
-pub fn whoami(mut client: Client, json: bool) -> Result<i32, Failure> {
-    let reply = client.call_expect(
-        &Request::Whoami,
-        only(|r| matches!(r, Response::Identity { .. })),
-    )?;
+    })?;
     if json {
         output::json(&reply);
-    } else if let Response::Identity {
+        return Ok(None);
+    }
+    Ok(Some(reply))
+}
+
+pub fn whoami(client: Client, json: bool) -> Result<i32, Failure> {
+    let is = |r: &Response| matches!(r, Response::Identity { .. });
+    if let Some(Response::Identity {
         name,
         key,
         fingerprint,
-    } = &reply
+    }) = call(client, json, &Request::Whoami, is)?
     {
         output::line(&format!("name:        {name}"));
         output::line(&format!("fingerprint: {fingerprint}"));
@@ -44,23 +50,18 @@ pub fn trust_name(name: String) -> Result<Name, Failure> {
     Name::new(name.clone()).map_err(|e| Failure::usage(format!("{name:?}: {e}")))
 }
 
-pub fn trust(mut client: Client, json: bool, name: Name) -> Result<i32, Failure> {
-    let reply = client.call_expect(
-        &Request::Trust { name },
-        only(|r| matches!(r, Response::Trusted { .. })),
-    )?;
-    if json {
-        output::json(&reply);
-    } else if let Response::Trusted {
+pub fn trust(client: Client, json: bool, name: Name) -> Result<i32, Failure> {
+    let is = |r: &Response| matches!(r, Response::Trusted { .. });
+    if let Some(Response::Trusted {
         name,
         previous,
         fingerprint,
-    } = &reply
+    }) = call(client, json, &Request::Trust { name }, is)?
     {
         let now = fingerprint
             .as_deref()
             .unwrap_or("no key (a legacy peer: messages to it are plaintext)");
-        match previous {
+        match &previous {
             Some(p) if Some(p) == fingerprint.as_ref() => {
                 output::line(&format!("{name}: already trusted ({now})"))
             }
@@ -71,23 +72,18 @@ pub fn trust(mut client: Client, json: bool, name: Name) -> Result<i32, Failure>
     Ok(exit::OK)
 }
 
-pub fn rotate(mut client: Client, json: bool) -> Result<i32, Failure> {
-    let reply = client.call_expect(
-        &Request::RotateKey,
-        only(|r| matches!(r, Response::Rotated { .. })),
-    )?;
-    if json {
-        output::json(&reply);
-    } else if let Response::Rotated {
+pub fn rotate(client: Client, json: bool) -> Result<i32, Failure> {
+    let is = |r: &Response| matches!(r, Response::Rotated { .. });
+    if let Some(Response::Rotated {
         previous,
         fingerprint,
         published,
         error,
-    } = &reply
+    }) = call(client, json, &Request::RotateKey, is)?
     {
         output::line(&format!("new key:  {fingerprint}"));
         output::line(&format!("old key:  {previous}"));
-        if *published {
+        if published {
             output::line("the registry has the new key; peers follow the signed rotation");
         } else {
             eprintln!(
