@@ -1,12 +1,12 @@
-//! Talking to chatd's control socket directly (JSON lines, docs/protocol.md section 2): pipelined
-//! `send`s on one connection, and a `follow` stream that timestamps every arrival.
+//! Talking to chatd's control socket through `peerchat_client` (docs/protocol.md section 2):
+//! pipelined `send`s on one connection, and a `follow` stream that timestamps every arrival.
 //!
-//! Bodies are plain ASCII (`TAG<index>.<send time ns>.xxxx…`), so request lines are written
-//! without a JSON encoder and the follower finds a body with a substring search instead of
-//! parsing each line: the client stays cheap next to the daemons it measures.
+//! Bodies are plain ASCII (`TAG<index>.<send time ns>.xxxx…`), so replies are read as raw lines
+//! (`recv_line`) and the follower finds a body with a substring search instead of parsing each
+//! line, and a request is encoded into a reused buffer with only its body replaced: the client
+//! stays cheap next to the daemons it measures.
 
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -15,29 +15,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use peerchat_client::{Client, Error};
+use peerchat_proto::control::Request;
+use peerchat_proto::envelope::{append_line, RequestLine};
+use peerchat_proto::Name;
 
 use crate::util::{body, contains, now_ns};
 
-/// Connects and says hello; returns the reader and writer halves.
-fn connect(socket: &Path) -> anyhow::Result<(BufReader<UnixStream>, UnixStream)> {
-    let mut w = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to {}", socket.display()))?;
-    let r = BufReader::with_capacity(256 * 1024, w.try_clone()?);
-    let hello = format!(
-        "{{\"id\":0,\"op\":\"hello\",\"version\":{}}}\n",
-        peerchat_proto::control::VERSION
-    );
-    w.write_all(hello.as_bytes())?;
-    let mut r = r;
-    let mut line = String::new();
-    r.get_mut()
-        .set_read_timeout(Some(Duration::from_secs(10)))?;
-    r.read_line(&mut line)?;
-    if !line.contains("\"ok\"") {
-        bail!("hello refused by {}: {}", socket.display(), line.trim());
-    }
-    r.get_mut().set_read_timeout(None)?;
-    Ok((r, w))
+/// Connects and says hello (within 10 s).
+fn connect(socket: &Path) -> anyhow::Result<Client> {
+    Client::connect_timeout(Some(socket), Duration::from_secs(10))
+        .with_context(|| format!("connecting to {}", socket.display()))
 }
 
 /// The body of a `message` line, found without parsing the JSON (bodies contain no escapes).
@@ -84,30 +72,27 @@ impl Follower {
         latencies: bool,
         stall: Duration,
     ) -> anyhow::Result<Follower> {
-        let (mut r, mut w) = connect(socket)?;
-        w.write_all(b"{\"id\":1,\"op\":\"follow\",\"backlog\":0}\n")?;
-        let mut line = Vec::new();
-        r.get_mut()
-            .set_read_timeout(Some(Duration::from_secs(10)))?;
-        r.read_until(b'\n', &mut line)?;
-        if !contains(&line, b"\"following\"") {
+        let mut c = connect(socket)?;
+        c.send(&Request::Follow {
+            from: None,
+            backlog: Some(0),
+            after: None,
+        })?;
+        let line = c.recv_line()?;
+        if !contains(line, b"\"following\"") {
             bail!(
                 "follow refused by {}: {}",
                 socket.display(),
-                String::from_utf8_lossy(&line).trim()
+                String::from_utf8_lossy(line).trim()
             );
         }
-        r.get_mut()
-            .set_read_timeout(Some(Duration::from_millis(100)))?;
+        c.set_read_timeout(Some(Duration::from_millis(100)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let tag = tag.to_string();
         let thread = std::thread::Builder::new()
             .name("follow".into())
-            .spawn(move || {
-                let _keep_writer_open = w;
-                follow_loop(r, &tag, expected, latencies, stall, &stop2)
-            })?;
+            .spawn(move || follow_loop(c, &tag, expected, latencies, stall, &stop2))?;
         Ok(Follower {
             stop,
             thread: Some(thread),
@@ -136,7 +121,7 @@ impl Drop for Follower {
 }
 
 fn follow_loop(
-    mut r: BufReader<UnixStream>,
+    mut c: Client,
     tag: &str,
     expected: usize,
     latencies: bool,
@@ -147,17 +132,12 @@ fn follow_loop(
     if latencies {
         out.latencies_ns.reserve(expected);
     }
-    let mut line = Vec::with_capacity(64 * 1024);
     let mut last_progress = Instant::now();
     while out.count < expected && !stop.load(Ordering::Relaxed) {
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) => {
-                out.error = Some("chatd closed the follow stream".into());
-                break;
-            }
-            Ok(_) if line.last() == Some(&b'\n') => {
+        match c.recv_line() {
+            Ok(line) => {
                 let t = now_ns();
-                if let Some(b) = find_body(&line) {
+                if let Some(b) = find_body(line) {
                     if b.starts_with(tag.as_bytes()) {
                         if out.count == 0 {
                             out.first_ns = t;
@@ -171,20 +151,13 @@ fn follow_loop(
                             }
                         }
                     }
-                } else if contains(&line, b"\"error\":{") {
-                    out.error = Some(String::from_utf8_lossy(&line).trim().to_string());
+                } else if contains(line, b"\"error\":{") {
+                    out.error = Some(String::from_utf8_lossy(line).trim().to_string());
                     break;
                 }
-                line.clear();
             }
-            Ok(_) => {} // partial line at EOF; the next read says 0
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                // The bytes read so far stay in `line`.
+            // The bytes read so far stay in the client.
+            Err(Error::Timeout) => {
                 if last_progress.elapsed() > stall {
                     out.error = Some(format!(
                         "no new message for {:?} ({} of {expected} arrived)",
@@ -192,6 +165,10 @@ fn follow_loop(
                     ));
                     break;
                 }
+            }
+            Err(Error::Disconnected) => {
+                out.error = Some("chatd closed the follow stream".into());
+                break;
             }
             Err(e) => {
                 out.error = Some(format!("follow stream: {e}"));
@@ -246,38 +223,57 @@ impl Sender {
         rate: Option<f64>,
         go: mpsc::Receiver<()>,
     ) -> anyhow::Result<Sender> {
-        let (mut r, w) = connect(&spec.socket)?;
+        let mut c = connect(&spec.socket)?;
         // A reply later than this means chatd is stuck; the sender gives up.
-        r.get_mut()
-            .set_read_timeout(Some(Duration::from_secs(60)))?;
-        let to = spec
-            .to
-            .iter()
-            .map(|n| format!("\"{n}\""))
-            .collect::<Vec<_>>()
-            .join(",");
+        c.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let w = c.writer()?;
+        let first_id = c.next_id();
+        let mut request = Request::Send {
+            to: spec
+                .to
+                .iter()
+                .map(|n| Name::new(n.as_str()))
+                .collect::<Result<_, _>>()
+                .context("a recipient")?,
+            groups: Vec::new(),
+            broadcast: false,
+            body: String::new(),
+            msg_id: None,
+        };
         let n = spec.n;
         let tag_w = tag.to_string();
         let writer = std::thread::Builder::new().name("send-w".into()).spawn(
             move || -> anyhow::Result<WriterOut> {
                 let mut out = WriterOut::default();
                 if go.recv().is_err() {
-                    let _ = w.shutdown(std::net::Shutdown::Write);
+                    let _ = w.shutdown();
                     return Ok(out);
                 }
                 let mut raw = w;
+                // One request, its body replaced for each message; each line encoded into
+                // `line` (no allocation per message beyond the body).
+                let mut line = Vec::with_capacity(size + 256);
+                let mut encode = |id: u64, b: String, line: &mut Vec<u8>| {
+                    if let Request::Send { body, .. } = &mut request {
+                        *body = b;
+                    }
+                    line.clear();
+                    append_line(
+                        line,
+                        &RequestLine {
+                            id,
+                            request: &request,
+                        },
+                    );
+                };
                 let start = now_ns();
                 out.start_ns = start;
                 match rate {
                     None => {
-                        let mut bw = BufWriter::with_capacity(64 * 1024, &raw);
+                        let mut bw = BufWriter::with_capacity(64 * 1024, &mut raw);
                         for i in 0..n {
-                            let b = body(&tag_w, i, start, size);
-                            writeln!(
-                                bw,
-                                "{{\"id\":{},\"op\":\"send\",\"to\":[{to}],\"body\":\"{b}\"}}",
-                                i + 1
-                            )?;
+                            encode(first_id + i as u64, body(&tag_w, i, start, size), &mut line);
+                            bw.write_all(&line)?;
                         }
                         bw.flush()?;
                     }
@@ -293,17 +289,13 @@ impl Sender {
                                 out.late += 1;
                             }
                             let t = now_ns();
-                            let b = body(&tag_w, i, t, size);
-                            let line = format!(
-                                "{{\"id\":{},\"op\":\"send\",\"to\":[{to}],\"body\":\"{b}\"}}\n",
-                                i + 1
-                            );
-                            raw.write_all(line.as_bytes())?;
+                            encode(first_id + i as u64, body(&tag_w, i, t, size), &mut line);
+                            raw.write_all(&line)?;
                             out.write_ns.push(t);
                         }
                     }
                 }
-                let _ = raw.shutdown(std::net::Shutdown::Write);
+                let _ = raw.shutdown();
                 Ok(out)
             },
         )?;
@@ -312,23 +304,18 @@ impl Sender {
             .name("send-r".into())
             .spawn(move || {
                 let mut out = SendOut::default();
-                let mut line = Vec::with_capacity(1024);
                 let mut seen = 0;
                 while seen < n {
-                    line.clear();
-                    match r.read_until(b'\n', &mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
+                    let Ok(line) = c.recv_line() else { break };
                     let t = now_ns();
                     seen += 1;
-                    if contains(&line, b"\"ok\":{\"type\":\"accepted\"") {
+                    if contains(line, b"\"ok\":{\"type\":\"accepted\"") {
                         out.accepted += 1;
                         out.last_accept_ns = t;
                     } else {
                         out.errors += 1;
                         if out.first_error.is_none() {
-                            out.first_error = Some(String::from_utf8_lossy(&line).trim().into());
+                            out.first_error = Some(String::from_utf8_lossy(line).trim().into());
                         }
                     }
                     if paced {

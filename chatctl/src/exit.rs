@@ -52,6 +52,25 @@ pub fn for_code(c: &str) -> i32 {
     }
 }
 
+/// A request without a usable reply: chatd's errors by their code, the client's own ones as
+/// `not_running` (3), `permission` (7), or 1 (`io`, `timeout`, `disconnected`, `protocol`).
+impl From<peerchat_client::Error> for Failure {
+    fn from(e: peerchat_client::Error) -> Self {
+        use peerchat_client::Error;
+        match e {
+            Error::Chatd(body) => body.into(),
+            e => {
+                let exit = match e {
+                    Error::NotRunning(_) => NOT_RUNNING,
+                    Error::PermissionDenied(_) => REFUSED,
+                    _ => OTHER,
+                };
+                Failure::new(exit, e.code(), e.to_string())
+            }
+        }
+    }
+}
+
 impl From<ErrorBody> for Failure {
     fn from(e: ErrorBody) -> Self {
         Failure {

@@ -3,7 +3,6 @@
 //! generated from them.
 
 pub mod cli;
-mod client;
 mod commands;
 mod exit;
 mod output;

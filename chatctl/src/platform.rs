@@ -1,35 +1,8 @@
-//! Everything that differs between operating systems: how chatctl reaches chatd (a Unix socket,
-//! or a Windows named pipe), the default endpoint, file modes, and watching stdout.
+//! Everything that differs between operating systems besides reaching chatd (that is
+//! `peerchat_client::platform`): file modes, endpoint file types, and watching stdout.
 
 #[cfg(unix)]
 mod imp {
-    use std::path::{Path, PathBuf};
-    use std::time::Duration;
-
-    pub type Stream = std::os::unix::net::UnixStream;
-
-    pub fn connect(path: &Path) -> std::io::Result<Stream> {
-        Stream::connect(path)
-    }
-
-    pub fn set_read_timeout(s: &Stream, t: Option<Duration>) -> std::io::Result<()> {
-        s.set_read_timeout(t)
-    }
-
-    /// Defaults after `$CHATD_SOCKET`: `$XDG_RUNTIME_DIR/peerchat/chatd.sock` if it exists, then
-    /// `/run/chatd/chatd.sock`.
-    pub fn default_endpoints() -> Vec<PathBuf> {
-        let mut v = Vec::new();
-        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|s| !s.is_empty()) {
-            let p = PathBuf::from(d).join("peerchat/chatd.sock");
-            if p.exists() {
-                v.push(p);
-            }
-        }
-        v.push(PathBuf::from("/run/chatd/chatd.sock"));
-        v
-    }
-
     /// Permission bits of a file.
     pub fn mode(m: &std::fs::Metadata) -> Option<u32> {
         use std::os::unix::fs::PermissionsExt;
@@ -69,28 +42,6 @@ mod imp {
 
 #[cfg(windows)]
 mod imp {
-    use std::path::{Path, PathBuf};
-    use std::time::Duration;
-
-    /// A named pipe client handle behaves like a file.
-    pub type Stream = std::fs::File;
-
-    pub fn connect(path: &Path) -> std::io::Result<Stream> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-    }
-
-    /// Pipe handles have no read timeout; reads block until chatd answers.
-    pub fn set_read_timeout(_s: &Stream, _t: Option<Duration>) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    pub fn default_endpoints() -> Vec<PathBuf> {
-        vec![PathBuf::from(r"\\.\pipe\peerchat-chatd")]
-    }
-
     pub fn mode(_m: &std::fs::Metadata) -> Option<u32> {
         None
     }

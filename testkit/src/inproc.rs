@@ -1,7 +1,7 @@
 //! Daemons in the test's own process: `chatd::run` and `registryd::run`, each on a runtime this
 //! helper owns on a thread of its own, with the library code the test was built with (never a
 //! stale binary). Tests still reach a node through its real control socket and its real peer
-//! port, with [`Control`], a small client of the control protocol (protocol.md §2), so they need
+//! port, with [`Control`] (over `peerchat_client`, the control client chatctl uses), so they need
 //! no chatctl binary either.
 //!
 //! What the binaries give and this does not: a pid to kill -9, SIGSTOP or signal, and the
@@ -13,17 +13,16 @@
 //! their lines. (chatd's own store thread is not a runtime thread; it logs nothing a test reads.)
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use peerchat_client::{self as client, Client};
 use peerchat_proto::control::{self, InboxMessage, Request, Response};
-use peerchat_proto::envelope::{to_line, ErrorBody, Outcome, Reply, RequestLine};
+use peerchat_proto::envelope::ErrorBody;
 use peerchat_proto::Name;
 
 use crate::{tempdir, wait_for, TempDir};
@@ -398,79 +397,59 @@ pub fn name(s: &str) -> Name {
     Name::new(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
 }
 
-/// One control connection, after `hello`. Replies come in request order (protocol.md §2).
+/// One control connection, after `hello` (a [`peerchat_client::Client`]), with what tests
+/// want: chatd's error replies as `Err`, anything else (I/O, protocol) a panic.
 pub struct Control {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-    next_id: u64,
+    client: Client,
 }
 
 impl Control {
     pub fn connect(socket: &Path) -> Result<Control, String> {
-        let stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
-        for t in [
-            stream.set_read_timeout(Some(REPLY)),
-            stream.set_write_timeout(Some(REPLY)),
-        ] {
-            t.map_err(|e| e.to_string())?;
-        }
-        let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
-        let mut c = Control {
-            writer: stream,
-            reader,
-            next_id: 1,
-        };
-        match c.call(Request::Hello {
-            version: control::VERSION,
-        }) {
-            Ok(Response::Hello { .. }) => Ok(c),
-            other => Err(format!("hello answered with {other:?}")),
-        }
+        let mut client = Client::connect_timeout(Some(socket), REPLY).map_err(|e| e.to_string())?;
+        client
+            .set_write_timeout(Some(REPLY))
+            .map_err(|e| e.to_string())?;
+        Ok(Control { client })
     }
 
     /// One request and its reply.
     pub fn call(&mut self, request: Request) -> Result<Response, ErrorBody> {
-        self.pipeline(vec![request])
-            .pop()
-            .expect("one reply per request")
+        match self.client.call(&request) {
+            Err(client::Error::Chatd(e)) => Err(e),
+            Err(e) => panic!("control request {request:?}: {e}"),
+            Ok(r) => Ok(r),
+        }
     }
 
     /// Writes every request (from a thread, so neither side's buffer can stall the other) and
     /// returns the replies in order: what chatctl's `send -l` does.
     pub fn pipeline(&mut self, requests: Vec<Request>) -> Vec<Result<Response, ErrorBody>> {
-        let first = self.next_id;
-        self.next_id += requests.len() as u64;
-        let mut out = Vec::new();
-        for (i, request) in requests.into_iter().enumerate() {
-            out.extend_from_slice(&to_line(&RequestLine {
-                id: first + i as u64,
-                request,
-            }));
-        }
-        let n = self.next_id - first;
-        let mut w = self.writer.try_clone().expect("clone the control socket");
-        let writer = std::thread::spawn(move || w.write_all(&out));
-        let replies = (first..first + n)
+        let ids = self.client.reserve_ids(requests.len() as u64);
+        let mut w = self
+            .client
+            .writer()
+            .unwrap_or_else(|e| panic!("clone the control socket: {e}"));
+        let writer = std::thread::spawn({
+            let ids = ids.clone();
+            move || {
+                ids.zip(&requests)
+                    .try_for_each(|(id, request)| w.send(id, request))
+            }
+        });
+        let replies = ids
             .map(|want| {
-                let mut line = String::new();
-                match self.reader.read_line(&mut line) {
-                    Ok(0) => panic!("chatd closed the control connection"),
-                    Ok(_) => {}
-                    Err(e) => panic!("reading a control reply: {e}"),
-                }
-                let reply: Reply<Response> = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"));
-                assert_eq!(reply.id, want, "replies come in request order: {line}");
-                match reply.outcome {
-                    Outcome::Ok(r) => Ok(r),
-                    Outcome::Err(e) => Err(e),
-                }
+                let reply = self
+                    .client
+                    .recv()
+                    .unwrap_or_else(|e| panic!("reading a control reply: {e}"));
+                assert_eq!(reply.id, want, "replies come in request order");
+                reply.outcome.into_result()
             })
             .collect();
-        writer
-            .join()
-            .expect("writer thread")
-            .expect("writing control requests");
+        match writer.join() {
+            Ok(written) => written.unwrap_or_else(|e| panic!("writing control requests: {e}")),
+            Err(p) => std::panic::resume_unwind(p),
+        }
         replies
     }
 }

@@ -7,12 +7,12 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use peerchat_client::{candidates, Client, Error};
 use peerchat_proto::control::{NodeStatus, PeerInfo, Request, Response};
 use peerchat_proto::peer;
 use peerchat_proto::PublicKey;
 use serde::Serialize;
 
-use crate::client::{candidates, Client};
 use crate::exit::{self, Failure};
 use crate::output;
 
@@ -77,14 +77,11 @@ pub fn run(socket: Option<&Path>, json: bool) -> Result<i32, Failure> {
         exit::OK
     };
     if let Some(mut client) = client {
-        let status = match client.call(Request::Status) {
-            Ok(Response::Status(s)) => Some(s),
-            _ => None,
-        };
+        let status = client.status().ok();
         if let Some(status) = &status {
             registry_checks(&mut client, status, &mut checks);
         }
-        checks.push(match client.call(Request::CheckDatabase) {
+        checks.push(match client.call(&Request::CheckDatabase) {
             Ok(Response::DatabaseCheck { ok: true, .. }) => {
                 ok("database", "integrity check passed")
             }
@@ -182,12 +179,12 @@ fn socket_checks(socket: Option<&Path>, checks: &mut Vec<Check>) -> Option<Clien
             ));
             Some(c)
         }
-        Err(f) if f.exit == exit::NOT_RUNNING => {
+        Err(Error::NotRunning(tried)) => {
             // Client's message lists every path tried and how to start chatd: here one line
             // (the reason for this path) and one hint are enough.
-            let reason = match crate::platform::connect(path) {
-                Err(e) => e.to_string(),
-                Ok(_) => "it did not answer".into(),
+            let reason = match tried.first() {
+                Some((_, e)) => e.to_string(),
+                None => "it did not answer".into(),
             };
             checks.push(fail(
                 "socket",
@@ -196,8 +193,8 @@ fn socket_checks(socket: Option<&Path>, checks: &mut Vec<Check>) -> Option<Clien
             ));
             None
         }
-        Err(f) => {
-            let first = f.message.lines().next().unwrap_or_default().to_string();
+        Err(e) => {
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
             checks.push(fail(
                 "socket",
                 first,
@@ -217,7 +214,7 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
         ));
         return;
     }
-    let peers = match client.call(Request::Peers) {
+    let peers = match client.call(&Request::Peers) {
         Ok(Response::Peers {
             peers,
             from_cache: false,
@@ -243,10 +240,10 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
             ));
             return;
         }
-        Err(f) => {
+        Err(e) => {
             checks.push(fail(
                 "registry",
-                format!("could not list names: {}", f.message),
+                format!("could not list names: {e}"),
                 "see chatd's log",
             ));
             return;
@@ -309,7 +306,7 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
 /// messages of the Noise handshake, and expects the static key of our own identity (then hangs
 /// up without identifying itself).
 fn port_check(client: &mut Client, address: &str) -> Check {
-    let expected = match client.call(Request::Whoami) {
+    let expected = match client.call(&Request::Whoami) {
         Ok(Response::Identity { key, .. }) => PublicKey::from_hex(&key).and_then(|k| k.to_x25519()),
         _ => None,
     };

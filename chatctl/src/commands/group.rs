@@ -1,10 +1,10 @@
 //! `chatctl group …`: named recipient lists kept by the local chatd.
 
+use peerchat_client::{Client, Error};
 use peerchat_proto::control::{GroupInfo, Request, Response};
 use peerchat_proto::Name;
 
 use crate::cli::GroupCommand;
-use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::safe_text::one_line;
@@ -44,7 +44,7 @@ pub fn request(cmd: &GroupCommand) -> Result<Request, Failure> {
 }
 
 pub fn run(mut client: Client, json: bool, request: Request) -> Result<i32, Failure> {
-    match client.call(request)? {
+    match client.call(&request)? {
         Response::Group(g) => print(json, &g),
         Response::Groups { groups } => {
             for g in &groups {
@@ -56,13 +56,7 @@ pub fn run(mut client: Client, json: bool, request: Request) -> Result<i32, Fail
                 output::json(&serde_json::json!({"ok": true}));
             }
         }
-        other => {
-            return Err(Failure::new(
-                exit::OTHER,
-                "protocol",
-                format!("unexpected reply from chatd: {other:?}"),
-            ))
-        }
+        other => return Err(Error::unexpected(other).into()),
     }
     Ok(exit::OK)
 }

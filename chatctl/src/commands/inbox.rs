@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use peerchat_client::{self as client, Client, Error};
 use peerchat_proto::control::{InboxMessage, Request, Response};
 use peerchat_proto::Name;
 
 use crate::cli::InboxArgs;
-use crate::client::{self, Client};
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::safe_text::{one_line, visible, INDENT};
@@ -53,32 +53,25 @@ fn list(
     after: Option<i64>,
     mut cursor: Option<Cursor>,
 ) -> Result<i32, Failure> {
-    match client.call(Request::Inbox {
+    let (messages, truncated) = client.inbox(&Request::Inbox {
         from,
         limit: Some(limit),
         after,
-    })? {
-        Response::Messages {
-            messages,
-            truncated,
-        } => {
-            for m in &messages {
-                print(json, m);
-                if let Some(c) = cursor.as_mut() {
-                    c.save(m.seq)?;
-                }
-            }
-            if truncated {
-                let hint = match messages.last() {
-                    Some(m) => format!("; continue with --after {}", m.seq),
-                    None => String::new(),
-                };
-                eprintln!("chatctl: more messages matched than fit in one reply{hint}");
-            }
-            Ok(exit::OK)
+    })?;
+    for m in &messages {
+        print(json, m);
+        if let Some(c) = cursor.as_mut() {
+            c.save(m.seq)?;
         }
-        other => Err(unexpected(&other)),
     }
+    if truncated {
+        let hint = match messages.last() {
+            Some(m) => format!("; continue with --after {}", m.seq),
+            None => String::new(),
+        };
+        eprintln!("chatctl: more messages matched than fit in one reply{hint}");
+    }
+    Ok(exit::OK)
 }
 
 fn follow(
@@ -92,7 +85,7 @@ fn follow(
     crate::platform::exit_when_stdout_closes();
     // Reconnect to the socket that answered, even if discovery would find another one while
     // chatd is away (`$XDG_RUNTIME_DIR/peerchat/chatd.sock` is only tried while it exists).
-    let path = client.socket.clone();
+    let path = client.socket().to_path_buf();
     // Ctrl-C / SIGTERM end the follow between two messages, never between printing one and
     // saving the cursor, so a clean exit never repeats a message.
     let stop = Arc::new(AtomicBool::new(false));
@@ -102,7 +95,7 @@ fn follow(
     }
     loop {
         client.set_read_timeout(Some(STOP_POLL))?;
-        client.send(Request::Follow {
+        client.send(&Request::Follow {
             from: from.clone(),
             backlog: Some(backlog),
             after,
@@ -114,9 +107,9 @@ fn follow(
             }
             let reply = match client.recv() {
                 Ok(r) => r,
-                Err(f) if f.code == "timeout" => continue,
-                Err(f) if client::is_lost(&f) => break,
-                Err(f) => return Err(f),
+                Err(Error::Timeout) => continue,
+                Err(e) if e.is_lost() => break,
+                Err(e) => return Err(e.into()),
             };
             match reply.outcome.into_result().map_err(Failure::from)? {
                 // Where to resume if we lose the connection before printing anything.
@@ -133,7 +126,7 @@ fn follow(
                         c.save(m.seq)?;
                     }
                 }
-                other => return Err(unexpected(&other)),
+                other => return Err(Error::unexpected(other).into()),
             }
         }
         eprintln!("chatctl: lost the connection to chatd; reconnecting");
@@ -141,7 +134,7 @@ fn follow(
         client = match client::reconnect(&path, None, &|| stop.load(Ordering::Relaxed)) {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(exit::OK),
-            Err(f) => return Err(f),
+            Err(e) => return Err(e.into()),
         };
     }
 }
@@ -226,12 +219,4 @@ fn print(json: bool, m: &InboxMessage) {
         one_line(&m.from),
         visible(&m.body, INDENT)
     ));
-}
-
-fn unexpected(r: &Response) -> Failure {
-    Failure::new(
-        exit::OTHER,
-        "protocol",
-        format!("unexpected reply from chatd: {r:?}"),
-    )
 }

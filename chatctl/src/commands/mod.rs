@@ -12,8 +12,8 @@ mod status;
 use peerchat_proto::control::check_msg_id;
 
 use crate::cli::{Cli, Command, MessageArgs, SendArgs};
-use crate::client::Client;
 use crate::exit::{self, Failure};
+use peerchat_client::Client;
 
 /// A message id given on the command line, checked before connecting (a usage error, exit 2).
 fn msg_id(id: &str) -> Result<(), Failure> {

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use peerchat_client::{self as client, Client, Error};
 use peerchat_proto::control::{code, DeliveryState, MessageInfo, Request, Response};
 
-use crate::client::{self, Client};
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::safe_text::one_line;
@@ -21,17 +21,18 @@ pub fn list(
         return Err(Failure::usage("--limit must be at least 1"));
     }
     loop {
-        let Response::Outbox {
-            entries,
-            next,
-            more,
-        } = client.call(Request::Outbox {
+        let request = Request::Outbox {
             limit,
-            after: after.clone(),
-        })?
-        else {
-            return Err(unexpected());
+            after: after.take(),
         };
+        let (entries, next, more) = client.call_expect(&request, |r| match r {
+            Response::Outbox {
+                entries,
+                next,
+                more,
+            } => Ok((entries, next, more)),
+            r => Err(Error::unexpected(r)),
+        })?;
         for e in &entries {
             if json {
                 output::json(e);
@@ -83,17 +84,13 @@ pub fn seconds(what: &str, secs: f64) -> Result<Duration, Failure> {
 }
 
 pub fn status(mut client: Client, json: bool, id: String) -> Result<i32, Failure> {
-    let Response::MessageInfo(info) = client.call(Request::MessageStatus { msg_id: id })? else {
-        return Err(unexpected());
-    };
+    let info = client.message_info(&Request::MessageStatus { msg_id: id })?;
     print_info(json, &info);
     Ok(exit::OK)
 }
 
 pub fn cancel(mut client: Client, json: bool, id: String) -> Result<i32, Failure> {
-    let Response::MessageInfo(info) = client.call(Request::Cancel { msg_id: id })? else {
-        return Err(unexpected());
-    };
+    let info = client.message_info(&Request::Cancel { msg_id: id })?;
     print_info(json, &info);
     Ok(exit::OK)
 }
@@ -146,13 +143,13 @@ pub fn wait(
             deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
         // The reply may take as long as the wait: no read timeout on this connection from now on.
         let reply = client.set_streaming().and_then(|()| {
-            client.call(Request::Wait {
+            client.message_info(&Request::Wait {
                 msg_id: id.to_string(),
                 timeout_ms,
             })
         });
         match reply {
-            Ok(Response::MessageInfo(info)) => {
+            Ok(info) => {
                 // chatd answers a pending wait early when it stops: that is not the end of the
                 // wait. Ask again (on a new connection, once this one ends).
                 let time_left = deadline.is_none_or(|d| {
@@ -164,12 +161,11 @@ pub fn wait(
                 }
                 break info;
             }
-            Ok(_) => return Err(unexpected()),
-            Err(f) if client::is_lost(&f) || f.code == code::SHUTTING_DOWN => {
+            Err(e) if e.is_lost() || e.code() == code::SHUTTING_DOWN => {
                 eprintln!(
                     "chatctl: lost the connection to chatd while waiting for {id}; reconnecting"
                 );
-                let socket = client.socket.clone();
+                let socket = client.socket().to_path_buf();
                 *client = match client::reconnect(
                     &socket,
                     Some(Instant::now() + reconnect),
@@ -177,8 +173,8 @@ pub fn wait(
                 ) {
                     Ok(Some(c)) => c,
                     Ok(None) => unreachable!("reconnect without a stop condition"),
-                    Err(f) => {
-                        let why = f.message.lines().next().unwrap_or_default().to_string();
+                    Err(e) => {
+                        let why = e.to_string().lines().next().unwrap_or_default().to_string();
                         return Err(Failure::new(
                             exit::OTHER,
                             "disconnected",
@@ -190,7 +186,7 @@ pub fn wait(
                     }
                 };
             }
-            Err(f) => return Err(f),
+            Err(e) => return Err(e.into()),
         }
     };
     let code = if info
@@ -227,7 +223,3 @@ pub fn wait(
 const EARLY_REPLY_SLACK: Duration = Duration::from_millis(50);
 /// Pause before asking again after an early reply (chatd is going away; do not spin).
 const EARLY_REPLY_PAUSE: Duration = Duration::from_millis(100);
-
-fn unexpected() -> Failure {
-    Failure::new(exit::OTHER, "protocol", "unexpected reply from chatd")
-}

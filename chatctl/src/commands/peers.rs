@@ -1,20 +1,17 @@
 //! `chatctl peers`: the names the registry knows, with presence.
 
+use peerchat_client::{Client, Error};
 use peerchat_proto::control::{Request, Response};
 
-use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::safe_text::one_line;
 
 pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
-    let Response::Peers { peers, from_cache } = client.call(Request::Peers)? else {
-        return Err(Failure::new(
-            exit::OTHER,
-            "protocol",
-            "unexpected reply from chatd",
-        ));
-    };
+    let (peers, from_cache) = client.call_expect(&Request::Peers, |r| match r {
+        Response::Peers { peers, from_cache } => Ok((peers, from_cache)),
+        r => Err(Error::unexpected(r)),
+    })?;
     if from_cache && !json {
         eprintln!("chatctl: the registry is unreachable; showing chatd's cached addresses");
     }

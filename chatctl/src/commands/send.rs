@@ -16,16 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use peerchat_client::{self as client, Client, Writer};
 use peerchat_proto::control::{code, DeliveryState, Request, RequestLine, Response};
 use peerchat_proto::envelope::to_line;
 use peerchat_proto::{ErrorBody, Name, MAX_BODY_BYTES};
 use serde::Serialize;
 
 use crate::cli::{BroadcastArgs, MessageArgs, SendArgs};
-use crate::client::{self, Client};
 use crate::exit::{self, Failure};
 use crate::output;
-use crate::platform::Stream;
 use crate::safe_text::one_line;
 
 /// Whom to send to, as parsed from the command line.
@@ -132,7 +131,7 @@ fn send(
     };
     check_body(&body)?;
     let mut client = Client::connect(socket)?;
-    let reply = client.call(targets.request(body, id))?;
+    let reply = client.call(&targets.request(body, id))?;
     // Printed before any wait: the message is accepted, whatever happens to this connection.
     let code = print_result(json, &reply);
     match (deadline, &reply) {
@@ -290,7 +289,7 @@ struct Link {
 
 struct LinkState {
     /// Where new requests go; `None` while the reader reconnects.
-    stream: Option<Stream>,
+    stream: Option<Writer>,
     /// Bumped on every change of `stream`, so that a write error on an old connection does not
     /// stop the writer on the new one.
     generation: u64,
@@ -322,7 +321,7 @@ impl Link {
     }
 
     /// New requests go to `stream` from now on (`None`: wait).
-    fn switch(&self, stream: Option<Stream>) {
+    fn switch(&self, stream: Option<Writer>) {
         let mut st = self.lock();
         st.stream = stream;
         st.generation += 1;
@@ -345,7 +344,7 @@ fn write_lines(link: &Link, targets: &Targets, tx: &mpsc::Sender<Sent>) -> Optio
     let mut buf = Vec::new();
     let mut n = 0usize;
     // A handle on the current connection, and its generation.
-    let mut out: Option<(u64, Stream)> = None;
+    let mut out: Option<(u64, Writer)> = None;
     loop {
         buf.clear();
         match input.read_until(b'\n', &mut buf) {
@@ -511,10 +510,10 @@ fn send_lines(
                     continue;
                 }
             },
-            Err(f) if client::is_lost(&f) => f,
-            Err(f) => {
+            Err(e) if e.is_lost() => Failure::from(e),
+            Err(e) => {
                 link.close();
-                report_line(json, line.n, &not_accepted(&f.message));
+                report_line(json, line.n, &not_accepted(&e.to_string()));
                 note(&mut code, exit::OTHER);
                 return Ok(code);
             }
@@ -524,7 +523,7 @@ fn send_lines(
             lost.message
         );
         queue.push_front(Sent::Request(line));
-        match resume(&link, &rx, &mut queue, &client.socket, reconnect) {
+        match resume(&link, &rx, &mut queue, client.socket(), reconnect) {
             Ok(c) => client = c,
             Err(f) => {
                 link.close();

@@ -1,19 +1,12 @@
 //! `chatctl status`: this node at a glance.
 
-use peerchat_proto::control::{Request, Response};
+use peerchat_client::Client;
 
-use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output;
 
 pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
-    let Response::Status(s) = client.call(Request::Status)? else {
-        return Err(Failure::new(
-            exit::OTHER,
-            "protocol",
-            "unexpected reply from chatd",
-        ));
-    };
+    let s = client.status()?;
     if json {
         output::json(&s);
         return Ok(exit::OK);
@@ -42,7 +35,7 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
         "started:    {} (up {}s)",
         s.started_at, s.uptime_secs
     ));
-    output::line(&format!("socket:     {}", client.socket.display()));
+    output::line(&format!("socket:     {}", client.socket().display()));
     output::line(&format!("inbox:      {} messages", c.inbox));
     output::line(&format!(
         "outbox:     {} messages; deliveries: {} queued, {} sent, {} delivered, {} failed, {} cancelled",
