@@ -352,7 +352,10 @@ mod tests {
     async fn a_link_streams_in_order_records_acks_and_ends_at_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let mailbox = Arc::new(Mailbox::new());
-        let store = open_store(&dir, &mailbox);
+        let store = open_store(&dir, {
+            let mb = mailbox.clone();
+            move |m| mb.hand_off(m)
+        });
         let early = send(&store, "one").await;
         let (ours, mut theirs) = pair(&dir).await;
         let (to, stop) = (name("pb"), CancellationToken::new());
@@ -399,7 +402,10 @@ mod tests {
     async fn a_nack_fails_its_message_and_an_answer_out_of_order_ends_the_link() {
         let dir = tempfile::tempdir().unwrap();
         let mailbox = Arc::new(Mailbox::new());
-        let store = open_store(&dir, &mailbox);
+        let store = open_store(&dir, {
+            let mb = mailbox.clone();
+            move |m| mb.hand_off(m)
+        });
         let first = send(&store, "one").await;
         let second = send(&store, "two").await;
         let (ours, mut theirs) = pair(&dir).await;
@@ -446,7 +452,10 @@ mod tests {
     async fn a_refused_link_fails_with_the_peers_reason() {
         let dir = tempfile::tempdir().unwrap();
         let mailbox = Arc::new(Mailbox::new());
-        let store = open_store(&dir, &mailbox);
+        let store = open_store(&dir, {
+            let mb = mailbox.clone();
+            move |m| mb.hand_off(m)
+        });
         send(&store, "one").await;
         let (ours, mut theirs) = pair(&dir).await;
         let (to, stop) = (name("pb"), CancellationToken::new());
