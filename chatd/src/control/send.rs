@@ -12,7 +12,7 @@ use std::sync::Arc;
 use peerchat_proto::control::{code, DeliveryState, Response};
 use peerchat_proto::{ErrorBody, Name, MAX_BODY_BYTES};
 
-use super::{store_error, ReplyFuture};
+use super::reply::{store_error, ReplyFuture};
 use crate::node::Node;
 use crate::resolver::ResolveError;
 
@@ -33,7 +33,7 @@ pub async fn handle(
     msg_id: Option<String>,
 ) -> ReplyFuture {
     match prepare(node, targets, body, msg_id).await {
-        Err(e) => super::ready(Err(e)),
+        Err(e) => super::reply::ready(Err(e)),
         Ok(rx) => {
             let node = node.clone();
             Box::pin(async move {
