@@ -368,7 +368,7 @@ fn check(m: &WireMessage) -> Result<(), (&'static str, String)> {
             format!("body over {MAX_BODY_BYTES} bytes"),
         ));
     }
-    if m.id.is_empty() || m.id.len() > crate::MAX_MSG_ID {
+    if m.id.is_empty() || m.id.len() > peerchat_proto::control::MAX_MSG_ID {
         return Err((
             peer::code::BAD_FRAME,
             "message id must be 1-128 bytes".into(),
