@@ -23,6 +23,10 @@ pub const MAX_MESSAGES_BYTES: usize = 8 << 20;
 /// Longest reply line a client should accept (a full `messages` reply, escaped).
 pub const MAX_REPLY_LINE: usize = 64 << 20;
 
+/// Most recipients of one message (after expanding groups and broadcast), and most members of
+/// one group: a `send` over it is refused as a whole (`too_large`), a `group_add` over it too.
+pub const MAX_RECIPIENTS: usize = 1024;
+
 /// Stable error codes. `chatctl` maps them to exit codes (see its `--help`).
 pub mod code {
     pub const BAD_REQUEST: &str = "bad_request";

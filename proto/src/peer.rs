@@ -10,6 +10,8 @@
 //! answers each with `Ack` once the message is committed to its database, in the same order (or,
 //! if the Hello asked for [`feature::ACKS`], each run of them with one `Acks`).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::name::Name;
@@ -23,6 +25,21 @@ pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
 /// Largest frame payload, in bytes. A frame announcing more closes the link.
 pub const MAX_FRAME: usize = 512 * 1024;
+
+/// Client: connecting the TCP stream (one attempt).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each step of setting a link up, on either side: the preamble (written by the client, read by
+/// the server), the whole Noise handshake (all three messages), the client's wait for `Welcome`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Either side: writing one frame's buffered records; a peer that does not read is dead.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Client: with messages in flight, the server must answer something within this time.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client: a link with nothing to send (and nothing in flight) for this long is closed.
+pub const CLIENT_IDLE_CLOSE: Duration = Duration::from_secs(120);
+/// Server: a link without any frame for this long is closed (the client reconnects when it has
+/// something to send). With [`feature::PING`] the limit is [`DEAD_AFTER`] instead.
+pub const SERVER_SILENCE_LIMIT: Duration = Duration::from_secs(300);
 
 /// Stable error codes carried by `Refused` and `Nack`.
 pub mod code {
@@ -57,10 +74,10 @@ pub mod feature {
 
 /// A client whose link supports [`feature::PING`] sends a `Ping` after this long without
 /// receiving anything (and again after each further interval of silence).
-pub const PING_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+pub const PING_AFTER: Duration = Duration::from_secs(5);
 /// With [`feature::PING`] on both sides, a link that carried nothing for this long is dead (a
 /// pulled cable, a suspended machine): both ends close it. Three pings fit in it.
-pub const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+pub const DEAD_AFTER: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -14,7 +14,7 @@ mod lines;
 mod outbox;
 mod peers;
 mod reply;
-pub(crate) mod send;
+mod send;
 mod status;
 
 use std::sync::Arc;

@@ -9,15 +9,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use peerchat_proto::control::{code, DeliveryState, Response};
+use peerchat_proto::control::{code, DeliveryState, Response, MAX_RECIPIENTS};
 use peerchat_proto::{ErrorBody, Name, MAX_BODY_BYTES};
 
 use super::reply::{store_error, ReplyFuture};
 use crate::node::Node;
 use crate::resolver::ResolveError;
-
-/// Most recipients of one message (and members of one group).
-pub const MAX_RECIPIENTS: usize = 1024;
 
 /// Whom a send is for, as the client said it.
 pub struct Targets {

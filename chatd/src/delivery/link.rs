@@ -8,7 +8,6 @@
 //! `delivered` without waiting for the commit, so the link keeps streaming.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use peerchat_proto::peer::{self, Frame, MsgRef};
 use peerchat_proto::Name;
@@ -22,11 +21,6 @@ use super::source::Source;
 use super::window::{Reply, Unmarked, Window};
 use crate::peer::{LinkError, PeerConn};
 use crate::store::{Outgoing, Store};
-
-/// With messages in flight, the peer must acknowledge something within this time.
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// A link with nothing to send for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Link<'a> {
     to: &'a Name,
@@ -162,9 +156,9 @@ impl<'a> Link<'a> {
         // peer that stopped answering alive.
         let deadline = self.last_progress
             + if self.window.is_empty() {
-                IDLE_TIMEOUT
+                peer::CLIENT_IDLE_CLOSE
             } else {
-                ACK_TIMEOUT
+                peer::ACK_TIMEOUT
             };
         let until = if self.pings {
             deadline.min(self.last_heard + peer::DEAD_AFTER)
@@ -299,6 +293,8 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::super::testing::{name, open_store, send};
+    use std::time::Duration;
+
     use super::*;
     use crate::identity::Identity;
     use crate::peer::noise;

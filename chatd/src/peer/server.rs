@@ -23,10 +23,6 @@ use super::{legacy, noise};
 use crate::resolver::ResolveError;
 use crate::store::{Arrival, Received, Store};
 
-/// Time for a new connection to send the preamble (the Noise handshake has its own limit).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// An established link with no traffic for this long is closed (the sender reconnects).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most messages stored in one call.
 const MAX_BATCH: usize = 512;
 /// Most peer connections served at once.
@@ -212,7 +208,7 @@ async fn link(
     let (silence_limit, silence_what) = if pings {
         (peer::DEAD_AFTER, "waiting for the pinging peer (dead link)")
     } else {
-        (IDLE_TIMEOUT, "idle peer link")
+        (peer::SERVER_SILENCE_LIMIT, "idle peer link")
     };
     conn.send(&Frame::Welcome {
         version: peer::VERSION,
@@ -402,7 +398,7 @@ async fn read_prefix(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, Li
         }
         Ok::<_, std::io::Error>(n)
     };
-    Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+    Ok(tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, read)
         .await
         .map_err(|_| LinkError::Timeout("waiting for the preamble"))??)
 }
