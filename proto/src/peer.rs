@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::msg_id::MsgId;
 use crate::name::Name;
 
 /// Every link of our protocol begins with these bytes (cleartext, before anything else). They are
@@ -104,14 +105,14 @@ pub enum Frame {
     /// Client → server: one message.
     Msg(WireMessage),
     /// Server → client: message `id` is committed (or was already, for a repeat).
-    Ack { id: String },
+    Ack { id: MsgId },
     /// Server → client, only if the client's Hello listed [`feature::ACKS`]: the next `count`
     /// unanswered messages are committed, the last of them being `last` (so the client can
     /// check that both sides agree on where the run ends).
-    Acks { count: u32, last: String },
+    Acks { count: u32, last: MsgId },
     /// Server → client: message `id` will never be accepted; do not retry it.
     Nack {
-        id: String,
+        id: MsgId,
         code: String,
         message: String,
     },
@@ -145,8 +146,9 @@ pub const VERSION: u32 = 1;
 /// A message as it crosses a peer link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireMessage {
-    /// Globally unique, chosen by the sender; with the sender's name, the dedup key.
-    pub id: String,
+    /// Globally unique, chosen by the sender; with the sender's name, the dedup key. An invalid
+    /// one makes the frame invalid (protocol.md §1.2, §4.3).
+    pub id: MsgId,
     /// Every recipient of the message (one for a direct message, several for a group send).
     pub to: Vec<Name>,
     /// When the sender accepted it, milliseconds since the Unix epoch.
@@ -234,7 +236,7 @@ enum AckTag {
 struct FastMsg {
     #[serde(rename = "type")]
     _type: MsgTag,
-    id: String,
+    id: MsgId,
     to: Vec<Name>,
     sent_at_ms: u64,
     body: String,
@@ -244,12 +246,16 @@ struct FastMsg {
 struct FastAck {
     #[serde(rename = "type")]
     _type: AckTag,
-    id: String,
+    id: MsgId,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mid(s: &str) -> MsgId {
+        MsgId::new(s).unwrap()
+    }
 
     #[test]
     fn a_frames_kind_is_its_wire_type() {
@@ -271,18 +277,18 @@ mod tests {
                 message: "m".into(),
             },
             Frame::Msg(WireMessage {
-                id: "x".into(),
+                id: mid("x"),
                 to: vec![name()],
                 sent_at_ms: 1,
                 body: "b".into(),
             }),
-            Frame::Ack { id: "x".into() },
+            Frame::Ack { id: mid("x") },
             Frame::Acks {
                 count: 1,
-                last: "x".into(),
+                last: mid("x"),
             },
             Frame::Nack {
-                id: "x".into(),
+                id: mid("x"),
                 code: "c".into(),
                 message: "m".into(),
             },
@@ -298,7 +304,7 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let f = Frame::Msg(WireMessage {
-            id: "x".into(),
+            id: mid("x"),
             to: vec![Name::new("pb").unwrap()],
             sent_at_ms: 1,
             body: "hi\n\u{1F600}".into(),
@@ -306,6 +312,49 @@ mod tests {
         assert_eq!(decode(&encode(&f)).unwrap(), f);
         assert!(decode(b"{\"type\":\"msg\"}").is_err());
         assert!(decode(b"\x00\x01").is_err());
+    }
+
+    #[test]
+    fn a_frame_with_an_invalid_message_id_is_invalid() {
+        let long = "x".repeat(crate::msg_id::MAX_MSG_ID + 1);
+        let max = "x".repeat(crate::msg_id::MAX_MSG_ID);
+        let msg = |id: &str| {
+            format!(r#"{{"type":"msg","id":"{id}","to":["pb"],"sent_at_ms":1,"body":"b"}}"#)
+        };
+        // The hot path and the general one (a field order the hot path does not take).
+        let msg_late_id = |id: &str| {
+            format!(r#"{{"to":["pb"],"type":"msg","sent_at_ms":1,"body":"b","id":"{id}"}}"#)
+        };
+        // As JSON text: a tab, a non-ASCII letter, a newline, a NUL, a DEL.
+        for bad in [
+            "",
+            "a b",
+            r"tab\t",
+            r"caf\u00e9",
+            r"nl\n",
+            r"nul\u0000",
+            "del\u{7f}",
+            long.as_str(),
+        ] {
+            for frame in [
+                msg(bad),
+                msg_late_id(bad),
+                format!(r#"{{"type":"ack","id":"{bad}"}}"#),
+                format!(r#"{{"type":"acks","count":2,"last":"{bad}"}}"#),
+                format!(r#"{{"type":"nack","id":"{bad}","code":"c","message":"m"}}"#),
+            ] {
+                assert!(decode(frame.as_bytes()).is_err(), "{frame}");
+            }
+        }
+        for good in ["m1", "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", max.as_str()] {
+            let Frame::Msg(m) = decode(msg(good).as_bytes()).unwrap() else {
+                panic!("not a msg")
+            };
+            assert_eq!(&*m.id, good);
+            assert!(decode(msg_late_id(good).as_bytes()).is_ok());
+            let ack = decode(format!(r#"{{"type":"ack","id":"{good}"}}"#).as_bytes()).unwrap();
+            assert_eq!(ack, Frame::Ack { id: mid(good) });
+        }
     }
 
     #[test]
@@ -328,7 +377,7 @@ mod tests {
         );
         let acks = Frame::Acks {
             count: 3,
-            last: "m3".into(),
+            last: mid("m3"),
         };
         assert_eq!(encode(&acks), br#"{"type":"acks","count":3,"last":"m3"}"#);
         assert_eq!(decode(&encode(&acks)).unwrap(), acks);
@@ -359,7 +408,7 @@ mod tests {
     fn borrowed_msg_encodes_like_frame_msg() {
         let to = vec![Name::new("pb").unwrap(), Name::new("pc").unwrap()];
         let owned = Frame::Msg(WireMessage {
-            id: "m1".into(),
+            id: mid("m1"),
             to: to.clone(),
             sent_at_ms: 7,
             body: "hé \"x\"".into(),
@@ -401,7 +450,7 @@ mod tests {
     fn worst_case_body_fits_a_frame() {
         let body = "\u{1}".repeat(crate::MAX_BODY_BYTES);
         let f = Frame::Msg(WireMessage {
-            id: "i".repeat(64),
+            id: MsgId::new("i".repeat(crate::msg_id::MAX_MSG_ID)).unwrap(),
             to: vec![],
             sent_at_ms: 0,
             body,

@@ -768,7 +768,9 @@ impl Sender {
                     groups: Vec::new(),
                     broadcast: false,
                     body: self.body(k),
-                    msg_id: Some(self.msg_id(k)),
+                    msg_id: Some(
+                        peerchat_proto::MsgId::new(self.msg_id(k)).expect("a valid message id"),
+                    ),
                 },
             };
             buf.extend_from_slice(&to_line(&line));

@@ -292,7 +292,7 @@ mod tests {
     use peerchat_proto::control::DeliveryState;
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::super::testing::{name, open_store, send};
+    use super::super::testing::{mid, name, open_store, send};
     use std::time::Duration;
 
     use super::*;
@@ -333,7 +333,7 @@ mod tests {
         let mut ids = vec![];
         while ids.len() < n {
             match peer.recv().await.unwrap() {
-                Frame::Msg(m) => ids.push(m.id),
+                Frame::Msg(m) => ids.push(m.id.into_string()),
                 other => panic!("expected a message, got {}", other.kind()),
             }
         }
@@ -367,14 +367,11 @@ mod tests {
                 .collect();
             assert_eq!(ids, want);
             // One ack, then a run of two, with a pong between.
-            theirs
-                .feed(&Frame::Ack { id: ids[0].clone() })
-                .await
-                .unwrap();
+            theirs.feed(&Frame::Ack { id: mid(&ids[0]) }).await.unwrap();
             theirs.feed(&Frame::Pong).await.unwrap();
             let run = Frame::Acks {
                 count: 2,
-                last: ids[2].clone(),
+                last: mid(&ids[2]),
             };
             theirs.send(&run).await.unwrap();
             for id in &ids {
@@ -410,15 +407,12 @@ mod tests {
         let peer = async {
             let ids = read_msgs(&mut theirs, 2).await;
             let nack = Frame::Nack {
-                id: ids[0].clone(),
+                id: mid(&ids[0]),
                 code: peer::code::TOO_LARGE.into(),
                 message: "too large".into(),
             };
             theirs.feed(&nack).await.unwrap();
-            theirs
-                .send(&Frame::Ack { id: "nope".into() })
-                .await
-                .unwrap();
+            theirs.send(&Frame::Ack { id: mid("nope") }).await.unwrap();
             theirs
         };
         let (end, _theirs) = tokio::time::timeout(Duration::from_secs(10), async {

@@ -3,12 +3,16 @@
 
 use std::sync::Arc;
 
-use peerchat_proto::Name;
+use peerchat_proto::{MsgId, Name};
 
 use crate::store::{Outgoing, Store};
 
 pub fn name(s: &str) -> Name {
     Name::new(s.to_string()).unwrap()
+}
+
+pub fn mid(s: &str) -> MsgId {
+    MsgId::new(s).unwrap()
 }
 
 /// A message with seq `seq` (id `m{seq}`) and a body of `len` bytes, never stored.
