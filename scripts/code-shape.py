@@ -66,6 +66,20 @@ def paths(text):
             out.append(prefix)
     return out
 
+def inline_mods(text):
+    """The text split by inline `mod NAME { ... }` blocks: (inline module path, its own text)."""
+    out, m = [], re.search(r'\bmod\s+(\w+)\s*\{', text)
+    if not m:
+        return [([], text)]
+    depth, i = 1, m.end()
+    while depth and i < len(text):
+        depth += {'{': 1, '}': -1}.get(text[i], 0)
+        i += 1
+    out.append(([], text[:m.start()]))
+    out += [([m.group(1)] + inner, t) for inner, t in inline_mods(text[m.end():i - 1])]
+    out += inline_mods(text[i:])
+    return out
+
 def cycles(src, entry):
     files = {}
     for dp, _, fs in os.walk(src):
@@ -87,22 +101,26 @@ def cycles(src, entry):
                 base, segs = base[:-1], segs[1:]
         elif '::'.join(base + [segs[0]]) not in mods:
             return None
-        best = '::'.join(base)
+        best = ''
+        for i in range(1, len(base) + 1):
+            if '::'.join(base[:i]) in mods:
+                best = '::'.join(base[:i])
         for i in range(1, len(segs) + 1):
             if '::'.join(base + segs[:i]) in mods:
                 best = '::'.join(base + segs[:i])
         return best
     edges = collections.defaultdict(set)
     for cur, f in files.items():
-        # Unit tests (`#[cfg(test)] mod tests`, by convention at the end of a file) are not
-        # part of the module's dependencies: their `super::` is the module itself.
-        text = open(f).read().split('#[cfg(test)]\nmod ')[0]
-        body = re.sub(r'pub(?:\([^)]*\))?\s+use\s+[^;]+;', '', strip(text))
-        for p in paths(body):
-            if p:
-                t = resolve(cur, p)
-                if t is not None and t != cur:
-                    edges[cur].add(t)
+        body = re.sub(r'pub(?:\([^)]*\))?\s+use\s+[^;]+;', '', strip(open(f).read()))
+        # Inline modules (`mod tests { use super::*; }`): a path inside one is resolved from the
+        # inline module, so its `super` is the file's own module, not the file's parent.
+        for inner, text in inline_mods(body):
+            here = '::'.join([s for s in cur.split('::') if s] + inner)
+            for p in paths(text):
+                if p:
+                    t = resolve(here, p)
+                    if t is not None and t != cur:
+                        edges[cur].add(t)
     index, low, stack, on, sccs, n = {}, {}, [], set(), [], [0]
     sys.setrecursionlimit(10000)
     def visit(v):

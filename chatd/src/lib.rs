@@ -5,6 +5,7 @@
 //! binary. See `docs/ARCHITECTURE.md` for the map of modules.
 
 pub mod cli;
+mod config;
 mod control;
 mod delivery;
 mod identity;
@@ -19,7 +20,6 @@ mod store;
 mod time;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use config::Config;
 pub use delivery::RetryPolicy;
 pub use platform::default_socket;
 pub use store::Retention;
@@ -39,56 +40,9 @@ pub use store::{
     ADVANCE_FLOOR_PAST, DELIVERED_RANGE, INSERT_DELIVERY, INSERT_INBOX, INSERT_OUTBOX,
 };
 
-/// Longest message id (caller-chosen ids included).
-pub const MAX_MSG_ID: usize = peerchat_proto::control::MAX_MSG_ID;
-
 /// How long shutdown waits for in-flight work before giving up on it (the whole stop must fit
 /// in systemd's and the 5 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub name: Name,
-    /// Host to register instead of the source address the registry sees.
-    pub advertise_host: Option<String>,
-    /// Port to register instead of the listener's.
-    pub advertise_port: Option<u16>,
-    pub registry: String,
-    pub socket: PathBuf,
-    pub db: PathBuf,
-    /// The identity key file (made at first start).
-    pub identity: PathBuf,
-    pub retry: RetryPolicy,
-    /// Accept and send the seed's unframed, unauthenticated messages.
-    pub legacy: bool,
-    /// What to remove and when (default: keep everything).
-    pub retention: Retention,
-    /// Group allowed to use the control socket (mode 0660); `None`: owner only (0600).
-    pub socket_group: Option<String>,
-}
-
-impl Config {
-    /// Defaults for everything but the name and paths.
-    pub fn new(name: Name, socket: PathBuf, db: PathBuf) -> Config {
-        Config {
-            name,
-            advertise_host: None,
-            advertise_port: None,
-            registry: "127.0.0.1:8888".into(),
-            socket,
-            identity: db.with_extension("key"),
-            db,
-            retry: RetryPolicy {
-                initial: Duration::from_secs(1),
-                max: Duration::from_secs(300),
-                lifetime: Duration::from_secs(7 * 24 * 3600),
-            },
-            legacy: false,
-            retention: Retention::default(),
-            socket_group: None,
-        }
-    }
-}
 
 /// Runs a node on `listener` (peer port) until `shutdown` completes, then stops within about
 /// [`SHUTDOWN_GRACE`] plus a second: in-flight work finishes, the registry hears we are

@@ -17,9 +17,6 @@ use tracing::{debug, info, warn};
 
 use crate::identity::Identity;
 
-/// Longest registry reply we read: a `list` of the registry's default 100,000 names, signed
-/// records of about 430 bytes each, fits.
-const MAX_REPLY: usize = 64 << 20;
 /// Longest wait between registration attempts while the registry is unreachable.
 const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Whole request/reply exchange with the registry.
@@ -104,7 +101,8 @@ impl RegistryClient {
             .write_all(&to_line(&RequestLine { id: 1, request }))
             .await
             .map_err(|e| self.unreachable(e))?;
-        let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), vec![], MAX_REPLY);
+        let codec =
+            AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), vec![], registry::MAX_REPLY);
         let mut lines = FramedRead::new(stream, codec);
         let line = match lines.next().await {
             Some(Ok(l)) => l,

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{ErrorBody, Reply};
+use crate::msg_id::MsgId;
 use crate::name::Name;
 
 /// Version of the control protocol. Bumped on incompatible changes.
@@ -22,6 +23,10 @@ pub const MAX_MESSAGES_BYTES: usize = 8 << 20;
 
 /// Longest reply line a client should accept (a full `messages` reply, escaped).
 pub const MAX_REPLY_LINE: usize = 64 << 20;
+
+/// Most recipients of one message (after expanding groups and broadcast), and most members of
+/// one group: a `send` over it is refused as a whole (`too_large`), a `group_add` over it too.
+pub const MAX_RECIPIENTS: usize = 1024;
 
 /// Stable error codes. `chatctl` maps them to exit codes (see its `--help`).
 pub mod code {
@@ -61,8 +66,9 @@ pub enum Request {
         broadcast: bool,
         body: String,
         /// Client-chosen message id, making the send idempotent; chatd picks one if absent.
+        /// An invalid one makes the request invalid (`bad_request`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        msg_id: Option<String>,
+        msg_id: Option<MsgId>,
     },
     /// Received messages: the newest `limit` (oldest first), or those after `after`.
     Inbox {
@@ -412,18 +418,13 @@ pub struct Counts {
 
 pub type ControlReply = Reply<Response>;
 
-/// Longest message id (`send`'s `msg_id`) in bytes.
-pub const MAX_MSG_ID: usize = 128;
+/// Longest message id (`send`'s `msg_id`) in bytes: [`MsgId`]'s limit.
+pub use crate::msg_id::MAX_MSG_ID;
 
-/// The rule for a caller-chosen message id: 1 to [`MAX_MSG_ID`] printable ASCII characters, no
-/// spaces. chatd refuses others (`bad_request`); chatctl checks before it connects.
+/// [`MsgId`]'s rule on a borrowed string, for a client that checks its ids before it connects
+/// (chatctl). chatd refuses others (`bad_request`).
 pub fn check_msg_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_MSG_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "message id must be 1-{MAX_MSG_ID} printable ASCII characters without spaces"
-        ));
-    }
-    Ok(())
+    crate::msg_id::check(id).map_err(|e| e.to_string())
 }
 
 /// Parses one request line; on error, the id to answer with (the client's, when the line is
@@ -472,7 +473,7 @@ struct FastSend {
     broadcast: bool,
     body: String,
     #[serde(default)]
-    msg_id: Option<String>,
+    msg_id: Option<MsgId>,
 }
 
 #[cfg(test)]
@@ -505,6 +506,8 @@ mod tests {
             br#"{"id":3,"op":"send","body":"a","body":"b"}"#,
             br#"{"id":-1,"op":"send","to":["pb"],"body":"hi"}"#,
             br#"{"id":3,"op":"send","to":["pb"],"body":"hi","msg_id":null}"#,
+            br#"{"id":3,"op":"send","to":["pb"],"body":"hi","msg_id":"a b"}"#,
+            br#"{"id":3,"op":"send","to":["pb"],"body":"hi","msg_id":""}"#,
         ];
         for c in cases {
             let slow = crate::envelope::parse_request_line::<Request>(c, code::BAD_REQUEST);
@@ -532,6 +535,12 @@ mod tests {
             }
         ));
         assert!(parse_request(br#"{"id":3,"op":"send","to":["p b"],"body":"hi"}"#).is_err());
+        // An invalid msg_id makes the request invalid, answered with its id and the rule.
+        let (id, e) =
+            parse_request(br#"{"id":4,"op":"send","to":["pb"],"body":"hi","msg_id":"a b"}"#)
+                .unwrap_err();
+        assert_eq!((id, e.code.as_str()), (4, code::BAD_REQUEST));
+        assert!(e.message.contains("printable ASCII"), "{}", e.message);
         assert!(parse_request(br#"{"id":3,"op":"send","to":[],"body":"hi","x":1}"#).is_err());
         // A bad field is answered with the request's own id.
         assert_eq!(

@@ -7,12 +7,14 @@
 pub mod control;
 pub mod envelope;
 pub mod identity;
+pub mod msg_id;
 pub mod name;
 pub mod peer;
 pub mod registry;
 
 pub use envelope::{ErrorBody, Outcome, Reply};
 pub use identity::{PublicKey, Signature};
+pub use msg_id::{MsgId, MsgIdError};
 pub use name::{Name, NameError};
 
 /// Version of this crate, reported by every daemon's hello so mismatches are easy to see.

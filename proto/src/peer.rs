@@ -10,8 +10,11 @@
 //! answers each with `Ack` once the message is committed to its database, in the same order (or,
 //! if the Hello asked for [`feature::ACKS`], each run of them with one `Acks`).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use crate::msg_id::MsgId;
 use crate::name::Name;
 
 /// Every link of our protocol begins with these bytes (cleartext, before anything else). They are
@@ -23,6 +26,21 @@ pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
 /// Largest frame payload, in bytes. A frame announcing more closes the link.
 pub const MAX_FRAME: usize = 512 * 1024;
+
+/// Client: connecting the TCP stream (one attempt).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each step of setting a link up, on either side: the preamble (written by the client, read by
+/// the server), the whole Noise handshake (all three messages), the client's wait for `Welcome`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Either side: writing one frame's buffered records; a peer that does not read is dead.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Client: with messages in flight, the server must answer something within this time.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client: a link with nothing to send (and nothing in flight) for this long is closed.
+pub const CLIENT_IDLE_CLOSE: Duration = Duration::from_secs(120);
+/// Server: a link without any frame for this long is closed (the client reconnects when it has
+/// something to send). With [`feature::PING`] the limit is [`DEAD_AFTER`] instead.
+pub const SERVER_SILENCE_LIMIT: Duration = Duration::from_secs(300);
 
 /// Stable error codes carried by `Refused` and `Nack`.
 pub mod code {
@@ -57,10 +75,10 @@ pub mod feature {
 
 /// A client whose link supports [`feature::PING`] sends a `Ping` after this long without
 /// receiving anything (and again after each further interval of silence).
-pub const PING_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+pub const PING_AFTER: Duration = Duration::from_secs(5);
 /// With [`feature::PING`] on both sides, a link that carried nothing for this long is dead (a
 /// pulled cable, a suspended machine): both ends close it. Three pings fit in it.
-pub const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+pub const DEAD_AFTER: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -87,14 +105,14 @@ pub enum Frame {
     /// Client → server: one message.
     Msg(WireMessage),
     /// Server → client: message `id` is committed (or was already, for a repeat).
-    Ack { id: String },
+    Ack { id: MsgId },
     /// Server → client, only if the client's Hello listed [`feature::ACKS`]: the next `count`
     /// unanswered messages are committed, the last of them being `last` (so the client can
     /// check that both sides agree on where the run ends).
-    Acks { count: u32, last: String },
+    Acks { count: u32, last: MsgId },
     /// Server → client: message `id` will never be accepted; do not retry it.
     Nack {
-        id: String,
+        id: MsgId,
         code: String,
         message: String,
     },
@@ -128,8 +146,9 @@ pub const VERSION: u32 = 1;
 /// A message as it crosses a peer link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireMessage {
-    /// Globally unique, chosen by the sender; with the sender's name, the dedup key.
-    pub id: String,
+    /// Globally unique, chosen by the sender; with the sender's name, the dedup key. An invalid
+    /// one makes the frame invalid (protocol.md §1.2, §4.3).
+    pub id: MsgId,
     /// Every recipient of the message (one for a direct message, several for a group send).
     pub to: Vec<Name>,
     /// When the sender accepted it, milliseconds since the Unix epoch.
@@ -217,7 +236,7 @@ enum AckTag {
 struct FastMsg {
     #[serde(rename = "type")]
     _type: MsgTag,
-    id: String,
+    id: MsgId,
     to: Vec<Name>,
     sent_at_ms: u64,
     body: String,
@@ -227,12 +246,16 @@ struct FastMsg {
 struct FastAck {
     #[serde(rename = "type")]
     _type: AckTag,
-    id: String,
+    id: MsgId,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mid(s: &str) -> MsgId {
+        MsgId::new(s).unwrap()
+    }
 
     #[test]
     fn a_frames_kind_is_its_wire_type() {
@@ -254,18 +277,18 @@ mod tests {
                 message: "m".into(),
             },
             Frame::Msg(WireMessage {
-                id: "x".into(),
+                id: mid("x"),
                 to: vec![name()],
                 sent_at_ms: 1,
                 body: "b".into(),
             }),
-            Frame::Ack { id: "x".into() },
+            Frame::Ack { id: mid("x") },
             Frame::Acks {
                 count: 1,
-                last: "x".into(),
+                last: mid("x"),
             },
             Frame::Nack {
-                id: "x".into(),
+                id: mid("x"),
                 code: "c".into(),
                 message: "m".into(),
             },
@@ -281,7 +304,7 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let f = Frame::Msg(WireMessage {
-            id: "x".into(),
+            id: mid("x"),
             to: vec![Name::new("pb").unwrap()],
             sent_at_ms: 1,
             body: "hi\n\u{1F600}".into(),
@@ -289,6 +312,49 @@ mod tests {
         assert_eq!(decode(&encode(&f)).unwrap(), f);
         assert!(decode(b"{\"type\":\"msg\"}").is_err());
         assert!(decode(b"\x00\x01").is_err());
+    }
+
+    #[test]
+    fn a_frame_with_an_invalid_message_id_is_invalid() {
+        let long = "x".repeat(crate::msg_id::MAX_MSG_ID + 1);
+        let max = "x".repeat(crate::msg_id::MAX_MSG_ID);
+        let msg = |id: &str| {
+            format!(r#"{{"type":"msg","id":"{id}","to":["pb"],"sent_at_ms":1,"body":"b"}}"#)
+        };
+        // The hot path and the general one (a field order the hot path does not take).
+        let msg_late_id = |id: &str| {
+            format!(r#"{{"to":["pb"],"type":"msg","sent_at_ms":1,"body":"b","id":"{id}"}}"#)
+        };
+        // As JSON text: a tab, a non-ASCII letter, a newline, a NUL, a DEL.
+        for bad in [
+            "",
+            "a b",
+            r"tab\t",
+            r"caf\u00e9",
+            r"nl\n",
+            r"nul\u0000",
+            "del\u{7f}",
+            long.as_str(),
+        ] {
+            for frame in [
+                msg(bad),
+                msg_late_id(bad),
+                format!(r#"{{"type":"ack","id":"{bad}"}}"#),
+                format!(r#"{{"type":"acks","count":2,"last":"{bad}"}}"#),
+                format!(r#"{{"type":"nack","id":"{bad}","code":"c","message":"m"}}"#),
+            ] {
+                assert!(decode(frame.as_bytes()).is_err(), "{frame}");
+            }
+        }
+        for good in ["m1", "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", max.as_str()] {
+            let Frame::Msg(m) = decode(msg(good).as_bytes()).unwrap() else {
+                panic!("not a msg")
+            };
+            assert_eq!(&*m.id, good);
+            assert!(decode(msg_late_id(good).as_bytes()).is_ok());
+            let ack = decode(format!(r#"{{"type":"ack","id":"{good}"}}"#).as_bytes()).unwrap();
+            assert_eq!(ack, Frame::Ack { id: mid(good) });
+        }
     }
 
     #[test]
@@ -311,7 +377,7 @@ mod tests {
         );
         let acks = Frame::Acks {
             count: 3,
-            last: "m3".into(),
+            last: mid("m3"),
         };
         assert_eq!(encode(&acks), br#"{"type":"acks","count":3,"last":"m3"}"#);
         assert_eq!(decode(&encode(&acks)).unwrap(), acks);
@@ -342,7 +408,7 @@ mod tests {
     fn borrowed_msg_encodes_like_frame_msg() {
         let to = vec![Name::new("pb").unwrap(), Name::new("pc").unwrap()];
         let owned = Frame::Msg(WireMessage {
-            id: "m1".into(),
+            id: mid("m1"),
             to: to.clone(),
             sent_at_ms: 7,
             body: "hé \"x\"".into(),
@@ -384,7 +450,7 @@ mod tests {
     fn worst_case_body_fits_a_frame() {
         let body = "\u{1}".repeat(crate::MAX_BODY_BYTES);
         let f = Frame::Msg(WireMessage {
-            id: "i".repeat(64),
+            id: MsgId::new("i".repeat(crate::msg_id::MAX_MSG_ID)).unwrap(),
             to: vec![],
             sent_at_ms: 0,
             body,

@@ -21,6 +21,10 @@ pub const MAX_WATCH_NAMES: usize = 1024;
 /// (`"name",` each) plus the envelope. Other requests stay within [`MAX_LINE`].
 pub const MAX_WATCH_LINE: usize = 80 * 1024;
 
+/// Longest reply line a client reads: a `list` of the registry's default 100,000 names (signed
+/// records of about 430 bytes each, some 43 MB) fits.
+pub const MAX_REPLY: usize = 64 << 20;
+
 /// How often a watching connection hears a `heartbeat` (when nothing else is sent, and also
 /// when something is). A client treats 3 intervals of silence as a dead registry.
 pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);

@@ -18,8 +18,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tracing::debug;
 
+use crate::limits::{FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
 use crate::table::{Presence, Table, TableError, Write};
-use crate::{FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
 
 type Lines = FramedRead<OwnedReadHalf, AnyDelimiterCodec>;
 

@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use crate::limits::WRITE_TIMEOUT;
 use crate::table::{Table, Write};
-use crate::WRITE_TIMEOUT;
 
 const MAX_REQUEST: usize = 1024;
 const QUIET: Duration = Duration::from_millis(100);

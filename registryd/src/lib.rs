@@ -6,6 +6,7 @@
 pub mod cli;
 mod json_conn;
 mod legacy_conn;
+mod limits;
 mod table;
 
 use std::future::Future;
@@ -17,16 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+pub use limits::{EXPIRY_SWEEP, FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
 pub use table::{release, release_legacy_offline, Limits, Table, TableError, Write};
-
-/// How long a new connection may take to send its first complete request.
-pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an established connection may stay silent between requests.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long writing one reply may take before the client is dropped.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often leases that ran out are announced to watching connections (`watch`).
-pub const EXPIRY_SWEEP: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -374,7 +374,7 @@ pub fn send_request(to: &str, body: &str, msg_id: Option<&str>) -> Request {
         groups,
         broadcast: false,
         body: body.into(),
-        msg_id: msg_id.map(str::to_string),
+        msg_id: msg_id.map(|id| peerchat_proto::MsgId::new(id).expect("a valid message id")),
     }
 }
 

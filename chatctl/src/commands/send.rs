@@ -42,7 +42,8 @@ impl Targets {
             groups: self.groups.clone(),
             broadcast: self.broadcast,
             body,
-            msg_id,
+            // Checked when given (a usage error) or a UUIDv7 made here: always valid.
+            msg_id: msg_id.and_then(|id| peerchat_proto::MsgId::new(id).ok()),
         }
     }
 }

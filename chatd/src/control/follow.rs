@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{flush, store_error, write_line};
+use super::reply::{flush, store_error, write_line};
 use crate::node::Node;
 use crate::store::{FeedItem, InboxQuery, InboxRow};
 

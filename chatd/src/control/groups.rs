@@ -5,7 +5,7 @@ use std::sync::Arc;
 use peerchat_proto::control::{code, Request, Response};
 use peerchat_proto::ErrorBody;
 
-use super::{store_error, ReplyFuture};
+use super::reply::{store_error, ReplyFuture};
 use crate::node::Node;
 use crate::store::GroupError;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use peerchat_proto::control::{code, Response};
 use peerchat_proto::{ErrorBody, Name};
 
-use super::{ready, ReplyFuture};
+use super::reply::{ready, ReplyFuture};
 use crate::node::Node;
 use crate::resolver::ResolveError;
 

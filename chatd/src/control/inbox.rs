@@ -5,7 +5,7 @@ use std::sync::Arc;
 use peerchat_proto::control::{InboxMessage, Response, MAX_MESSAGES_BYTES};
 use peerchat_proto::Name;
 
-use super::{store_error, ReplyFuture};
+use super::reply::{store_error, ReplyFuture};
 use crate::node::Node;
 use crate::store::{InboxQuery, InboxRow};
 

@@ -13,18 +13,17 @@ mod inbox;
 mod lines;
 mod outbox;
 mod peers;
-pub(crate) mod send;
+mod reply;
+mod send;
 mod status;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use peerchat_proto::control::{self, code, Request, Response};
 use peerchat_proto::envelope::{append_line, to_line, ErrorBody, Outcome, Reply};
-use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +32,7 @@ use tracing::{debug, warn};
 
 use crate::node::Node;
 use crate::platform::{ControlListener, ControlStream};
+use reply::{flush, ready, ReplyFuture};
 
 pub use follow::FollowParams;
 
@@ -40,15 +40,11 @@ pub use follow::FollowParams;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection (not following) with no request for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Writing one reply may take at most this long; a client that does not read is dropped.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies waiting to be written per connection (bounds memory; the reader waits when full).
 const PIPELINE_DEPTH: usize = 2048;
 /// Most request bytes (bodies, mostly) in flight per connection.
 const PIPELINE_BYTES: usize = 16 << 20;
 const MAX_CONNECTIONS: usize = 256;
-
-type ReplyFuture = Pin<Box<dyn Future<Output = Result<Response, ErrorBody>> + Send>>;
 
 enum Pending {
     Reply(u64, ReplyFuture),
@@ -297,10 +293,6 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
     }
 }
 
-fn ready(r: Result<Response, ErrorBody>) -> ReplyFuture {
-    Box::pin(std::future::ready(r))
-}
-
 async fn writer(
     mut write: WriteHalf<ControlStream>,
     mut rx: mpsc::Receiver<Pending>,
@@ -353,41 +345,3 @@ async fn writer(
 
 /// Most reply bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
-
-/// Writes and empties `buf` (bounded by [`WRITE_TIMEOUT`]).
-pub async fn flush<W: AsyncWrite + Unpin>(w: &mut W, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    if buf.is_empty() {
-        return Ok(());
-    }
-    let r = match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(buf)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "client is not reading",
-        )),
-    };
-    buf.clear();
-    r
-}
-
-pub async fn write_line<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    reply: &Reply<Response>,
-) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&to_line(reply))).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "client is not reading",
-        )),
-    }
-}
-
-pub fn store_error(e: crate::store::StoreError) -> ErrorBody {
-    use crate::store::StoreError;
-    match e {
-        StoreError::IdConflict(_) => ErrorBody::new(code::CONFLICT, e.to_string()),
-        StoreError::Closed => ErrorBody::new(code::SHUTTING_DOWN, e.to_string()),
-        _ => ErrorBody::new(code::STORAGE, e.to_string()),
-    }
-}

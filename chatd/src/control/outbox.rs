@@ -8,7 +8,7 @@ use peerchat_proto::control::{
 };
 use peerchat_proto::ErrorBody;
 
-use super::{store_error, ReplyFuture};
+use super::reply::{store_error, ReplyFuture};
 use crate::node::Node;
 use crate::store::DeliveryRow;
 use crate::time::rfc3339;

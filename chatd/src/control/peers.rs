@@ -5,7 +5,7 @@ use std::sync::Arc;
 use peerchat_proto::control::{PeerInfo, Response};
 use peerchat_proto::registry::{rotation_chain_reaches, Record};
 
-use super::ReplyFuture;
+use super::reply::ReplyFuture;
 use crate::node::Node;
 
 pub fn handle(node: &Arc<Node>) -> ReplyFuture {

@@ -9,15 +9,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use peerchat_proto::control::{code, DeliveryState, Response};
-use peerchat_proto::{ErrorBody, Name, MAX_BODY_BYTES};
+use peerchat_proto::control::{code, DeliveryState, Response, MAX_RECIPIENTS};
+use peerchat_proto::{ErrorBody, MsgId, Name, MAX_BODY_BYTES};
 
-use super::{store_error, ReplyFuture};
+use super::reply::{store_error, ReplyFuture};
 use crate::node::Node;
 use crate::resolver::ResolveError;
-
-/// Most recipients of one message (and members of one group).
-pub const MAX_RECIPIENTS: usize = 1024;
 
 /// Whom a send is for, as the client said it.
 pub struct Targets {
@@ -30,10 +27,10 @@ pub async fn handle(
     node: &Arc<Node>,
     targets: Targets,
     body: String,
-    msg_id: Option<String>,
+    msg_id: Option<MsgId>,
 ) -> ReplyFuture {
     match prepare(node, targets, body, msg_id).await {
-        Err(e) => super::ready(Err(e)),
+        Err(e) => super::reply::ready(Err(e)),
         Ok(rx) => {
             let node = node.clone();
             Box::pin(async move {
@@ -42,9 +39,6 @@ pub async fn handle(
                     .map_err(|_| ErrorBody::new(code::SHUTTING_DOWN, "chatd is shutting down"))?
                     .map_err(store_error)?;
                 // Committed: the store's after-commit hook has handed it to the delivery engine.
-                if !outcome.created {
-                    tracing::debug!(id = %outcome.msg_id, "a repeat of an accepted send; nothing new to deliver");
-                }
                 let mut recipients = outcome.recipients;
                 if node.resolver.unresolved_any(&recipients) {
                     for r in recipients.iter_mut() {
@@ -76,7 +70,7 @@ async fn prepare(
     node: &Node,
     targets: Targets,
     body: String,
-    msg_id: Option<String>,
+    msg_id: Option<MsgId>,
 ) -> Result<Committed, ErrorBody> {
     if body.is_empty() {
         return Err(ErrorBody::new(code::BAD_REQUEST, "the message is empty"));
@@ -112,10 +106,9 @@ async fn prepare(
         ));
     }
     let (msg_id, caller_chose_id) = match msg_id {
-        Some(id) => {
-            validate_msg_id(&id)?;
-            (id, true)
-        }
+        // Valid already: the request would not have parsed otherwise. The store keeps ids as
+        // strings (its SQL boundary); this moves the string, no copy.
+        Some(id) => (id.into_string(), true),
         None => (uuid::Uuid::now_v7().to_string(), false),
     };
     match check_recipients(node, &recipients, typed, &body).await {
@@ -253,8 +246,4 @@ async fn expand(node: &Node, t: Targets) -> Result<(Vec<Name>, usize, Option<usi
         broadcast = Some(all.len() - before);
     }
     Ok((all, typed, broadcast))
-}
-
-fn validate_msg_id(id: &str) -> Result<(), ErrorBody> {
-    peerchat_proto::control::check_msg_id(id).map_err(|m| ErrorBody::new(code::BAD_REQUEST, m))
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use peerchat_proto::control::{NodeStatus, Response};
 
-use super::{store_error, ReplyFuture};
+use super::reply::{store_error, ReplyFuture};
 use crate::node::Node;
 
 pub fn handle(node: &Arc<Node>) -> ReplyFuture {

@@ -1,8 +1,6 @@
 //! Opening a link to a recipient: TCP, the preamble, the Noise handshake against the key the
 //! registry binds to its name (`crate::peer::noise::initiate`), our Hello, its Welcome.
 
-use std::time::Duration;
-
 use peerchat_proto::peer::{self, Frame};
 use peerchat_proto::{Name, PublicKey};
 use tokio::io::AsyncWriteExt;
@@ -11,9 +9,6 @@ use tokio::net::TcpStream;
 use super::ended::AttemptError;
 use crate::identity::Identity;
 use crate::peer::{noise, LinkError, PeerConn};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A link up to `to`, and whether it answers pings (both sides list `peer::feature::PING`).
 pub async fn connect(
@@ -29,7 +24,7 @@ pub async fn connect(
         .to_x25519()
         .ok_or_else(|| AttemptError::Refused(format!("the key of {to} is not valid")))?;
     let mut stream = tcp(address).await?;
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(peer::PREAMBLE))
+    tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, stream.write_all(peer::PREAMBLE))
         .await
         .map_err(|_| LinkError::Timeout("writing the preamble"))?
         .map_err(LinkError::Io)?;
@@ -55,7 +50,7 @@ pub async fn connect(
     };
     drop(secret);
     match conn
-        .recv_timeout(HANDSHAKE_TIMEOUT, "waiting for welcome")
+        .recv_timeout(peer::HANDSHAKE_TIMEOUT, "waiting for welcome")
         .await?
     {
         Frame::Welcome { name, features, .. } if name == *to => {
@@ -78,7 +73,7 @@ pub async fn tcp(address: &str) -> Result<TcpStream, AttemptError> {
         addr: address.to_string(),
         reason,
     };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+    let stream = tokio::time::timeout(peer::CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| connect_err("timed out".into()))?
         .map_err(|e| connect_err(e.to_string()))?;

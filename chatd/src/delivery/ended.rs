@@ -9,7 +9,7 @@ use crate::store::StoreError;
 pub enum Ended {
     /// Nothing was pending: no link was opened.
     NothingPending,
-    /// The link had nothing to send for `IDLE_TIMEOUT` and was closed.
+    /// The link had nothing to send for `peer::CLIENT_IDLE_CLOSE` and was closed.
     Idle,
     /// chatd is stopping (the link closed with nothing in flight).
     Shutdown,

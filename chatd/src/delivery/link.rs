@@ -8,7 +8,6 @@
 //! `delivered` without waiting for the commit, so the link keeps streaming.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use peerchat_proto::peer::{self, Frame, MsgRef};
 use peerchat_proto::Name;
@@ -22,11 +21,6 @@ use super::source::Source;
 use super::window::{Reply, Unmarked, Window};
 use crate::peer::{LinkError, PeerConn};
 use crate::store::{Outgoing, Store};
-
-/// With messages in flight, the peer must acknowledge something within this time.
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// A link with nothing to send for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Link<'a> {
     to: &'a Name,
@@ -162,9 +156,9 @@ impl<'a> Link<'a> {
         // peer that stopped answering alive.
         let deadline = self.last_progress
             + if self.window.is_empty() {
-                IDLE_TIMEOUT
+                peer::CLIENT_IDLE_CLOSE
             } else {
-                ACK_TIMEOUT
+                peer::ACK_TIMEOUT
             };
         let until = if self.pings {
             deadline.min(self.last_heard + peer::DEAD_AFTER)
@@ -298,7 +292,9 @@ mod tests {
     use peerchat_proto::control::DeliveryState;
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::super::testing::{name, open_store, send};
+    use super::super::testing::{mid, name, open_store, send};
+    use std::time::Duration;
+
     use super::*;
     use crate::identity::Identity;
     use crate::peer::noise;
@@ -337,7 +333,7 @@ mod tests {
         let mut ids = vec![];
         while ids.len() < n {
             match peer.recv().await.unwrap() {
-                Frame::Msg(m) => ids.push(m.id),
+                Frame::Msg(m) => ids.push(m.id.into_string()),
                 other => panic!("expected a message, got {}", other.kind()),
             }
         }
@@ -352,7 +348,10 @@ mod tests {
     async fn a_link_streams_in_order_records_acks_and_ends_at_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let mailbox = Arc::new(Mailbox::new());
-        let store = open_store(&dir, &mailbox);
+        let store = open_store(&dir, {
+            let mb = mailbox.clone();
+            move |m| mb.hand_off(m)
+        });
         let early = send(&store, "one").await;
         let (ours, mut theirs) = pair(&dir).await;
         let (to, stop) = (name("pb"), CancellationToken::new());
@@ -368,14 +367,11 @@ mod tests {
                 .collect();
             assert_eq!(ids, want);
             // One ack, then a run of two, with a pong between.
-            theirs
-                .feed(&Frame::Ack { id: ids[0].clone() })
-                .await
-                .unwrap();
+            theirs.feed(&Frame::Ack { id: mid(&ids[0]) }).await.unwrap();
             theirs.feed(&Frame::Pong).await.unwrap();
             let run = Frame::Acks {
                 count: 2,
-                last: ids[2].clone(),
+                last: mid(&ids[2]),
             };
             theirs.send(&run).await.unwrap();
             for id in &ids {
@@ -399,7 +395,10 @@ mod tests {
     async fn a_nack_fails_its_message_and_an_answer_out_of_order_ends_the_link() {
         let dir = tempfile::tempdir().unwrap();
         let mailbox = Arc::new(Mailbox::new());
-        let store = open_store(&dir, &mailbox);
+        let store = open_store(&dir, {
+            let mb = mailbox.clone();
+            move |m| mb.hand_off(m)
+        });
         let first = send(&store, "one").await;
         let second = send(&store, "two").await;
         let (ours, mut theirs) = pair(&dir).await;
@@ -408,15 +407,12 @@ mod tests {
         let peer = async {
             let ids = read_msgs(&mut theirs, 2).await;
             let nack = Frame::Nack {
-                id: ids[0].clone(),
+                id: mid(&ids[0]),
                 code: peer::code::TOO_LARGE.into(),
                 message: "too large".into(),
             };
             theirs.feed(&nack).await.unwrap();
-            theirs
-                .send(&Frame::Ack { id: "nope".into() })
-                .await
-                .unwrap();
+            theirs.send(&Frame::Ack { id: mid("nope") }).await.unwrap();
             theirs
         };
         let (end, _theirs) = tokio::time::timeout(Duration::from_secs(10), async {
@@ -446,7 +442,10 @@ mod tests {
     async fn a_refused_link_fails_with_the_peers_reason() {
         let dir = tempfile::tempdir().unwrap();
         let mailbox = Arc::new(Mailbox::new());
-        let store = open_store(&dir, &mailbox);
+        let store = open_store(&dir, {
+            let mb = mailbox.clone();
+            move |m| mb.hand_off(m)
+        });
         send(&store, "one").await;
         let (ours, mut theirs) = pair(&dir).await;
         let (to, stop) = (name("pb"), CancellationToken::new());

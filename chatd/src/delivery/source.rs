@@ -98,7 +98,10 @@ mod tests {
     async fn a_link_catches_up_from_the_database_then_streams_hand_offs() {
         let dir = tempfile::tempdir().unwrap();
         let mb = Arc::new(Mailbox::new());
-        let store = open_store(&dir, &mb);
+        let store = open_store(&dir, {
+            let mb = mb.clone();
+            move |m| mb.hand_off(m)
+        });
         let mut earlier = vec![];
         for i in 0..5 {
             earlier.push(send(&store, &format!("early {i}")).await.seq);
@@ -122,7 +125,10 @@ mod tests {
     async fn after_an_overflow_the_rest_is_read_from_the_database_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mb = Arc::new(Mailbox::with_capacity(4, usize::MAX));
-        let store = open_store(&dir, &mb);
+        let store = open_store(&dir, {
+            let mb = mb.clone();
+            move |m| mb.hand_off(m)
+        });
         let mut source = Source::new();
         assert!(take(&mut source, &store, &mb, 10).await.is_empty());
         let mut sent = vec![];

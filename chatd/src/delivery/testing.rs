@@ -1,15 +1,18 @@
 //! What the delivery engine's unit tests share: messages, and a real store whose commits are
-//! handed off to a mailbox, as chatd wires them.
+//! handed off, as chatd wires them to a mailbox.
 
 use std::sync::Arc;
 
-use peerchat_proto::Name;
+use peerchat_proto::{MsgId, Name};
 
-use super::mailbox::Mailbox;
 use crate::store::{Outgoing, Store};
 
 pub fn name(s: &str) -> Name {
     Name::new(s.to_string()).unwrap()
+}
+
+pub fn mid(s: &str) -> MsgId {
+    MsgId::new(s).unwrap()
 }
 
 /// A message with seq `seq` (id `m{seq}`) and a body of `len` bytes, never stored.
@@ -23,11 +26,14 @@ pub fn msg(seq: i64, len: usize) -> Outgoing {
     }
 }
 
-/// A store in `dir` whose commits for any recipient are handed off to `mailbox`.
-pub fn open_store(dir: &tempfile::TempDir, mailbox: &Arc<Mailbox>) -> Store {
+/// A store in `dir` whose commits for any recipient are handed to `hand_off` (a mailbox's, in
+/// the tests: this module stays below the modules it helps test).
+pub fn open_store(
+    dir: &tempfile::TempDir,
+    hand_off: impl Fn(&Outgoing) + Send + Sync + 'static,
+) -> Store {
     let (store, _thread) = Store::open(&dir.path().join("t.db")).unwrap();
-    let mb = mailbox.clone();
-    store.set_outgoing_sink(Box::new(move |_, m| mb.hand_off(m)));
+    store.set_outgoing_sink(Box::new(move |_, m| hand_off(m)));
     store
 }
 

@@ -201,7 +201,7 @@ impl Unmarked {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::msg;
+    use super::super::testing::{mid, msg};
     use super::*;
 
     fn window(seqs: impl IntoIterator<Item = i64>) -> Window {
@@ -214,7 +214,7 @@ mod tests {
 
     fn ack(seq: i64) -> Frame {
         Frame::Ack {
-            id: format!("m{seq}"),
+            id: mid(&format!("m{seq}")),
         }
     }
 
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(w.on_reply(ack(1), &mut delivered).unwrap(), Reply::Acked);
         let run = Frame::Acks {
             count: 3,
-            last: "m4".into(),
+            last: mid("m4"),
         };
         assert_eq!(w.on_reply(run, &mut delivered).unwrap(), Reply::Acked);
         assert_eq!(delivered, [1, 2, 3, 4]);
@@ -269,7 +269,7 @@ mod tests {
             Reply::Pong
         );
         let nack = Frame::Nack {
-            id: "m5".into(),
+            id: mid("m5"),
             code: "too_large".into(),
             message: "no".into(),
         };
@@ -277,7 +277,7 @@ mod tests {
             w.on_reply(nack, &mut delivered).unwrap(),
             Reply::Nacked {
                 seq: 5,
-                id: "m5".into(),
+                id: Arc::from("m5"),
                 code: "too_large".into(),
                 message: "no".into()
             }
@@ -311,7 +311,7 @@ mod tests {
             &mut w,
             Frame::Acks {
                 count: 3,
-                last: "m3".into(),
+                last: mid("m3"),
             },
         );
         assert_eq!(e, "acknowledgement of 3 messages with 2 in flight");
@@ -319,7 +319,7 @@ mod tests {
             &mut w,
             Frame::Acks {
                 count: 0,
-                last: "m1".into(),
+                last: mid("m1"),
             },
         );
         assert_eq!(e, "acknowledgement of 0 messages with 2 in flight");

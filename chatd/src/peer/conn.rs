@@ -16,8 +16,6 @@ use tokio::net::TcpStream;
 
 use super::error::{noise_err, LinkError};
 
-/// How long one write may block before the link is considered dead.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Noise's limit on one transport message (ciphertext).
 const MAX_RECORD: usize = 65_535;
 /// Plaintext per record: the record limit minus the 16-byte authentication tag.
@@ -95,7 +93,7 @@ impl PeerConn {
         if self.wire_out.is_empty() {
             return Ok(());
         }
-        tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(&self.wire_out))
+        tokio::time::timeout(peer::WRITE_TIMEOUT, self.stream.write_all(&self.wire_out))
             .await
             .map_err(|_| LinkError::Timeout("writing to the peer"))??;
         self.wire_out.clear();

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use peerchat_proto::peer::WireMessage;
+use peerchat_proto::MsgId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::info;
@@ -52,8 +53,11 @@ pub async fn receive(
         body.pop();
     }
     let now = peerchat_db::now_ms();
+    // A seed message has no id: it gets a UUIDv7 (hex digits and dashes, always a valid id).
+    let id = MsgId::new(uuid::Uuid::now_v7().to_string())
+        .map_err(|e| LinkError::Protocol(format!("internal error: {e}")))?;
     let msg = WireMessage {
-        id: uuid::Uuid::now_v7().to_string(),
+        id,
         to: vec![],
         sent_at_ms: now,
         body,

@@ -11,8 +11,6 @@
 //! so it never reveals its identity or its Hello to an impostor. The server learns the client's
 //! static key from msg 3 and checks it against the name in the Hello.
 
-use std::time::Duration;
-
 use peerchat_proto::peer::{self, Frame};
 use peerchat_proto::Name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,8 +20,6 @@ use super::conn::PeerConn;
 use super::error::{noise_err, LinkError};
 
 pub const PARAMS: &str = peer::NOISE_PARAMS;
-/// The whole handshake, either side.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest Noise message (the spec's limit).
 pub const MAX_MESSAGE: usize = 65_535;
 
@@ -67,7 +63,7 @@ pub async fn initiate(
         let transport = hs.into_transport_mode().map_err(noise_err)?;
         Ok(PeerConn::new(stream, transport, remote))
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+    tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, run)
         .await
         .map_err(|_| LinkError::Timeout("during the handshake"))?
 }
@@ -95,7 +91,7 @@ pub async fn respond(
         let transport = hs.into_transport_mode().map_err(noise_err)?;
         Ok((PeerConn::new(stream, transport, remote), hello))
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+    tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, run)
         .await
         .map_err(|_| LinkError::Timeout("during the handshake"))?
 }

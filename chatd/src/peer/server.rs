@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peerchat_proto::peer::{self, Frame, WireMessage};
-use peerchat_proto::{Name, MAX_BODY_BYTES};
+use peerchat_proto::{MsgId, Name, MAX_BODY_BYTES};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -23,10 +23,6 @@ use super::{legacy, noise};
 use crate::resolver::ResolveError;
 use crate::store::{Arrival, Received, Store};
 
-/// Time for a new connection to send the preamble (the Noise handshake has its own limit).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// An established link with no traffic for this long is closed (the sender reconnects).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most messages stored in one call.
 const MAX_BATCH: usize = 512;
 /// Most peer connections served at once.
@@ -212,7 +208,7 @@ async fn link(
     let (silence_limit, silence_what) = if pings {
         (peer::DEAD_AFTER, "waiting for the pinging peer (dead link)")
     } else {
-        (IDLE_TIMEOUT, "idle peer link")
+        (peer::SERVER_SILENCE_LIMIT, "idle peer link")
     };
     conn.send(&Frame::Welcome {
         version: peer::VERSION,
@@ -266,7 +262,7 @@ async fn link(
                 }
             }
         }
-        let mut ids: Vec<String> = Vec::new();
+        let mut ids: Vec<MsgId> = Vec::new();
         if !batch.is_empty() {
             let stored = batch.len();
             let arrivals = match server.store.receive(batch).await {
@@ -321,15 +317,18 @@ async fn link(
 
 /// The frames that answer a burst, in order: with `ack_runs` (the client asked for
 /// `peer::feature::ACKS`), each run of acknowledged messages becomes one `Acks` frame.
-/// `ids`: the stored messages' ids, by their place in the batch (taken, not copied).
-fn replies(answers: Vec<Result<usize, Frame>>, mut ids: Vec<String>, ack_runs: bool) -> Vec<Frame> {
-    let mut id = |i: usize| ids.get_mut(i).map(std::mem::take).unwrap_or_default();
+/// `ids`: the stored messages' ids, by their place in the batch (moved, not copied; the places
+/// in `answers` rise, so each is taken from the iterator in turn. The store answers every
+/// message, so an id is never missing; if one were, its answer would be left out).
+fn replies(answers: Vec<Result<usize, Frame>>, ids: Vec<MsgId>, ack_runs: bool) -> Vec<Frame> {
+    let mut ids = ids.into_iter().enumerate();
+    let mut id = |i: usize| ids.find(|(j, _)| *j == i).map(|(_, id)| id);
     if !ack_runs {
         return answers
             .into_iter()
-            .map(|a| match a {
-                Ok(i) => Frame::Ack { id: id(i) },
-                Err(nack) => nack,
+            .filter_map(|a| match a {
+                Ok(i) => id(i).map(|id| Frame::Ack { id }),
+                Err(nack) => Some(nack),
             })
             .collect();
     }
@@ -342,21 +341,15 @@ fn replies(answers: Vec<Result<usize, Frame>>, mut ids: Vec<String>, ack_runs: b
                 run = Some((count + 1, i));
             }
             Err(nack) => {
-                if let Some((count, last)) = run.take() {
-                    out.push(Frame::Acks {
-                        count,
-                        last: id(last),
-                    });
+                if let Some((count, last)) = run.take().and_then(|(c, l)| Some((c, id(l)?))) {
+                    out.push(Frame::Acks { count, last });
                 }
                 out.push(nack);
             }
         }
     }
-    if let Some((count, last)) = run {
-        out.push(Frame::Acks {
-            count,
-            last: id(last),
-        });
+    if let Some((count, last)) = run.and_then(|(c, l)| Some((c, id(l)?))) {
+        out.push(Frame::Acks { count, last });
     }
     out
 }
@@ -366,12 +359,6 @@ fn check(m: &WireMessage) -> Result<(), (&'static str, String)> {
         return Err((
             peer::code::TOO_LARGE,
             format!("body over {MAX_BODY_BYTES} bytes"),
-        ));
-    }
-    if m.id.is_empty() || m.id.len() > crate::MAX_MSG_ID {
-        return Err((
-            peer::code::BAD_FRAME,
-            "message id must be 1-128 bytes".into(),
         ));
     }
     Ok(())
@@ -402,7 +389,7 @@ async fn read_prefix(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, Li
         }
         Ok::<_, std::io::Error>(n)
     };
-    Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+    Ok(tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, read)
         .await
         .map_err(|_| LinkError::Timeout("waiting for the preamble"))??)
 }
@@ -411,9 +398,13 @@ async fn read_prefix(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, Li
 mod tests {
     use super::*;
 
+    fn mid(s: &str) -> MsgId {
+        MsgId::new(s).unwrap()
+    }
+
     fn nack(id: &str) -> Frame {
         Frame::Nack {
-            id: id.into(),
+            id: mid(id),
             code: peer::code::TOO_LARGE.into(),
             message: "too large".into(),
         }
@@ -423,35 +414,30 @@ mod tests {
     /// run, the nack in its place; one `ack` each for a caller that did not ask for runs.
     #[test]
     fn a_burst_is_answered_with_one_acks_frame_per_run() {
-        let ids = || -> Vec<String> {
-            ["m1", "m2", "m4", "m5", "m6"]
-                .into_iter()
-                .map(String::from)
-                .collect()
-        };
+        let ids = || -> Vec<MsgId> { ["m1", "m2", "m4", "m5", "m6"].map(mid).into() };
         let answers = || vec![Ok(0), Ok(1), Err(nack("m3")), Ok(2), Ok(3), Ok(4)];
         assert_eq!(
             replies(answers(), ids(), true),
             [
                 Frame::Acks {
                     count: 2,
-                    last: "m2".into()
+                    last: mid("m2")
                 },
                 nack("m3"),
                 Frame::Acks {
                     count: 3,
-                    last: "m6".into()
+                    last: mid("m6")
                 },
             ]
         );
         let one_each: Vec<Frame> = ["m1", "m2"]
             .into_iter()
-            .map(|id| Frame::Ack { id: id.into() })
+            .map(|id| Frame::Ack { id: mid(id) })
             .chain([nack("m3")])
             .chain(
                 ["m4", "m5", "m6"]
                     .into_iter()
-                    .map(|id| Frame::Ack { id: id.into() }),
+                    .map(|id| Frame::Ack { id: mid(id) }),
             )
             .collect();
         assert_eq!(replies(answers(), ids(), false), one_each);

@@ -171,7 +171,7 @@ impl Store {
 /// Refuses (before anything is written) a change that would give `group` more members than one
 /// message may have recipients: such a group could never be sent to.
 fn check_size(conn: &Connection, group: &Name, add: &[Name]) -> Result<(), GroupError> {
-    let limit = crate::control::send::MAX_RECIPIENTS;
+    let limit = peerchat_proto::control::MAX_RECIPIENTS;
     let mut total: HashSet<Name> = members(conn, group)?.into_iter().collect();
     total.extend(add.iter().cloned());
     if total.len() > limit {

@@ -3,6 +3,7 @@
 
 use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
 use peerchat_proto::peer::WireMessage;
+use peerchat_proto::MsgId;
 
 use super::{Store, StoreError};
 
@@ -99,10 +100,7 @@ impl Store {
     /// Stores a batch of messages from one link in one go. Returns, per message, what became of
     /// it and its id; all of it is committed. `New` and `Repeat` may be acked, `Conflict` must be
     /// refused. The batch is moved in: a followed message's row takes its strings.
-    pub async fn receive(
-        &self,
-        batch: Vec<Received>,
-    ) -> Result<Vec<(Arrival, String)>, StoreError> {
+    pub async fn receive(&self, batch: Vec<Received>) -> Result<Vec<(Arrival, MsgId)>, StoreError> {
         let feed = self.inbox_feed.clone();
         let followers = self.inbox_feed.clone();
         let seq_mark = self.inbox_seq_mark.clone();
@@ -126,7 +124,7 @@ impl Store {
                     .prepare_cached(
                         "SELECT body = ?3 FROM inbox WHERE sender = ?1 AND msg_id = ?2",
                     )?
-                    .query_row(params![m.sender, m.msg.id, m.msg.body], |r| {
+                    .query_row(params![m.sender, m.msg.id.as_str(), m.msg.body], |r| {
                         r.get::<_, bool>(0)
                     })
                     .optional()?
@@ -138,7 +136,7 @@ impl Store {
             let look_up_seen = seen_keys.load(std::sync::atomic::Ordering::Relaxed);
             for m in batch {
                 let removed = if look_up_seen {
-                    seen.query_row(params![m.sender, m.msg.id], |r| {
+                    seen.query_row(params![m.sender, m.msg.id.as_str()], |r| {
                         r.get::<_, Option<Vec<u8>>>(0)
                     })
                     .optional()?
@@ -160,7 +158,7 @@ impl Store {
                 let to = serde_json::to_string(&m.msg.to).unwrap_or_else(|_| "[]".into());
                 let n = insert.execute(params![
                     m.sender,
-                    m.msg.id,
+                    m.msg.id.as_str(),
                     to,
                     m.msg.body,
                     m.msg.sent_at_ms as i64,
@@ -184,7 +182,7 @@ impl Store {
                     rows.push(super::FeedItem::Row(std::sync::Arc::new(InboxRow {
                         seq: max,
                         sender: m.sender,
-                        msg_id: m.msg.id.clone(),
+                        msg_id: m.msg.id.as_str().to_owned(),
                         recipients: m.msg.to.into_iter().map(String::from).collect(),
                         body: m.msg.body,
                         sent_at_ms: m.msg.sent_at_ms,

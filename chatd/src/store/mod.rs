@@ -77,7 +77,8 @@ enum Queued {
 const MAX_BATCH: usize = 1024;
 
 /// Called on the DB thread, in commit order, for every newly accepted message and each of its
-/// queued recipients (the delivery engine's in-memory hand-off; see `delivery.rs`).
+/// queued recipients (the delivery engine's in-memory hand-off: `Delivery::hand_off` in
+/// `delivery/mod.rs`, queued in `delivery/mailbox.rs`).
 pub type OutgoingSink = Box<dyn Fn(&Name, &Outgoing) + Send + Sync>;
 
 #[derive(Clone)]

@@ -75,7 +75,7 @@ fn received(id: &str) -> Received {
     Received {
         sender: "pa".into(),
         msg: WireMessage {
-            id: id.into(),
+            id: peerchat_proto::MsgId::new(id).unwrap(),
             to: vec![name("me")],
             sent_at_ms: 1,
             body: format!("body {id}"),

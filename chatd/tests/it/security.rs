@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use peerchat_proto::peer::{self, Frame};
-use peerchat_proto::Name;
+use peerchat_proto::{MsgId, Name};
 use peerchat_testkit::identity::Signer;
 use peerchat_testkit::proxy::Proxy;
 use peerchat_testkit::{json_lines, wait_for, Net, Node};
@@ -264,7 +264,7 @@ fn acks_come_in_runs_only_for_callers_that_ask() {
     register(net.registry.addr, &raw, "raw", 9);
     let msg = |id: &str, body: String| {
         Frame::Msg(peer::WireMessage {
-            id: id.into(),
+            id: mid(id),
             to: vec![Name::new("pb").unwrap()],
             sent_at_ms: 1,
             body,
@@ -278,7 +278,7 @@ fn acks_come_in_runs_only_for_callers_that_ask() {
         old.send(&msg(id, format!("body {id}")));
     }
     for id in ["o1", "o2", "o3"] {
-        assert_eq!(old.recv(), Frame::Ack { id: id.into() });
+        assert_eq!(old.recv(), Frame::Ack { id: mid(id) });
     }
 
     let mut new = RawLink::open(
@@ -313,10 +313,10 @@ fn acks_come_in_runs_only_for_callers_that_ask() {
                 let start = answered.len();
                 answered.extend((1..=count).map(|_| "ack"));
                 let i = start + count as usize - 1;
-                assert_eq!(last, sent[i].0, "the run ends at the right message");
+                assert_eq!(&*last, sent[i].0, "the run ends at the right message");
             }
             Frame::Nack { id, code, .. } => {
-                assert_eq!(id, sent[answered.len()].0, "the nack is in its place");
+                assert_eq!(&*id, sent[answered.len()].0, "the nack is in its place");
                 answered.push(match (id.as_str(), code.as_str()) {
                     ("n3", peer::code::TOO_LARGE) => "too large",
                     ("o1", peer::code::ID_CONFLICT) => "conflict",
@@ -567,7 +567,7 @@ fn fake_server_once(
         panic!("expected a msg frame")
     };
     link.send(&answer(&m.id));
-    (m.id, link)
+    (m.id.into_string(), link)
 }
 
 /// Waits until the caller closed the link (it does at once after a protocol error).
@@ -595,7 +595,7 @@ fn a_wrong_run_of_acks_ends_the_link_and_delivers_nothing() {
 
     let (got, link) = fake_server_once(&listener, &fake, "fake", |id| Frame::Acks {
         count: 2,
-        last: id.into(),
+        last: mid(id),
     });
     assert_eq!(got, id);
     wait_closed(link);
@@ -608,7 +608,7 @@ fn a_wrong_run_of_acks_ends_the_link_and_delivers_nothing() {
 
     let (got, link) = fake_server_once(&listener, &fake, "fake", |_| Frame::Acks {
         count: 1,
-        last: "another-message".into(),
+        last: mid("another-message"),
     });
     assert_eq!(got, id, "the same message is sent again");
     wait_closed(link);
@@ -621,7 +621,7 @@ fn a_wrong_run_of_acks_ends_the_link_and_delivers_nothing() {
 
     let (got, _link) = fake_server_once(&listener, &fake, "fake", |id| Frame::Acks {
         count: 1,
-        last: id.into(),
+        last: mid(id),
     });
     assert_eq!(got, id);
     wait_recipient(&pa, &id, "a correct run to deliver it", |r| {
@@ -640,7 +640,7 @@ fn a_reused_id_with_another_body_is_refused_not_dropped() {
     register(net.registry.addr, &raw, "raw", 9);
     let msg = |body: &str| {
         Frame::Msg(peer::WireMessage {
-            id: "r1".into(),
+            id: mid("r1"),
             to: vec![Name::new("pb").unwrap()],
             sent_at_ms: 1,
             body: body.into(),
@@ -649,7 +649,7 @@ fn a_reused_id_with_another_body_is_refused_not_dropped() {
     let mut link = RawLink::open(pb.listen, &raw, "raw", "pb", vec![]);
     assert!(matches!(link.recv(), Frame::Welcome { .. }));
     link.send(&msg("one"));
-    assert_eq!(link.recv(), Frame::Ack { id: "r1".into() });
+    assert_eq!(link.recv(), Frame::Ack { id: mid("r1") });
     link.send(&msg("two"));
     match link.recv() {
         Frame::Nack { id, code, message } => {
@@ -662,7 +662,7 @@ fn a_reused_id_with_another_body_is_refused_not_dropped() {
         other => panic!("a reused id got {other:?}"),
     }
     link.send(&msg("one"));
-    assert_eq!(link.recv(), Frame::Ack { id: "r1".into() });
+    assert_eq!(link.recv(), Frame::Ack { id: mid("r1") });
     assert_eq!(pb.wait_inbox(1, T), ["one"]);
     assert!(pb
         .daemon
@@ -691,4 +691,8 @@ fn a_name_bound_to_another_key_is_reported_by_status() {
         text.contains("not registered: ") && text.contains("bound to another key"),
         "{text}"
     );
+}
+
+fn mid(s: &str) -> MsgId {
+    MsgId::new(s).unwrap()
 }

@@ -320,7 +320,9 @@ impl Sender {
                     groups: Vec::new(),
                     broadcast: false,
                     body: self.body(k),
-                    msg_id: Some(self.msg_id(k)),
+                    msg_id: Some(
+                        peerchat_proto::MsgId::new(self.msg_id(k)).expect("a valid message id"),
+                    ),
                 },
             };
             append_line(&mut self.out, &line);

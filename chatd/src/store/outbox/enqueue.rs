@@ -16,8 +16,6 @@ use crate::store::{Batch, KnownFloors, SeqHighWater, Store, StoreError};
 pub struct SendOutcome {
     pub msg_id: String,
     pub recipients: Vec<RecipientState>,
-    /// False when this was a repeat of an earlier send with the same id.
-    pub created: bool,
     /// The new message, for the in-memory hand-off (`None` for a repeat).
     pub outgoing: Option<Outgoing>,
 }
@@ -130,7 +128,6 @@ fn repeat_of(conn: &Batch, new: &NewMessage) -> Result<Option<SendOutcome>, Stor
     Ok(Some(SendOutcome {
         recipients,
         msg_id: new.msg_id.clone(),
-        created: false,
         outgoing: None,
     }))
 }
@@ -164,7 +161,6 @@ fn insert_message(
     Ok(SendOutcome {
         recipients: states,
         msg_id: new.msg_id,
-        created: true,
         outgoing: Some(outgoing),
     })
 }

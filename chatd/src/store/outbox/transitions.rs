@@ -124,7 +124,8 @@ impl Store {
             // An acknowledgement is the truth: a message cancelled while it was already on the
             // link and then acknowledged did arrive, so `delivered` overrides `cancelled`.
             // A row still `queued` when it is acknowledged went out without its `sent` being
-            // recorded (see delivery.rs): the acknowledgement counts that attempt.
+            // recorded (the lazy `sent` marks, `delivery/window.rs`): the acknowledgement counts
+            // that attempt.
             let sql = if state == DeliveryState::Delivered {
                 "UPDATE deliveries SET state = ?3, last_error = COALESCE(?4, last_error), updated_at_ms = ?5,
                         attempts = attempts + (state = 'queued')

@@ -1,0 +1,55 @@
+//! What a node is started with ([`Config`]; `main.rs` fills it from the command line, tests
+//! directly). A leaf below `lib.rs`: the crate root imports it, it imports only the types of its
+//! fields.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use peerchat_proto::Name;
+
+use crate::delivery::RetryPolicy;
+use crate::store::Retention;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: Name,
+    /// Host to register instead of the source address the registry sees.
+    pub advertise_host: Option<String>,
+    /// Port to register instead of the listener's.
+    pub advertise_port: Option<u16>,
+    pub registry: String,
+    pub socket: PathBuf,
+    pub db: PathBuf,
+    /// The identity key file (made at first start).
+    pub identity: PathBuf,
+    pub retry: RetryPolicy,
+    /// Accept and send the seed's unframed, unauthenticated messages.
+    pub legacy: bool,
+    /// What to remove and when (default: keep everything).
+    pub retention: Retention,
+    /// Group allowed to use the control socket (mode 0660); `None`: owner only (0600).
+    pub socket_group: Option<String>,
+}
+
+impl Config {
+    /// Defaults for everything but the name and paths.
+    pub fn new(name: Name, socket: PathBuf, db: PathBuf) -> Config {
+        Config {
+            name,
+            advertise_host: None,
+            advertise_port: None,
+            registry: "127.0.0.1:8888".into(),
+            socket,
+            identity: db.with_extension("key"),
+            db,
+            retry: RetryPolicy {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+                lifetime: Duration::from_secs(7 * 24 * 3600),
+            },
+            legacy: false,
+            retention: Retention::default(),
+            socket_group: None,
+        }
+    }
+}
