@@ -14,8 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use peerchat_daemon::accept;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use limits::{EXPIRY_SWEEP, FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
@@ -53,7 +54,6 @@ pub async fn run(
     let local = listener.local_addr()?;
     info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), "registryd ready");
     peerchat_daemon::notify::ready();
-    let limit = Arc::new(Semaphore::new(config.max_connections));
     // Leases run out without a write: one task notices them for every watching connection.
     let sweeping = table.clone();
     let sweeper = tokio::spawn(async move {
@@ -65,32 +65,24 @@ pub async fn run(
             since = sweeping.sweep_expired(since);
         }
     });
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Typically EMFILE; back off briefly instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(%peer, "connection limit reached; closing new connection");
-            drop(stream);
-            continue;
-        };
-        let table = table.clone();
-        let seed_protocol = config.seed_protocol;
-        tokio::spawn(async move {
-            serve(stream, peer, table, seed_protocol).await;
-            drop(permit);
-        });
-    }
+    let options = accept::Options {
+        max_connections: config.max_connections,
+        max_per_address: None,
+        accept_backoff: accept::ACCEPT_BACKOFF,
+        on_accept_error: |e| warn!(error = %e, "accept failed"),
+        on_refused: |(_, peer), _| warn!(%peer, "connection limit reached; closing new connection"),
+    };
+    // Connections are not waited for at shutdown: they end with the runtime.
+    let connections = TaskTracker::new();
+    let seed_protocol = config.seed_protocol;
+    accept::serve(
+        listener,
+        options,
+        shutdown,
+        &connections,
+        |(stream, peer)| serve(stream, peer, table.clone(), seed_protocol),
+    )
+    .await;
     info!("registryd stopping");
     peerchat_daemon::notify::stopping();
     sweeper.abort();

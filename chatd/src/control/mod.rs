@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use peerchat_daemon::accept;
 use peerchat_proto::control::{self, code, Request, Response};
 use peerchat_proto::envelope::{append_line, to_line, ErrorBody, Outcome, Reply};
 use tokio::io::{AsyncWriteExt, WriteHalf};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,50 +58,56 @@ pub async fn serve(
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "control accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    let options = accept::Options {
+        max_connections: MAX_CONNECTIONS,
+        max_per_address: None,
+        accept_backoff: accept::ACCEPT_BACKOFF,
+        on_accept_error: |e| warn!(error = %e, "control accept failed"),
+        // Not logged: the client is told (Control::refuse).
+        on_refused: |_, _| {},
+    };
+    accept::serve(
+        Control(listener),
+        options,
+        stop.cancelled(),
+        &tasks,
+        |stream| connection(stream, node.clone(), stop.clone()),
+    )
+    .await
+}
+
+/// The control endpoint as the accept loop sees it. A caller the platform does not authorize is
+/// answered and closed inside `accept`, so it never counts against the connection limit.
+struct Control(ControlListener);
+
+impl accept::Listen for Control {
+    type Conn = ControlStream;
+
+    async fn accept(&mut self) -> std::io::Result<ControlStream> {
+        loop {
+            let stream = self.0.accept().await?;
+            match self.0.authorize(&stream) {
+                Ok(()) => return Ok(stream),
+                Err(why) => {
+                    warn!(reason = %why, "control connection refused");
+                    refuse(stream, why).await;
                 }
-            },
-        };
-        if let Err(why) = listener.authorize(&stream) {
-            warn!(reason = %why, "control connection refused");
-            let mut s = stream;
-            let reply: Reply<Response> = Reply {
-                id: 0,
-                outcome: Outcome::Err(ErrorBody::new(code::REFUSED, why)),
-            };
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), s.write_all(&to_line(&reply))).await;
-            continue;
+            }
         }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            let mut s = stream;
-            let reply: Reply<Response> = Reply {
-                id: 0,
-                outcome: Outcome::Err(ErrorBody::new(
-                    code::REFUSED,
-                    "too many control connections",
-                )),
-            };
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), s.write_all(&to_line(&reply))).await;
-            continue;
-        };
-        let node = node.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            connection(stream, node, stop).await;
-            drop(permit);
-        });
     }
+
+    async fn refuse(&mut self, stream: ControlStream) {
+        refuse(stream, "too many control connections".into()).await;
+    }
+}
+
+/// Tells a turned-away client why, if it reads within a second, and closes the connection.
+async fn refuse(mut stream: ControlStream, why: String) {
+    let reply: Reply<Response> = Reply {
+        id: 0,
+        outcome: Outcome::Err(ErrorBody::new(code::REFUSED, why)),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&to_line(&reply))).await;
 }
 
 async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationToken) {

@@ -6,13 +6,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use peerchat_daemon::accept::{self, Refused};
 use peerchat_proto::peer::{self, Frame, WireMessage};
 use peerchat_proto::{MsgId, Name, MAX_BODY_BYTES};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -29,37 +28,6 @@ const MAX_BATCH: usize = 512;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Most peer connections from one source address at once, so one host cannot take every slot.
 pub const MAX_PER_ADDRESS: usize = 32;
-
-/// Open connections per source address; an entry leaves with its last connection.
-#[derive(Default)]
-struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One connection's share of [`PerAddress`], given back on drop.
-struct AddressSlot(Arc<PerAddress>, std::net::IpAddr);
-
-impl PerAddress {
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= MAX_PER_ADDRESS {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
-    }
-}
 
 pub struct PeerServer {
     pub name: Name,
@@ -83,40 +51,34 @@ pub async fn serve(
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_address = Arc::new(PerAddress::default());
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "peer accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    let options = accept::Options {
+        max_connections: MAX_CONNECTIONS,
+        max_per_address: Some(MAX_PER_ADDRESS),
+        accept_backoff: accept::ACCEPT_BACKOFF,
+        on_accept_error: |e| warn!(error = %e, "peer accept failed"),
+        on_refused: |&(_, peer), why| match why {
+            Refused::Address => debug!(%peer, "too many connections from this address; closing"),
+            Refused::Connections => warn!(%peer, "peer connection limit reached; closing"),
+        },
+    };
+    accept::serve(
+        listener,
+        options,
+        stop.cancelled(),
+        &tasks,
+        |(stream, peer)| {
+            let server = server.clone();
+            let stop = stop.clone();
+            async move {
+                let _ = stream.set_nodelay(true);
+                match link(stream, peer, &server, stop).await {
+                    Ok(()) | Err(LinkError::Closed) => debug!(%peer, "peer link closed"),
+                    Err(e) => info!(%peer, error = %e, "peer link ended"),
                 }
-            },
-        };
-        let Some(slot) = per_address.take(peer.ip()) else {
-            debug!(%peer, "too many connections from this address; closing");
-            continue;
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(%peer, "peer connection limit reached; closing");
-            continue;
-        };
-        let server = server.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            match link(stream, peer, &server, stop).await {
-                Ok(()) | Err(LinkError::Closed) => debug!(%peer, "peer link closed"),
-                Err(e) => info!(%peer, error = %e, "peer link ended"),
             }
-            drop(permit);
-            drop(slot);
-        });
-    }
+        },
+    )
+    .await
 }
 
 async fn link(
