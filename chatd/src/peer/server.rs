@@ -100,90 +100,19 @@ async fn link(
     let secret = server.identity.noise_secret();
     let (mut conn, hello) = noise::respond(stream, &secret).await?;
     drop(secret);
-    let Some((version, from, to, features)) = noise::hello_fields(&hello) else {
-        return Err(LinkError::Protocol(format!(
-            "expected hello, got {}",
-            hello.kind()
-        )));
-    };
-    if version != peer::VERSION {
-        refuse(
-            &mut conn,
-            peer::code::BAD_FRAME,
-            format!("unsupported peer protocol version {version}"),
-        )
-        .await;
-        return Err(LinkError::Protocol(format!("peer version {version}")));
-    }
-    if *to != server.name {
-        refuse(
-            &mut conn,
-            peer::code::WRONG_NAME,
-            format!("this node is {}, not {to}", server.name),
-        )
-        .await;
-        return Err(LinkError::Protocol(format!("caller expected {to}")));
-    }
-    // The sender is the key that authenticated: it must be the one bound to the name it claims.
-    let remote = *conn.remote_static();
-    // A caller we cannot vouch for from the pins costs a registry lookup: limited per address.
-    if !server.resolver.caller_matches_pin(from, &remote) && !server.lookups.allow(peer.ip()) {
-        refuse(
-            &mut conn,
-            peer::code::BUSY,
-            "too many callers with unknown keys from this address; try again in a minute".into(),
-        )
-        .await;
-        return Err(LinkError::Protocol(
-            "unknown-caller lookups over the per-address limit".into(),
-        ));
-    }
-    if let Err(e) = server.resolver.check_caller(from, &remote).await {
-        // Say what is really wrong: a caller that is not registered yet (it started while the
-        // registry was down) or that cannot be checked now is told to come back, not accused of
-        // holding the wrong key.
-        let (code, message) = match &e {
-            ResolveError::Unknown(_) => (
-                peer::code::NOT_REGISTERED,
-                format!("{from} is not registered yet (the registry has no record of it); try again once it has registered"),
-            ),
-            ResolveError::Unavailable { .. } => (
-                peer::code::UNVERIFIED,
-                format!("cannot check the key of {from} now: the registry is unreachable and the name is not pinned here"),
-            ),
-            ResolveError::KeyChanged { .. }
-            | ResolveError::NotTheCaller { .. }
-            | ResolveError::BadRecord(_) => (
-                peer::code::WRONG_KEY,
-                format!("your key is not the one bound to {from}"),
-            ),
-        };
-        warn!(%peer, claimed = %from, code, error = %e, "refused a caller");
-        refuse(&mut conn, code, message).await;
-        return Err(LinkError::WrongKey);
-    }
-    let from = from.clone();
-    let ack_runs = features.iter().any(|f| f == peer::feature::ACKS);
-    // A client that pings speaks at least every PING_AFTER: silence for DEAD_AFTER means the
-    // link is dead (a pulled cable, a suspended laptop), and the socket is not kept for minutes.
-    let pings = features.iter().any(|f| f == peer::feature::PING);
-    let (silence_limit, silence_what) = if pings {
-        (peer::DEAD_AFTER, "waiting for the pinging peer (dead link)")
-    } else {
-        (peer::SERVER_SILENCE_LIMIT, "idle peer link")
-    };
+    let caller = admit(&mut conn, peer, server, &hello).await?;
     conn.send(&Frame::Welcome {
         version: peer::VERSION,
         name: server.name.clone(),
         features: vec![peer::feature::PING.to_string()],
     })
     .await?;
-    debug!(%peer, from = %from, "peer link up");
-    (server.on_caller)(&from);
+    debug!(%peer, from = %caller.from, "peer link up");
+    (server.on_caller)(&caller.from);
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            f = conn.recv_timeout(silence_limit, silence_what) => f?,
+            f = conn.recv_timeout(caller.silence_limit, caller.silence_what) => f?,
         };
         // Take whatever else is already here, so one commit covers the burst.
         let mut frames = vec![first];
@@ -193,88 +122,224 @@ async fn link(
                 None => break,
             }
         }
-        let mut batch = Vec::with_capacity(frames.len());
-        // One answer per frame, in order: an ack (the message's place in `batch`) or a nack.
-        let mut answers: Vec<Result<usize, Frame>> = Vec::with_capacity(frames.len());
-        for f in frames {
-            match f {
-                Frame::Msg(m) => match check(&m) {
-                    Ok(()) => {
-                        answers.push(Ok(batch.len()));
-                        batch.push(Received {
-                            sender: from.to_string(),
-                            msg: m,
-                            authenticated: true,
-                        });
-                    }
-                    Err((code, message)) => answers.push(Err(Frame::Nack {
-                        id: m.id,
-                        code: code.into(),
-                        message,
-                    })),
-                },
-                // Answered in order with the acks, so a Pong also says everything before the
-                // Ping was answered.
-                Frame::Ping => answers.push(Err(Frame::Pong)),
-                other => {
-                    return Err(LinkError::Protocol(format!(
-                        "unexpected {} frame",
-                        other.kind()
-                    )))
-                }
-            }
-        }
-        let mut ids: Vec<MsgId> = Vec::new();
-        if !batch.is_empty() {
-            let stored = batch.len();
-            let arrivals = match server.store.receive(batch).await {
-                // One answer per message, in batch order (acks are built from these ids).
-                Ok(a) if a.len() != stored => {
-                    return Err(LinkError::Protocol(format!(
-                        "internal error: {} answers for {stored} messages",
-                        a.len()
-                    )))
-                }
-                Ok(a) => a,
-                Err(e) => {
-                    // Nothing acked: the sender keeps the messages and retries.
-                    warn!(error = %e, from = %from, "could not store incoming messages");
-                    refuse(
-                        &mut conn,
-                        peer::code::STORAGE,
-                        "receiver cannot store messages right now".into(),
-                    )
-                    .await;
-                    return Ok(());
-                }
-            };
-            for a in answers.iter_mut() {
-                if let Ok(i) = *a {
-                    if arrivals
-                        .get(i)
-                        .is_some_and(|(a, _)| *a == Arrival::Conflict)
-                    {
-                        let id = arrivals[i].1.clone();
-                        warn!(from = %from, id = %id, "refused a message whose id the sender already used for another one");
-                        *a = Err(Frame::Nack {
-                            message: format!(
-                                "message id {id} was already used by {from} for a different message"
-                            ),
-                            id,
-                            code: peer::code::ID_CONFLICT.into(),
-                        });
-                    }
-                }
-            }
-            debug!(from = %from, messages = stored, "stored incoming messages");
-            ids = arrivals.into_iter().map(|(_, id)| id).collect();
-        }
-        let replies = replies(answers, ids, ack_runs);
-        for r in &replies {
+        let (batch, answers) = sort_burst(frames, &caller.from)?;
+        let Some((answers, ids)) =
+            store_burst(&mut conn, server, &caller.from, batch, answers).await?
+        else {
+            return Ok(());
+        };
+        for r in &replies(answers, ids, caller.ack_runs) {
             conn.feed(r).await?;
         }
         conn.flush().await?;
     }
+}
+
+/// A caller that passed the Hello checks, and how its link is run.
+struct Caller {
+    /// Proven by the handshake: the sender of every message on the link.
+    from: Name,
+    /// It asked for `acks` runs.
+    ack_runs: bool,
+    /// How long the link may be silent, and what the timeout says.
+    silence_limit: std::time::Duration,
+    silence_what: &'static str,
+}
+
+/// The Hello checks (protocol.md 4.2, steps 1-4): version, our name, and the caller's key
+/// against the name it claims. A refused caller gets `refused` with the reason first.
+async fn admit(
+    conn: &mut PeerConn,
+    peer: SocketAddr,
+    server: &PeerServer,
+    hello: &Frame,
+) -> Result<Caller, LinkError> {
+    let Some((version, from, to, features)) = noise::hello_fields(hello) else {
+        return Err(LinkError::Protocol(format!(
+            "expected hello, got {}",
+            hello.kind()
+        )));
+    };
+    if version != peer::VERSION {
+        refuse(
+            conn,
+            peer::code::BAD_FRAME,
+            format!("unsupported peer protocol version {version}"),
+        )
+        .await;
+        return Err(LinkError::Protocol(format!("peer version {version}")));
+    }
+    if *to != server.name {
+        refuse(
+            conn,
+            peer::code::WRONG_NAME,
+            format!("this node is {}, not {to}", server.name),
+        )
+        .await;
+        return Err(LinkError::Protocol(format!("caller expected {to}")));
+    }
+    check_caller_key(conn, peer, server, from).await?;
+    // A client that pings speaks at least every PING_AFTER: silence for DEAD_AFTER means the
+    // link is dead (a pulled cable, a suspended laptop), and the socket is not kept for minutes.
+    let pings = features.iter().any(|f| f == peer::feature::PING);
+    let (silence_limit, silence_what) = if pings {
+        (peer::DEAD_AFTER, "waiting for the pinging peer (dead link)")
+    } else {
+        (peer::SERVER_SILENCE_LIMIT, "idle peer link")
+    };
+    Ok(Caller {
+        from: from.clone(),
+        ack_runs: features.iter().any(|f| f == peer::feature::ACKS),
+        silence_limit,
+        silence_what,
+    })
+}
+
+/// The sender is the key that authenticated: it must be the one bound to the name it claims.
+async fn check_caller_key(
+    conn: &mut PeerConn,
+    peer: SocketAddr,
+    server: &PeerServer,
+    from: &Name,
+) -> Result<(), LinkError> {
+    let remote = *conn.remote_static();
+    // A caller we cannot vouch for from the pins costs a registry lookup: limited per address.
+    if !server.resolver.caller_matches_pin(from, &remote) && !server.lookups.allow(peer.ip()) {
+        refuse(
+            conn,
+            peer::code::BUSY,
+            "too many callers with unknown keys from this address; try again in a minute".into(),
+        )
+        .await;
+        return Err(LinkError::Protocol(
+            "unknown-caller lookups over the per-address limit".into(),
+        ));
+    }
+    let Err(e) = server.resolver.check_caller(from, &remote).await else {
+        return Ok(());
+    };
+    // Say what is really wrong: a caller that is not registered yet (it started while the
+    // registry was down) or that cannot be checked now is told to come back, not accused of
+    // holding the wrong key.
+    let (code, message) = match &e {
+        ResolveError::Unknown(_) => (
+            peer::code::NOT_REGISTERED,
+            format!("{from} is not registered yet (the registry has no record of it); try again once it has registered"),
+        ),
+        ResolveError::Unavailable { .. } => (
+            peer::code::UNVERIFIED,
+            format!("cannot check the key of {from} now: the registry is unreachable and the name is not pinned here"),
+        ),
+        ResolveError::KeyChanged { .. }
+        | ResolveError::NotTheCaller { .. }
+        | ResolveError::BadRecord(_) => (
+            peer::code::WRONG_KEY,
+            format!("your key is not the one bound to {from}"),
+        ),
+    };
+    warn!(%peer, claimed = %from, code, error = %e, "refused a caller");
+    refuse(conn, code, message).await;
+    Err(LinkError::WrongKey)
+}
+
+/// One answer per frame of a burst, in order: an ack (the message's place in the batch to store)
+/// or another frame (a nack, a pong).
+type Answers = Vec<Result<usize, Frame>>;
+
+/// Splits a burst into the messages to store and the answers, in frame order. A frame a client
+/// may not send ends the link.
+fn sort_burst(frames: Vec<Frame>, from: &Name) -> Result<(Vec<Received>, Answers), LinkError> {
+    let mut batch = Vec::with_capacity(frames.len());
+    let mut answers: Answers = Vec::with_capacity(frames.len());
+    for f in frames {
+        match f {
+            Frame::Msg(m) => match check(&m) {
+                Ok(()) => {
+                    answers.push(Ok(batch.len()));
+                    batch.push(Received {
+                        sender: from.to_string(),
+                        msg: m,
+                        authenticated: true,
+                    });
+                }
+                Err((code, message)) => answers.push(Err(Frame::Nack {
+                    id: m.id,
+                    code: code.into(),
+                    message,
+                })),
+            },
+            // Answered in order with the acks, so a Pong also says everything before the
+            // Ping was answered.
+            Frame::Ping => answers.push(Err(Frame::Pong)),
+            other => {
+                return Err(LinkError::Protocol(format!(
+                    "unexpected {} frame",
+                    other.kind()
+                )))
+            }
+        }
+    }
+    Ok((batch, answers))
+}
+
+/// Stores a burst's messages in one call (one commit with whatever else the DB thread has
+/// queued) and turns the answers of messages whose id the sender already used for another body
+/// into nacks. Returns the answers and the stored ids, or `None` when storing failed: the
+/// caller was told (`refused` with `storage`), nothing is acknowledged, and the sender retries.
+async fn store_burst(
+    conn: &mut PeerConn,
+    server: &PeerServer,
+    from: &Name,
+    batch: Vec<Received>,
+    mut answers: Answers,
+) -> Result<Option<(Answers, Vec<MsgId>)>, LinkError> {
+    if batch.is_empty() {
+        return Ok(Some((answers, Vec::new())));
+    }
+    let stored = batch.len();
+    let arrivals = match server.store.receive(batch).await {
+        // One answer per message, in batch order (acks are built from these ids).
+        Ok(a) if a.len() != stored => {
+            return Err(LinkError::Protocol(format!(
+                "internal error: {} answers for {stored} messages",
+                a.len()
+            )))
+        }
+        Ok(a) => a,
+        Err(e) => {
+            warn!(error = %e, from = %from, "could not store incoming messages");
+            refuse(
+                conn,
+                peer::code::STORAGE,
+                "receiver cannot store messages right now".into(),
+            )
+            .await;
+            return Ok(None);
+        }
+    };
+    for a in answers.iter_mut() {
+        if let Ok(i) = *a {
+            if arrivals
+                .get(i)
+                .is_some_and(|(a, _)| *a == Arrival::Conflict)
+            {
+                let id = arrivals[i].1.clone();
+                warn!(from = %from, id = %id, "refused a message whose id the sender already used for another one");
+                *a = Err(Frame::Nack {
+                    message: format!(
+                        "message id {id} was already used by {from} for a different message"
+                    ),
+                    id,
+                    code: peer::code::ID_CONFLICT.into(),
+                });
+            }
+        }
+    }
+    debug!(from = %from, messages = stored, "stored incoming messages");
+    Ok(Some((
+        answers,
+        arrivals.into_iter().map(|(_, id)| id).collect(),
+    )))
 }
 
 /// The frames that answer a burst, in order: with `ack_runs` (the client asked for
