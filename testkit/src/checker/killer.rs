@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Config, Report};
+use super::config::Config;
+use super::report::Report;
 use crate::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

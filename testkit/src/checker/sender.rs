@@ -13,7 +13,8 @@ use peerchat_proto::control::{Request, RequestLine, Response};
 use peerchat_proto::envelope::{append_line, Outcome, Reply};
 use peerchat_proto::Name;
 
-use super::{Config, Report};
+use super::config::Config;
+use super::report::Report;
 
 /// What the sender knows about one message.
 #[derive(Debug, Clone, Default)]

@@ -2,8 +2,8 @@
 
 use peerchat_proto::control::InboxMessage;
 
+use super::report::Report;
 use super::sender::Sender;
-use super::Report;
 
 /// Compares B's inbox with what the sender knows.
 pub(super) fn check(sender: &Sender, a_name: &str, inbox: &[InboxMessage], report: &mut Report) {
