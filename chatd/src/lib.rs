@@ -127,26 +127,9 @@ pub async fn run(
         resolver.clone(),
         stop.clone(),
     ));
-    let peer_server = Arc::new(peer::server::PeerServer {
-        name: config.name.clone(),
-        store: store.clone(),
-        legacy: config.legacy,
-        identity: identity.clone(),
-        resolver,
-        lookups: peerchat_daemon::limits::RateLimiter::new(peer::server::CALLER_LOOKUPS_PER_MINUTE),
-        on_caller: {
-            // A caller is alive and reachable: what waits for it need not wait any longer.
-            let delivery = Arc::downgrade(&delivery);
-            Box::new(move |name| {
-                if let Some(d) = delivery.upgrade() {
-                    d.retry_if_waiting(name);
-                }
-            })
-        },
-    });
     tasks.spawn(peer::server::serve(
         listener,
-        peer_server,
+        peer_server(&config, &store, &identity, resolver, &delivery),
         stop.clone(),
         tasks.clone(),
     ));
@@ -159,6 +142,7 @@ pub async fn run(
 
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let on_registered = {
+        // Peers that refused us as not registered take us now: retry what waits.
         let delivery = Arc::downgrade(&delivery);
         move || {
             if let Some(d) = delivery.upgrade() {
@@ -173,16 +157,7 @@ pub async fn run(
         stop.clone(),
     ));
     let _ = first_rx.await;
-
-    // Messages left undelivered by an earlier run.
-    match store.pending_recipients().await {
-        Ok(names) => {
-            for n in names.into_iter().filter_map(|n| Name::new(n).ok()) {
-                delivery.resume(&n);
-            }
-        }
-        Err(e) => warn!(error = %e, "could not list pending deliveries"),
-    }
+    resume_pending(&store, &delivery).await;
     if !config.retention.keeps_everything() {
         tasks.spawn(prune_periodically(
             store.clone(),
@@ -206,17 +181,58 @@ pub async fn run(
     }
     let _ = tokio::time::timeout(Duration::from_millis(1500), lease).await;
     platform::remove_socket(&config.socket);
-    drop(node);
-    drop(delivery);
-    drop(store);
-    // Everything acknowledged is already committed; waiting here only tidies up.
+    // The last handles on the store go, so its thread ends.
+    drop((node, delivery, store));
+    close_store(store_thread).await;
+    info!("chatd stopped");
+    Ok(())
+}
+
+/// Waits (at most 1 s) for the database thread to end once every handle on the store is gone.
+/// Everything acknowledged is already committed; waiting here only tidies up.
+async fn close_store(store_thread: store::StoreThread) {
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
         tokio::task::spawn_blocking(move || store_thread.join()),
     )
     .await;
-    info!("chatd stopped");
-    Ok(())
+}
+
+/// The peer server, wired to the node's store, identity and resolver; a caller whose link is up
+/// ends the retry wait of messages for it (it is evidently reachable).
+fn peer_server(
+    config: &Config,
+    store: &store::Store,
+    identity: &Arc<identity::Identity>,
+    resolver: Arc<resolver::Resolver>,
+    delivery: &Arc<delivery::Delivery>,
+) -> Arc<peer::server::PeerServer> {
+    let delivery = Arc::downgrade(delivery);
+    Arc::new(peer::server::PeerServer {
+        name: config.name.clone(),
+        store: store.clone(),
+        legacy: config.legacy,
+        identity: identity.clone(),
+        resolver,
+        lookups: peerchat_daemon::limits::RateLimiter::new(peer::server::CALLER_LOOKUPS_PER_MINUTE),
+        on_caller: Box::new(move |name| {
+            if let Some(d) = delivery.upgrade() {
+                d.retry_if_waiting(name);
+            }
+        }),
+    })
+}
+
+/// Starts a delivery task for every recipient with messages left undelivered by an earlier run.
+async fn resume_pending(store: &store::Store, delivery: &Arc<delivery::Delivery>) {
+    match store.pending_recipients().await {
+        Ok(names) => {
+            for n in names.into_iter().filter_map(|n| Name::new(n).ok()) {
+                delivery.resume(&n);
+            }
+        }
+        Err(e) => warn!(error = %e, "could not list pending deliveries"),
+    }
 }
 
 /// Passes the registry's presence changes to the delivery engine: a recipient that is back is
