@@ -118,6 +118,11 @@ pub struct Args {
     /// all; at least the newest of each is always kept)
     #[arg(long, value_name = "N", env = "CHATD_RETENTION_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_count: Option<u64>,
+    /// Serve metrics (Prometheus text, GET /metrics over HTTP) on this loopback address, e.g.
+    /// 127.0.0.1:9464 (port 0: the OS picks one, logged in the `chatd ready` line); off by
+    /// default. Addresses other than loopback are refused: the metrics are not authenticated.
+    #[arg(long, value_name = "ADDR", env = "CHATD_METRICS", value_parser = peerchat_daemon::metrics::parse_addr)]
+    pub metrics: Option<SocketAddr>,
     /// Log level: error, warn, info, debug, trace or off; or a filter, recognised by its `=` or
     /// `,` (e.g. chatd=debug or warn,chatd::delivery=trace) [default: $RUST_LOG, else info]
     #[arg(long, value_name = "LEVEL", env = "CHATD_LOG_LEVEL", value_parser = peerchat_daemon::logging::parse_level)]

@@ -29,6 +29,8 @@ pub struct Config {
     pub retention: Retention,
     /// Group allowed to use the control socket (mode 0660); `None`: owner only (0600).
     pub socket_group: Option<String>,
+    /// `--metrics`: serve Prometheus text on this (loopback) address; `None`: off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -50,6 +52,7 @@ impl Config {
             legacy: false,
             retention: Retention::default(),
             socket_group: None,
+            metrics: None,
         }
     }
 }

@@ -10,12 +10,14 @@ mod control;
 mod delivery;
 mod identity;
 mod node;
+mod observe;
 mod paths;
 mod peer;
 mod platform;
 mod presence;
 mod registry_client;
 mod resolver;
+mod scrape;
 mod store;
 mod time;
 
@@ -53,6 +55,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let _lock = peerchat_daemon::lock::lock_database(&config.db, "chatd")?;
+    // Bound before anything else starts, so a bad --metrics is a start-up error.
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(peerchat_daemon::metrics::bind(addr).await?),
+        None => None,
+    };
     let db = config.db.clone();
     let (store, store_thread) = tokio::task::spawn_blocking(move || store::Store::open(&db))
         .await
@@ -64,6 +71,11 @@ pub async fn run(
             .await
             .context("loading the identity")??,
     );
+    let exporter = Arc::new(match metrics_listener {
+        Some(_) => peerchat_daemon::metrics::Exporter::enabled(),
+        None => peerchat_daemon::metrics::Exporter::disabled(),
+    });
+    store.set_observer(Arc::new(observe::Observe::new(&exporter)));
     let control_listener = platform::bind_control(&config.socket, config.socket_group.as_deref())?;
     let listen = listener
         .local_addr()
@@ -140,6 +152,11 @@ pub async fn run(
         tasks.clone(),
     ));
 
+    let metrics_addr = match metrics_listener {
+        Some(l) => Some(serve_metrics(l, exporter, &store, &stop, &tasks)?),
+        None => None,
+    };
+
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let on_registered = {
         // Peers that refused us as not registered take us now: retry what waits.
@@ -165,7 +182,7 @@ pub async fn run(
             stop.clone(),
         ));
     }
-    info!(name = %config.name, fingerprint = %identity.public().fingerprint(), listen = %listen, socket = %config.socket.display(), db = %config.db.display(), legacy = config.legacy, "chatd ready");
+    info!(name = %config.name, fingerprint = %identity.public().fingerprint(), listen = %listen, socket = %config.socket.display(), db = %config.db.display(), legacy = config.legacy, metrics = %metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string()), "chatd ready");
     peerchat_daemon::notify::ready();
 
     shutdown.await;
@@ -186,6 +203,26 @@ pub async fn run(
     close_store(store_thread).await;
     info!("chatd stopped");
     Ok(())
+}
+
+/// Serves `--metrics` on `listener` until `stop`; returns the address it listens on.
+fn serve_metrics(
+    listener: TcpListener,
+    exporter: Arc<peerchat_daemon::metrics::Exporter>,
+    store: &store::Store,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let addr = listener
+        .local_addr()
+        .context("reading the metrics listener's address")?;
+    let render = scrape::render(exporter.clone(), store.clone());
+    let (stop, connections) = (stop.clone(), tasks.clone());
+    tasks.spawn(async move {
+        peerchat_daemon::metrics::serve(listener, exporter, render, stop.cancelled(), &connections)
+            .await
+    });
+    Ok(addr)
 }
 
 /// Waits (at most 1 s) for the database thread to end once every handle on the store is gone.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod limits;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod signals;
 pub mod startup;

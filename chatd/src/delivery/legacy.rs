@@ -34,6 +34,7 @@ pub async fn send_pending(
         };
         if let Some(err) = refusal {
             store.mark_failed(to.clone(), m.seq, err).await?;
+            store.observe().failed(to.as_str(), 1);
             continue;
         }
         let stream = dial::tcp(address).await?;

@@ -13,7 +13,7 @@ use peerchat_proto::peer::{self, Frame, MsgRef};
 use peerchat_proto::Name;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::ended::{AttemptError, Ended};
 use super::mailbox::Mailbox;
@@ -235,6 +235,7 @@ impl<'a> Link<'a> {
                     let err = format!("refused by {}: {message} ({code})", self.to);
                     warn!(to = %self.to, id = %id, error = %err, "message refused by the recipient");
                     self.store.mark_failed(self.to.clone(), seq, err).await?;
+                    self.store.observe().failed(self.to.as_str(), 1);
                 }
                 Reply::Refused { code, message } => {
                     return Err(AttemptError::Refused(format!(
@@ -248,12 +249,16 @@ impl<'a> Link<'a> {
         self.record_delivered(delivered)
     }
 
-    fn record_delivered(&mut self, delivered: Vec<i64>) -> Result<(), AttemptError> {
-        let Some(&last) = delivered.last() else {
+    fn record_delivered(&mut self, acked: Vec<Outgoing>) -> Result<(), AttemptError> {
+        let Some(last) = acked.last().map(|m| m.seq) else {
             return Ok(());
         };
         self.unmarked.acked_through(last);
-        debug!(to = %self.to, messages = delivered.len(), "delivered");
+        let observe = self.store.observe();
+        for m in &acked {
+            observe.delivered(&m.msg_id, self.to.as_str(), m.created_at_ms);
+        }
+        let delivered: Vec<i64> = acked.iter().map(|m| m.seq).collect();
         let mailbox = self.mailbox.clone();
         self.store
             .mark_delivered_soon(self.to.clone(), delivered, move || mailbox.needs_resync())?;

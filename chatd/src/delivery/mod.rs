@@ -58,6 +58,7 @@ use self::mailbox::Mailbox;
 use self::retry::Backoff;
 pub use self::retry::RetryPolicy;
 use crate::identity::Identity;
+use crate::observe::LinkDirection;
 use crate::peer::PeerConn;
 use crate::presence::{Presence, PresenceWatch};
 use crate::resolver::{ResolveError, Resolver};
@@ -281,6 +282,7 @@ impl Delivery {
     async fn attempt(&self, to: &Name, mailbox: &Arc<Mailbox>) -> Ended {
         match self.open(to).await {
             Ok(Opened::Link(conn, pings)) => {
+                let _open = self.store.observe().link_open(LinkDirection::Out);
                 Link::new(to, &self.store, mailbox, &self.stop, *conn, pings)
                     .run()
                     .await
@@ -348,6 +350,7 @@ impl Delivery {
         match self.store.expire(to.clone(), all, why).await {
             Ok(n) if n > 0 => {
                 warn!(to = %to, messages = n, "the registry does not know this recipient; its messages failed");
+                self.store.observe().failed(to.as_str(), n);
                 self.presence.unwatch(to);
                 true
             }
@@ -368,7 +371,10 @@ impl Delivery {
         );
         match self.store.expire(to.clone(), cutoff, why).await {
             Ok(0) => {}
-            Ok(n) => warn!(to = %to, messages = n, "gave up on messages past their lifetime"),
+            Ok(n) => {
+                warn!(to = %to, messages = n, "gave up on messages past their lifetime");
+                self.store.observe().failed(to.as_str(), n);
+            }
             Err(e) => warn!(to = %to, error = %e, "could not expire old messages"),
         }
     }

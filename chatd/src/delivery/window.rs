@@ -46,7 +46,7 @@ pub struct Window {
 /// What one answer from the peer meant.
 #[derive(Debug, PartialEq)]
 pub enum Reply {
-    /// Acknowledged: the messages' seqs were added to `delivered`.
+    /// Acknowledged: the messages were added to `delivered`.
     Acked,
     /// The answer to a ping.
     Pong,
@@ -100,11 +100,15 @@ impl Window {
         Some(m)
     }
 
-    /// Settles what `frame` answers. Acknowledged messages' seqs go to `delivered`, in order.
+    /// Settles what `frame` answers. Acknowledged messages go to `delivered`, in order.
     /// Answers come in order: one for anything but the oldest message in flight, or a frame the
     /// server never sends, is a protocol violation (the link ends; what is still pending goes
     /// again on the next one).
-    pub fn on_reply(&mut self, frame: Frame, delivered: &mut Vec<i64>) -> Result<Reply, LinkError> {
+    pub fn on_reply(
+        &mut self,
+        frame: Frame,
+        delivered: &mut Vec<Outgoing>,
+    ) -> Result<Reply, LinkError> {
         let (id, nack) = match frame {
             Frame::Ack { id } => (id, None),
             Frame::Acks { count, last } => {
@@ -118,7 +122,7 @@ impl Window {
                     )));
                 }
                 for _ in 1..count {
-                    delivered.extend(self.pop().map(|m| m.seq));
+                    delivered.extend(self.pop());
                 }
                 (last, None)
             }
@@ -135,7 +139,7 @@ impl Window {
         match self.pop() {
             Some(m) if *m.msg_id == *id => match nack {
                 None => {
-                    delivered.push(m.seq);
+                    delivered.push(m);
                     Ok(Reply::Acked)
                 }
                 Some((code, message)) => Ok(Reply::Nacked {
@@ -261,7 +265,10 @@ mod tests {
             last: mid("m4"),
         };
         assert_eq!(w.on_reply(run, &mut delivered).unwrap(), Reply::Acked);
-        assert_eq!(delivered, [1, 2, 3, 4]);
+        assert_eq!(
+            delivered.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         assert_eq!((w.len(), w.bytes()), (2, 20));
         // A pong settles nothing.
         assert_eq!(
@@ -282,7 +289,10 @@ mod tests {
                 message: "no".into()
             }
         );
-        assert_eq!(delivered, [1, 2, 3, 4]);
+        assert_eq!(
+            delivered.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         assert_eq!((w.len(), w.bytes()), (1, 10));
         let refused = Frame::Refused {
             code: "storage".into(),

@@ -66,7 +66,7 @@ pub async fn receive(
         "legacy:{}",
         SocketAddr::new(peer.ip().to_canonical(), peer.port())
     );
-    store
+    let arrivals = store
         .receive(vec![Received {
             sender: sender.clone(),
             msg,
@@ -74,6 +74,9 @@ pub async fn receive(
         }])
         .await
         .map_err(|e| LinkError::Protocol(format!("storing legacy message: {e}")))?;
+    for (_, id) in &arrivals {
+        store.observe().received(id.as_str(), &sender, false);
+    }
     info!(from = %sender, bytes = buf.len(), "stored legacy message");
     Ok(())
 }

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::conn::PeerConn;
 use super::error::LinkError;
 use super::{legacy, noise};
+use crate::observe::LinkDirection;
 use crate::resolver::ResolveError;
 use crate::store::{Arrival, Received, Store};
 
@@ -108,6 +109,7 @@ async fn link(
     })
     .await?;
     debug!(%peer, from = %caller.from, "peer link up");
+    let _open = server.store.observe().link_open(LinkDirection::In);
     (server.on_caller)(&caller.from);
     loop {
         let first = tokio::select! {
@@ -336,6 +338,12 @@ async fn store_burst(
         }
     }
     debug!(from = %from, messages = stored, "stored incoming messages");
+    let observe = server.store.observe();
+    for (arrival, id) in &arrivals {
+        if *arrival != Arrival::Conflict {
+            observe.received(id.as_str(), from.as_str(), *arrival == Arrival::Repeat);
+        }
+    }
     Ok(Some((
         answers,
         arrivals.into_iter().map(|(_, id)| id).collect(),

@@ -28,6 +28,8 @@ use peerchat_proto::Name;
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{debug, error};
 
+use crate::observe::Observe;
+
 pub use batch::Batch;
 pub use groups::GroupError;
 pub use inbox::INSERT_INBOX;
@@ -100,6 +102,16 @@ pub struct Store {
     /// only on the DB thread; set by `prune` before it inserts keys, never cleared while
     /// running (a cleared flag whose transaction rolled back would let a repeat in).
     seen_keys: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The node's log lines and metrics per message (`observe.rs`); set once at start.
+    observer: Observer,
+}
+
+/// Where the store (and everything that holds it) reports messages and commits.
+type Observer = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<Observe>>>;
+
+/// The installed [`Observe`], or one that only logs if none is (yet).
+pub(crate) fn observed(observer: &Observer) -> &Observe {
+    observer.get_or_init(|| std::sync::Arc::new(Observe::disabled()))
 }
 
 /// Recipients whose `pending_floor` row is committed, so that a send to them needs no insert
@@ -184,9 +196,11 @@ impl Store {
             .filter_map(|r| r.ok().and_then(|n| Name::new(n).ok()))
             .collect();
         let (tx, rx) = mpsc::channel::<Queued>();
+        let observer = Observer::default();
+        let commits = observer.clone();
         let thread = std::thread::Builder::new()
             .name("chatd-db".into())
-            .spawn(move || db_loop(conn, rx))
+            .spawn(move || db_loop(conn, rx, commits))
             .map_err(|e| StoreError::Commit(format!("cannot start the database thread: {e}")))?;
         let (deliveries_tx, _) = watch::channel(0u64);
         Ok((
@@ -199,6 +213,7 @@ impl Store {
                 outbox_seq_mark,
                 floors: std::sync::Arc::new(std::sync::Mutex::new(floors)),
                 seen_keys: std::sync::Arc::new(seen_keys.into()),
+                observer,
             },
             StoreThread(Some(thread)),
         ))
@@ -253,6 +268,17 @@ impl Store {
         let _ = self.sink.set(sink);
     }
 
+    /// Installs the node's log lines and metrics (once, at start; until then they are logged
+    /// only).
+    pub fn set_observer(&self, observe: std::sync::Arc<Observe>) {
+        let _ = self.observer.set(observe);
+    }
+
+    /// Where messages accepted, delivered, received and failed are reported.
+    pub fn observe(&self) -> &Observe {
+        observed(&self.observer)
+    }
+
     /// Newly committed inbox rows from now on (see [`Store::inbox_feed`] field docs).
     pub fn inbox_feed(&self) -> broadcast::Receiver<FeedItem> {
         self.inbox_feed.subscribe()
@@ -303,7 +329,7 @@ fn make_job<T: Send + 'static>(
 /// How long a lazy job may wait for company before it commits on its own.
 const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>) {
+fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>, observer: Observer) {
     // Lazy jobs (bookkeeping nobody waits for) ride along with the next batch instead of paying
     // for a commit (an fsync) of their own; at the latest after LAZY_DELAY.
     let mut deferred: Vec<Job> = Vec::new();
@@ -357,7 +383,11 @@ fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>) {
         }
         let n = batch.len();
         let mut completions = Vec::with_capacity(n);
+        let started = std::time::Instant::now();
         let outcome = run_batch(&mut conn, batch, &mut completions);
+        if let Some(o) = observer.get() {
+            o.committed(started.elapsed());
+        }
         if let Err(e) = &outcome {
             error!(error = %e, jobs = n, "database transaction failed; nothing in it was accepted");
         }

@@ -70,7 +70,13 @@ impl Store {
         let sink = self.sink.clone();
         let committed = self.outbox_seq_mark.clone();
         let known_now = self.floors.clone();
+        let observer = self.observer.clone();
         move |o: &SendOutcome| {
+            let observe = crate::store::observed(&observer);
+            match &o.outgoing {
+                Some(_) => observe.accepted(&o.msg_id, &o.recipients),
+                None => observe.repeated(&o.msg_id),
+            }
             if let Some(out) = &o.outgoing {
                 committed.committed(out.seq);
                 // Committed: every recipient has its floor row now.

@@ -5,6 +5,7 @@ use peerchat_db::rusqlite::{params, OptionalExtension};
 use peerchat_proto::control::{Counts, DeliveryState};
 use peerchat_proto::Name;
 
+use crate::observe::Queued;
 use crate::store::{Store, StoreError};
 
 impl Store {
@@ -33,6 +34,36 @@ impl Store {
                 }
             }
             Ok(c)
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// Pending deliveries (queued or sent, not final): in all, how many recipients have any,
+    /// and the `top` recipients with the most (for the metrics). One scan of the rows above the
+    /// lowest pending floor.
+    pub async fn queued_by_recipient(&self, top: usize) -> Result<Queued, StoreError> {
+        self.call(move |conn| {
+            let mut per: Vec<(String, u64)> = conn
+                .prepare_cached(
+                    "SELECT recipient, COUNT(*) FROM deliveries
+                     WHERE out_seq > (SELECT COALESCE(MIN(seq), 0) FROM pending_floor)
+                       AND state IN ('queued','sent') AND final = 0
+                     GROUP BY recipient",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+                .collect::<Result<_, _>>()?;
+            let q = Queued {
+                total: per.iter().map(|(_, n)| n).sum(),
+                recipients: per.len() as u64,
+                top: Vec::new(),
+            };
+            // Only valid names become labels (they need no escaping).
+            per.retain(|(name, _)| Name::new(name.as_str()).is_ok());
+            per.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            per.truncate(top);
+            Ok(Queued { top: per, ..q })
         })
         .await
     }
