@@ -184,6 +184,29 @@ default. Delete it once you no longer need it.
 
 ", exit_codes!()))]
     RotateKey,
+    /// Write a consistent copy of chatd's database to PATH while chatd keeps serving
+    #[command(after_help = concat!("\
+Examples:
+  chatctl backup /var/backups/peerchat/chatd-$(date +%F).db
+  chatctl backup --force ./chatd-copy.db
+
+chatd itself writes the copy (as its own user, mode 0600), so PATH is on chatd's host and must
+be writable by chatd's user; a relative PATH is taken from chatctl's working directory. An existing
+file is refused (exit 7) unless --force; the database's own files always are. The copy is written
+under a temporary name and put in place only when complete and on disk.
+
+To restore: stop chatd, put the copy in place of its database (remove the old -wal and -shm
+files), start chatd. A chatd started on the copy serves the same messages, outbox and pins. The
+identity key is a separate file (--identity): back it up once, like any secret.
+
+", exit_codes!()))]
+    Backup {
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
+        /// Replace PATH if it exists
+        #[arg(long)]
+        force: bool,
+    },
     /// Check that everything chatd needs works: socket, registry, peer port (answers with our key), database, clock
     #[command(after_help = concat!("\
 Examples:

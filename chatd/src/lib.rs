@@ -130,6 +130,8 @@ pub async fn run(
         legacy: config.legacy,
         started: Instant::now(),
         started_at_ms: peerchat_db::now_ms(),
+        db: config.db.clone(),
+        backup_running: tokio::sync::Mutex::new(()),
     });
 
     tasks.spawn(presence.run(registry.clone(), stop.clone()));

@@ -24,6 +24,10 @@ pub struct Node {
     pub legacy: bool,
     pub started: Instant,
     pub started_at_ms: u64,
+    /// The database file (for `backup`).
+    pub db: std::path::PathBuf,
+    /// Held while a `backup` runs (one at a time).
+    pub backup_running: tokio::sync::Mutex<()>,
 }
 
 impl Node {

@@ -11,6 +11,8 @@ use rusqlite::Connection;
 
 pub use rusqlite;
 
+pub mod backup;
+
 #[derive(Debug, thiserror::Error)]
 /// The underlying error is part of the message, not a `source()` (which would print it twice
 /// when the chain is printed).

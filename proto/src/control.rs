@@ -135,6 +135,14 @@ pub enum Request {
     Trust { name: Name },
     /// Make a new identity key, publish a rotation signed by the old one.
     RotateKey,
+    /// Write a consistent copy of chatd's database to `path` (absolute, on chatd's host,
+    /// written by chatd's user, mode 0600) while chatd keeps serving. An existing file is
+    /// refused (`conflict`) unless `force`.
+    Backup {
+        path: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
 }
 
 /// Successful replies, tagged by `type`.
@@ -210,6 +218,12 @@ pub enum Response {
         published: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// A `backup` finished: the copy is complete and synced to disk at `path`.
+    BackedUp {
+        path: String,
+        bytes: u64,
+        millis: u64,
     },
     Done,
 }

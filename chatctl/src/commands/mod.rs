@@ -1,5 +1,6 @@
 //! One module per command; [`run`] is the single dispatch.
 
+mod backup;
 mod doctor;
 mod group;
 mod identity;
@@ -80,6 +81,10 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             identity::trust(Client::connect(socket)?, cli.json, name)
         }
         Command::RotateKey => identity::rotate(Client::connect(socket)?, cli.json),
+        Command::Backup { path, force } => {
+            let path = backup::absolute(&path)?;
+            backup::run(Client::connect(socket)?, cli.json, path, force)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = crate::cli::Cli::command();

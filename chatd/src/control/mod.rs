@@ -6,6 +6,7 @@
 //! those in order, so replies keep request order while many requests are in flight (pipelining).
 //! A `follow` request hands the writer the stream instead.
 
+mod backup;
 mod follow;
 mod groups;
 mod identity;
@@ -293,6 +294,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         Request::Whoami => identity::whoami(node),
         Request::Trust { name } => identity::trust(node, name),
         Request::RotateKey => identity::rotate(node),
+        Request::Backup { path, force } => backup::handle(node, path, force),
         Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
             code::INTERNAL,
             "handled by the connection",
