@@ -98,6 +98,11 @@ pub struct Args {
     #[arg(long, default_value_t = 8, value_name = "N", env = "REGISTRYD_MAX_LEGACY_PER_SOURCE",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub max_legacy_per_source: u64,
+    /// Serve metrics (Prometheus text, GET /metrics over HTTP) on this loopback address, e.g.
+    /// 127.0.0.1:9465 (port 0: the OS picks one, logged in the `registryd ready` line); off by
+    /// default. Addresses other than loopback are refused: the metrics are not authenticated.
+    #[arg(long, value_name = "ADDR", env = "REGISTRYD_METRICS", value_parser = peerchat_daemon::metrics::parse_addr)]
+    pub metrics: Option<SocketAddr>,
     /// Log level: error, warn, info, debug, trace or off; or a filter, recognised by its `=` or
     /// `,` (e.g. registryd=debug) [default: $RUST_LOG, else info]
     #[arg(long, value_name = "LEVEL", env = "REGISTRYD_LOG_LEVEL", value_parser = peerchat_daemon::logging::parse_level)]
@@ -157,6 +162,41 @@ pub struct ReleaseArgs {
     pub db: Option<PathBuf>,
     /// The daemon's config file, read for its `db` (and `ttl`) [default: the user's
     /// registryd.toml when it exists]
+    #[arg(long, value_name = "PATH", env = "REGISTRYD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Write a consistent copy of the registry's database to OUT, while registryd keeps running.
+///
+/// The copy is read from a snapshot (SQLite WAL), so a running registryd is neither stopped nor
+/// slowed; it is written owner-only (0600) under a temporary name next to OUT and put in place
+/// only when complete and synced. An existing OUT is refused unless --force; the database's own
+/// files always are. To restore: stop registryd, put the copy in place of the database (remove
+/// the old -wal and -shm files), start registryd.
+#[derive(Parser, Debug)]
+#[command(
+    name = "registryd backup",
+    bin_name = "registryd backup",
+    version,
+    after_help = "\
+Examples:
+  sudo -u registryd registryd backup --config /etc/peerchat/registryd.toml /var/backups/registry.db
+  registryd backup --db /var/lib/peerchat/registryd/registry.db ./registry-copy.db
+
+Exit status: 0 copied, 1 error (including: OUT exists), 2 usage error."
+)]
+pub struct BackupArgs {
+    /// Where to write the copy
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// Replace OUT if it exists
+    #[arg(long)]
+    pub force: bool,
+    /// SQLite database file [default: `db` in the config file, else STATE_DIR/registry.db]
+    #[arg(long, value_name = "PATH", env = "REGISTRYD_DB")]
+    pub db: Option<PathBuf>,
+    /// The daemon's config file, read for its `db` [default: the user's registryd.toml when it
+    /// exists]
     #[arg(long, value_name = "PATH", env = "REGISTRYD_CONFIG")]
     pub config: Option<PathBuf>,
 }

@@ -19,11 +19,12 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tracing::debug;
 
 use crate::limits::{FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
+use crate::metrics::Metrics;
 use crate::table::{Presence, Table, TableError, Write};
 
 type Lines = FramedRead<OwnedReadHalf, AnyDelimiterCodec>;
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>, metrics: Arc<Metrics>) {
     let (read, mut write) = stream.into_split();
     // The codec admits `watch`'s longer lines; every other request must fit in MAX_LINE.
     let codec = AnyDelimiterCodec::new_with_max_length(
@@ -50,6 +51,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
                 return;
             }
             Parsed::Err(id, e) => {
+                metrics.refused(&e.code);
                 if send(&mut write, &to_line(&error_reply(id, e))).await {
                     continue;
                 }
@@ -62,14 +64,47 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
                 Ok(names) => return watch(req.id, names, lines, write, peer, &table).await,
                 Err(e) => error_reply(req.id, e),
             },
-            request => Reply {
-                id: req.id,
-                outcome: handle(request, peer, &table).await.into(),
-            },
+            request => {
+                let kind = Kind::of(&request);
+                let outcome = handle(request, peer, &table).await;
+                count(&metrics, kind, &outcome);
+                Reply {
+                    id: req.id,
+                    outcome: outcome.into(),
+                }
+            }
         };
         if !send(&mut write, &to_line(&reply)).await {
             return;
         }
+    }
+}
+
+/// What a request was, for the metrics.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Lookup,
+    Register,
+    Other,
+}
+
+impl Kind {
+    fn of(r: &Request) -> Kind {
+        match r {
+            Request::Lookup { .. } => Kind::Lookup,
+            Request::Register { .. } => Kind::Register,
+            _ => Kind::Other,
+        }
+    }
+}
+
+fn count(metrics: &Metrics, kind: Kind, outcome: &Result<Response, ErrorBody>) {
+    match (kind, outcome) {
+        (Kind::Lookup, Ok(_)) => metrics.looked_up(true),
+        (Kind::Lookup, Err(e)) if e.code == code::NOT_FOUND => metrics.looked_up(false),
+        (Kind::Register, Ok(_)) => metrics.registered(false),
+        (_, Err(e)) => metrics.refused(&e.code),
+        (Kind::Other, Ok(_)) => {}
     }
 }
 
@@ -430,16 +465,5 @@ fn verify(key: &PublicKey, statement: &Statement<'_>, sig: &Signature) -> Result
 }
 
 fn to_body(e: TableError) -> ErrorBody {
-    let c = match &e {
-        TableError::NotFound(_) => code::NOT_FOUND,
-        TableError::Conflict(_) => code::CONFLICT,
-        TableError::KeyMismatch { .. } => code::KEY_MISMATCH,
-        TableError::Replay { .. } => code::REPLAY,
-        TableError::RateLimited(_) | TableError::Full(_) | TableError::LegacyLimit { .. } => {
-            code::LIMITED
-        }
-        TableError::Closed => code::BUSY,
-        TableError::Open(_) | TableError::Storage(_) | TableError::Commit(_) => code::STORAGE,
-    };
-    ErrorBody::new(c, e.to_string())
+    ErrorBody::new(e.code(), e.to_string())
 }

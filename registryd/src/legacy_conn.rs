@@ -15,12 +15,18 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::limits::WRITE_TIMEOUT;
+use crate::metrics::Metrics;
 use crate::table::{Table, Write};
 
 const MAX_REQUEST: usize = 1024;
 const QUIET: Duration = Duration::from_millis(100);
 
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    table: Arc<Table>,
+    metrics: Arc<Metrics>,
+) {
     let mut buf = Vec::with_capacity(64);
     let mut chunk = [0u8; 256];
     while buf.len() < MAX_REQUEST && !registry::legacy_complete(&buf) {
@@ -45,17 +51,24 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, table: Arc<Table>) {
                 )
                 .await
             {
-                Ok(()) => address,
+                Ok(()) => {
+                    metrics.registered(true);
+                    address
+                }
                 Err(e) => {
+                    metrics.refused(e.code());
                     info!(%peer, source = %peer.ip().to_canonical(), name = %name, error = %e, "legacy registration refused");
                     String::new()
                 }
             }
         }
         Some(LegacyRequest::Get { name }) => {
-            table.lookup(&name).map(|r| r.address).unwrap_or_default()
+            let found = table.lookup(&name).map(|r| r.address);
+            metrics.looked_up(found.is_some());
+            found.unwrap_or_default()
         }
         None => {
+            metrics.refused(peerchat_proto::registry::code::BAD_REQUEST);
             debug!(%peer, bytes = buf.len(), "unparseable legacy request");
             String::new()
         }

@@ -7,6 +7,7 @@ pub mod cli;
 mod json_conn;
 mod legacy_conn;
 mod limits;
+mod metrics;
 mod table;
 
 use std::future::Future;
@@ -30,6 +31,8 @@ pub struct Config {
     pub limits: Limits,
     /// Answer the seed's text protocol (3.7); when false such connections are closed.
     pub seed_protocol: bool,
+    /// `--metrics`: serve Prometheus text on this (loopback) address; `None`: off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Serves registry requests on `listener` until `shutdown` completes.
@@ -48,11 +51,36 @@ pub async fn run(
     // One registryd per database: a second one would serve a stale copy of the table and reload
     // it on every write of the first. Held until `run` returns.
     let _lock = peerchat_daemon::lock::lock_database(&config.db, "registryd")?;
+    // Bound before anything else starts, so a bad --metrics is a start-up error.
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(peerchat_daemon::metrics::bind(addr).await?),
+        None => None,
+    };
     let (db, ttl, limits) = (config.db.clone(), config.ttl, config.limits);
     let table =
         Arc::new(tokio::task::spawn_blocking(move || Table::open(&db, ttl, limits)).await??);
     let local = listener.local_addr()?;
-    info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), "registryd ready");
+    let exporter = Arc::new(match metrics_listener {
+        Some(_) => peerchat_daemon::metrics::Exporter::enabled(),
+        None => peerchat_daemon::metrics::Exporter::disabled(),
+    });
+    let metrics = Arc::new(metrics::Metrics::new(&exporter));
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let metrics_addr = match metrics_listener {
+        Some(l) => {
+            let addr = l.local_addr()?;
+            let render = metrics::render(exporter.clone(), metrics.clone(), table.clone());
+            let stop = metrics_stop.clone();
+            tokio::spawn(async move {
+                let connections = TaskTracker::new();
+                peerchat_daemon::metrics::serve(l, exporter, render, stop.cancelled(), &connections)
+                    .await
+            });
+            addr.to_string()
+        }
+        None => "off".to_string(),
+    };
+    info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), metrics = %metrics_addr, "registryd ready");
     peerchat_daemon::notify::ready();
     // Leases run out without a write: one task notices them for every watching connection.
     let sweeping = table.clone();
@@ -80,9 +108,10 @@ pub async fn run(
         options,
         shutdown,
         &connections,
-        |(stream, peer)| serve(stream, peer, table.clone(), seed_protocol),
+        |(stream, peer)| serve(stream, peer, table.clone(), metrics.clone(), seed_protocol),
     )
     .await;
+    metrics_stop.cancel();
     info!("registryd stopping");
     peerchat_daemon::notify::stopping();
     sweeper.abort();
@@ -96,6 +125,7 @@ async fn serve(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     table: Arc<Table>,
+    metrics: Arc<metrics::Metrics>,
     seed_protocol: bool,
 ) {
     let _ = stream.set_nodelay(true);
@@ -109,9 +139,9 @@ async fn serve(
         return;
     }
     if first[0] == b'{' {
-        json_conn::serve(stream, peer, table).await
+        json_conn::serve(stream, peer, table, metrics).await
     } else if seed_protocol {
-        legacy_conn::serve(stream, peer, table).await
+        legacy_conn::serve(stream, peer, table, metrics).await
     } else {
         tracing::debug!(%peer, "seed text protocol is off (--seed-protocol off); closing");
     }

@@ -8,6 +8,9 @@ fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == "release") {
         release_main();
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "backup") {
+        backup_main();
+    }
     let args: Args = peerchat_daemon::startup::load("registryd");
     if let Some(path) = &args.check_config {
         peerchat_daemon::startup::check_and_exit::<Args>("registryd", path);
@@ -32,6 +35,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             legacy_per_source: args.max_legacy_per_source as usize,
         },
         seed_protocol: args.seed_protocol == SeedProtocol::On,
+        metrics: args.metrics,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -124,6 +128,39 @@ fn release_main() -> ! {
         Ok((what, false)) => {
             eprintln!("registryd: {what} is not registered");
             std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("registryd: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn backup_main() -> ! {
+    use clap::Parser;
+    let args = registryd::cli::BackupArgs::parse_from(std::env::args_os().skip(1));
+    let result = (|| -> anyhow::Result<peerchat_db::backup::Copied> {
+        let db = match args.db {
+            Some(db) => db,
+            None => configured(args.config.as_deref())?
+                .db
+                .unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db")),
+        };
+        if !db.is_file() {
+            anyhow::bail!("no registry database at {}", db.display());
+        }
+        peerchat_db::backup::backup(&db, &args.out, args.force)
+            .with_context(|| format!("backing up {}", db.display()))
+    })();
+    match result {
+        Ok(c) => {
+            eprintln!(
+                "registryd: backed up to {} ({} bytes in {} ms)",
+                c.path.display(),
+                c.bytes,
+                c.took.as_millis()
+            );
+            std::process::exit(0)
         }
         Err(e) => {
             eprintln!("registryd: {e:#}");

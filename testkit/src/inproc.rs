@@ -201,6 +201,7 @@ impl InProcRegistry {
                 legacy_per_source: 8,
             },
             seed_protocol: true,
+            metrics: None,
         };
         let before = read(&self.log).matches("registryd ready").count();
         let mut running = Running::spawn(

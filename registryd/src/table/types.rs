@@ -95,6 +95,24 @@ pub enum TableError {
     Closed,
 }
 
+impl TableError {
+    /// The protocol's error code for this refusal.
+    pub fn code(&self) -> &'static str {
+        use peerchat_proto::registry::code;
+        match self {
+            TableError::NotFound(_) => code::NOT_FOUND,
+            TableError::Conflict(_) => code::CONFLICT,
+            TableError::KeyMismatch { .. } => code::KEY_MISMATCH,
+            TableError::Replay { .. } => code::REPLAY,
+            TableError::RateLimited(_) | TableError::Full(_) | TableError::LegacyLimit { .. } => {
+                code::LIMITED
+            }
+            TableError::Closed => code::BUSY,
+            TableError::Open(_) | TableError::Storage(_) | TableError::Commit(_) => code::STORAGE,
+        }
+    }
+}
+
 /// A change to the table. Signatures are checked before a write is queued; the writer checks
 /// what needs the current state (key binding, sequence numbers, limits) atomically.
 // One value per request, moved once into the writer's channel: boxing would only add an
