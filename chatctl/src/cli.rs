@@ -184,6 +184,36 @@ default. Delete it once you no longer need it.
 
 ", exit_codes!()))]
     RotateKey,
+    /// Print every message in and out as JSON lines, in time order
+    #[command(after_help = concat!("\
+Examples:
+  chatctl export > history.jsonl
+  chatctl export --with pb --since 7days
+  chatctl export --since 2024-05-01T00:00:00Z | jq -r 'select(.dir == \"in\") | .body'
+
+One JSON object per line (always JSON), oldest first by `at`:
+  dir        \"in\" (received) or \"out\" (sent by this node)
+  at         when: received_at for \"in\", sent_at (accepted by chatd) for \"out\"
+  seq        position in this node's inbox (\"in\") or outbox (\"out\")
+  id         the message id
+  from       the sender (\"in\" only)
+  to         the recipients
+  body       the text, exactly as received (not made terminal-safe: this is data)
+  sent_at, received_at, authenticated   as in `inbox --json` (\"in\")
+  recipients each recipient's state, attempts, error, updated_at, final (\"out\")
+
+chatd is asked page by page (1,000 messages a request); --since filters on `at`.
+
+", exit_codes!()))]
+    Export {
+        /// Only the conversation with NAME: messages from NAME and messages sent to NAME
+        #[arg(long, value_name = "NAME")]
+        with: Option<String>,
+        /// Only messages from this time on: RFC 3339 (2024-05-01T12:00:00Z) or a duration ago
+        /// (2h, 7days)
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+    },
     /// Write a consistent copy of chatd's database to PATH while chatd keeps serving
     #[command(after_help = concat!("\
 Examples:

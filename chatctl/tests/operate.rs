@@ -288,3 +288,79 @@ fn each_message_gets_a_debug_line_with_ids_and_names_but_never_the_body() {
         quiet.daemon.log_text()
     );
 }
+
+fn export(node: &Node, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["export"];
+    all.extend(args);
+    let out = node.ctl(&all);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    json_lines(&out.stdout)
+}
+
+#[test]
+fn export_prints_messages_in_and_out_in_time_order_paged_and_filtered() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let pc = net.node("pc");
+    // 1,500 to pb (more than one page of 1,000), then one each way.
+    let input: String = (1..=1500).map(|i| format!("to-pb {i}\n")).collect();
+    let out = pa.ctl_stdin(&["send", "-l", "pb"], input.as_bytes());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = pa.ctl(&["send", "pc", "to-pc"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    wait_for(T, "pb's messages", || {
+        (all_bodies(&pb.socket).len() == 1500).then_some(())
+    });
+    let out = pb.ctl(&["send", "pa", "from-pb"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    pa.wait_inbox(1, T);
+    pc.wait_inbox(1, T);
+
+    let lines = export(&pa, &[]);
+    assert_eq!(lines.len(), 1502);
+    let ats: Vec<&str> = lines.iter().map(|l| l["at"].as_str().unwrap()).collect();
+    assert!(ats.windows(2).all(|w| w[0] <= w[1]), "time order");
+    let first = &lines[0];
+    assert_eq!(first["dir"], "out");
+    assert_eq!(first["body"], "to-pb 1");
+    assert_eq!(first["to"], serde_json::json!(["pb"]));
+    assert!(first["recipients"][0]["state"].is_string(), "{first}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["dir"], "in", "{last}");
+    assert_eq!(last["from"], "pb");
+    assert_eq!(last["body"], "from-pb");
+    let bodies: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["dir"] == "out" && l["to"][0] == "pb")
+        .map(|l| l["body"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (1..=1500).map(|i| format!("to-pb {i}")).collect();
+    assert_eq!(bodies, expected, "every page, in order, no repeat");
+
+    // --with: only the conversation with pc; --since: only what is that recent.
+    let with_pc = export(&pa, &["--with", "pc"]);
+    assert_eq!(with_pc.len(), 1);
+    assert_eq!(with_pc[0]["body"], "to-pc");
+    assert_eq!(export(&pa, &["--since", "2999-01-01T00:00:00Z"]).len(), 0);
+    assert_eq!(export(&pa, &["--since", "1h"]).len(), 1502);
+    let out = pa.ctl(&["export", "--since", "yesterday-ish"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+
+    // `| head -1`: quiet, status 0.
+    let mut child = std::process::Command::new(peerchat_testkit::bin("chatctl"))
+        .arg("--socket")
+        .arg(&pa.socket)
+        .arg("export")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}

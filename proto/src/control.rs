@@ -135,6 +135,17 @@ pub enum Request {
     Trust { name: Name },
     /// Make a new identity key, publish a rotation signed by the old one.
     RotateKey,
+    /// Sent messages, oldest first, with every recipient's state: those after `after` (an
+    /// outbox seq; 0 or absent: from the start), only those to `to` if given; at most `limit`
+    /// (default 100, at most 10,000) and [`MAX_MESSAGES_BYTES`] of bodies per reply.
+    Sent {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Name>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Write a consistent copy of chatd's database to `path` (absolute, on chatd's host,
     /// written by chatd's user, mode 0600) while chatd keeps serving. An existing file is
     /// refused (`conflict`) unless `force`.
@@ -219,6 +230,13 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A page of sent messages (`sent`); page on with `after` = the last `seq`.
+    SentMessages {
+        messages: Vec<SentMessage>,
+        /// True when more messages matched than fit in this reply (by `limit` or bytes).
+        #[serde(default)]
+        more: bool,
+    },
     /// A `backup` finished: the copy is complete and synced to disk at `path`.
     BackedUp {
         path: String,
@@ -291,6 +309,18 @@ pub struct RecipientDetail {
     /// legacy peer (which never acknowledges).
     #[serde(rename = "final")]
     pub done: bool,
+}
+
+/// A message this node sent, and where each recipient stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentMessage {
+    /// Local, strictly increasing position in this node's outbox.
+    pub seq: i64,
+    pub id: String,
+    pub body: String,
+    /// When chatd accepted it (RFC 3339 UTC, milliseconds).
+    pub sent_at: String,
+    pub recipients: Vec<RecipientDetail>,
 }
 
 /// A named set of recipients kept by the local chatd.

@@ -2,6 +2,7 @@
 
 mod backup;
 mod doctor;
+mod export;
 mod group;
 mod identity;
 mod inbox;
@@ -81,6 +82,11 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             identity::trust(Client::connect(socket)?, cli.json, name)
         }
         Command::RotateKey => identity::rotate(Client::connect(socket)?, cli.json),
+        Command::Export { with, since } => {
+            let with = export::with(with)?;
+            let since = since.as_deref().map(export::since).transpose()?;
+            export::run(Client::connect(socket)?, with, since)
+        }
         Command::Backup { path, force } => {
             let path = backup::absolute(&path)?;
             backup::run(Client::connect(socket)?, cli.json, path, force)

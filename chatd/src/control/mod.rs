@@ -16,6 +16,7 @@ mod outbox;
 mod peers;
 mod reply;
 mod send;
+mod sent;
 mod status;
 
 use std::sync::Arc;
@@ -295,6 +296,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         Request::Trust { name } => identity::trust(node, name),
         Request::RotateKey => identity::rotate(node),
         Request::Backup { path, force } => backup::handle(node, path, force),
+        Request::Sent { to, after, limit } => sent::handle(node, to, after, limit),
         Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
             code::INTERNAL,
             "handled by the connection",

@@ -9,10 +9,12 @@
 //!
 //! One file per job: `sql` (the shared statements), `enqueue` (accepting a message),
 //! `delivery_reads` (what the delivery engine reads), `transitions` (state changes and the
-//! pending floor), `reports` (counts, message status, the `outbox` pages).
+//! pending floor), `reports` (counts, message status, the `outbox` pages), `history` (sent messages for
+//! `export`).
 
 mod delivery_reads;
 mod enqueue;
+mod history;
 mod reports;
 mod sql;
 mod transitions;

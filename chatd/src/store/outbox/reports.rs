@@ -87,11 +87,11 @@ pub struct DeliveryRow {
     pub done: bool,
 }
 
-const DELIVERY_COLUMNS: &str =
+pub(super) const DELIVERY_COLUMNS: &str =
     "o.msg_id, d.recipient, d.state, d.attempts, d.last_error, o.created_at_ms,
      d.updated_at_ms, d.final, d.out_seq";
 
-fn delivery_row(
+pub(super) fn delivery_row(
     r: &peerchat_db::rusqlite::Row<'_>,
 ) -> peerchat_db::rusqlite::Result<Option<DeliveryRow>> {
     let to: String = r.get(1)?;
