@@ -12,7 +12,7 @@ use std::time::Duration;
 use peerchat_testkit::etcd::EtcdCluster;
 use peerchat_testkit::identity::Signer;
 use peerchat_testkit::registry_wire::{ask, seed};
-use peerchat_testkit::{bin, tempdir, wait_for, Registry};
+use peerchat_testkit::{bin, json_lines, tempdir, wait_for, Node, Registry};
 use serde_json::Value;
 
 /// Registrations from 127.0.0.1 are many here: lift the per-address rate limit.
@@ -131,6 +131,12 @@ fn etcd_down_lookups_still_answered_writes_refused_then_everything_recovers() {
     let bob = Signer::new(1);
     let mut seq = 0;
     register_eventually(a.addr, &bob, "bob", &mut seq);
+    // A node on this registry: its `chatctl doctor` reports the registry's store.
+    let node = Node::start(dir.path(), "nina", a.addr);
+    wait_for(Duration::from_secs(20), "nina registered", || {
+        (lookup(a.addr, "nina")["ok"]["online"] == true).then_some(())
+    });
+    assert_eq!(doctor_store(&node)["ok"], true);
 
     etcd.kill_all();
     // Lookups from memory.
@@ -172,6 +178,15 @@ fn etcd_down_lookups_still_answered_writes_refused_then_everything_recovers() {
     );
     assert!(a.daemon.log_text().contains("etcd reachable again"));
     assert_eq!(lookup(a.addr, "bob")["ok"]["online"], true);
+}
+
+/// The `store` line of `chatctl --json doctor`.
+fn doctor_store(node: &Node) -> Value {
+    let out = node.ctl(&["--json", "doctor"]);
+    json_lines(&out.stdout)
+        .into_iter()
+        .find(|c| c["check"] == "store")
+        .unwrap_or_else(|| panic!("no store check: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
