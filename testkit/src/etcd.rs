@@ -172,6 +172,14 @@ impl EtcdCluster {
         self.wait_healthy();
     }
 
+    /// The running members' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.child.as_ref().map(|c| c.id()))
+            .collect()
+    }
+
     pub fn log_text(&self) -> String {
         self.members
             .iter()
