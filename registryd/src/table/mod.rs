@@ -62,7 +62,7 @@ enum Store {
         thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     },
     /// An etcd cluster shared by any number of instances.
-    Etcd(EtcdStore),
+    Etcd(Box<EtcdStore>),
 }
 
 /// The store's kind and whether it answers (registryd's `status` reply).
@@ -129,7 +129,7 @@ impl Table {
         let (store, cache) = EtcdStore::open(url, ttl, limits.rules()).await?;
         Ok(Table {
             cache,
-            store: Store::Etcd(store),
+            store: Store::Etcd(Box::new(store)),
             ttl,
             rate: peerchat_daemon::limits::RateLimiter::new(limits.registrations_per_minute),
         })
