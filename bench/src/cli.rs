@@ -16,6 +16,9 @@ pub enum Phase {
     Registry,
     /// 1, 4, 16 nodes → one recipient; one node → 16 recipients.
     Fan,
+    /// Not run by default: many signed names registering and renewing against 2 registryd on
+    /// a 3-member etcd cluster and against SQLite, with lookups (`--scale-names`).
+    RegistryScale,
 }
 
 /// Throughput and latency of peerchat on loopback, with real processes and durable acks,
@@ -74,7 +77,14 @@ pub struct Args {
     /// A run ends as incomplete after this many seconds without a new message
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub stall_secs: u64,
+    /// registry-scale: names registered, then renewed every 30 s
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub scale_names: usize,
+    /// registry-scale: seconds of renewals and lookups per store after the registrations
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub scale_secs: u64,
     /// Run only these phases
+
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<Phase>,
     /// Skip mosquitto even when it is installed

@@ -19,6 +19,8 @@ mod procfs;
 #[cfg(unix)]
 mod registry;
 #[cfg(unix)]
+mod registry_scale;
+#[cfg(unix)]
 mod report;
 #[cfg(unix)]
 mod runs;

@@ -41,6 +41,14 @@ pub fn main() {
 /// report.
 fn run(args: Args) -> anyhow::Result<i32> {
     let plan = Plan::from_args(&args)?;
+    // Its own daemons (etcd, two registryd, then SQLite) and its own table.
+    if plan.phases == [Phase::RegistryScale] {
+        return crate::registry_scale::run(
+            args.scale_names,
+            Duration::from_secs(args.scale_secs),
+            args.json,
+        );
+    }
     let dir = peerchat_testkit::tempdir();
     let mut report = new_report(&args, &plan, dir.path());
 

@@ -45,6 +45,9 @@ pub mod code {
     pub const BAD_SIGNATURE: &str = "bad_signature";
     /// The sequence number is not higher than the last one accepted for the name (a replay).
     pub const REPLAY: &str = "replay";
+    /// The registry's shared store (etcd) is unreachable: lookups are still answered (from
+    /// memory), writes are refused; try again later or another registry.
+    pub const UNAVAILABLE: &str = "unavailable";
 }
 
 /// One request line: `{"id":N,"op":"...", ...}`.
@@ -95,6 +98,8 @@ pub enum Request {
     /// [`WATCH_HEARTBEAT`]. A later `watch` replaces the set; any other request closes the
     /// connection. Not signed.
     Watch { names: Vec<Name> },
+    /// The registry's own health: its store and how many names it holds. Not signed.
+    Status,
 }
 
 /// What a node signs. [`Statement::to_bytes`] is the exact byte string the signature covers:
@@ -278,6 +283,24 @@ pub enum Response {
     },
     /// Sent every [`WATCH_HEARTBEAT`] on a watching connection.
     Heartbeat,
+    /// The answer to `status`.
+    Status(RegistryStatus),
+}
+
+/// A registry's health (`status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryStatus {
+    /// `sqlite` or `etcd`.
+    pub store: String,
+    /// Whether the store accepts writes now (false: etcd unreachable; lookups still answered,
+    /// from memory).
+    pub store_ok: bool,
+    /// The store's state in words (e.g. the last etcd error).
+    pub store_detail: String,
+    /// Names this instance holds in memory.
+    pub names: u64,
+    /// Seconds a registration stays online without renewal.
+    pub ttl_secs: u64,
 }
 
 /// What the registry knows of one name.

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use peerchat_daemon::logging::LogFormat;
 
+use crate::store_url::StoreUrl;
+
 /// Whether registryd answers the seed's text protocol (`reg`/`get`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeedProtocol {
@@ -34,16 +36,20 @@ pub enum SeedProtocol {
 Examples:
   registryd                                  # 0.0.0.0:8888, database in the state directory
   registryd --listen 127.0.0.1:9000 --db /tmp/reg.db --ttl 30
+  registryd --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
   registryd --check-config /etc/peerchat/registryd.toml
 
 Files: the config file is --config, else $XDG_CONFIG_HOME/peerchat/registryd.toml when it exists;
 the system unit passes /etc/peerchat/registryd.toml. The database is STATE_DIR/registry.db, where
 STATE_DIR is $STATE_DIRECTORY, else $XDG_STATE_HOME/peerchat, else ~/.local/state/peerchat.
-One registryd per database: it locks DB.lock next to it, and a second one refuses to start.
+One registryd per SQLite database: it locks DB.lock next to it, and a second one refuses to
+start. With --store etcd://..., any number of registryd instances share the cluster; when etcd is
+unreachable they answer lookups from memory and refuse registrations (error `unavailable`).
 Logs go to stderr; level by --log-level or RUST_LOG.
 Operator commands: `registryd release NAME [--db PATH]` frees a name bound to a lost key;
 `registryd release --legacy-offline` deletes every seed registration that is not online (see
-`registryd release --help`).
+`registryd release --help`); `registryd migrate --from sqlite:PATH --to etcd://...` copies a
+registry into etcd.
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a startup or configuration error,
 2 on a usage error."
 )]
@@ -62,9 +68,19 @@ pub struct Args {
         env = "REGISTRYD_LISTEN"
     )]
     pub listen: SocketAddr,
-    /// SQLite database file [default: STATE_DIR/registry.db]
-    #[arg(long, value_name = "PATH", env = "REGISTRYD_DB")]
+    /// SQLite database file [default: STATE_DIR/registry.db]; short for --store sqlite:PATH
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "REGISTRYD_DB",
+        conflicts_with = "store"
+    )]
     pub db: Option<PathBuf>,
+    /// Where the table is kept: sqlite:PATH (one registryd on this machine), or
+    /// etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (any number of registryd instances sharing one
+    /// etcd cluster; PREFIX defaults to /peerchat/) [default: sqlite:STATE_DIR/registry.db]
+    #[arg(long, value_name = "URL", env = "REGISTRYD_STORE")]
+    pub store: Option<StoreUrl>,
     /// Seconds a registration stays online without renewal
     #[arg(long, default_value_t = 90, value_name = "SECS", env = "REGISTRYD_TTL",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -158,8 +174,17 @@ pub struct ReleaseArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ttl: Option<u64>,
     /// SQLite database file [default: `db` in the config file, else STATE_DIR/registry.db]
-    #[arg(long, value_name = "PATH", env = "REGISTRYD_DB")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "REGISTRYD_DB",
+        conflicts_with = "store"
+    )]
     pub db: Option<PathBuf>,
+    /// The store: sqlite:PATH or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] [default: `store` or
+    /// `db` in the config file, else sqlite:STATE_DIR/registry.db]
+    #[arg(long, value_name = "URL", env = "REGISTRYD_STORE")]
+    pub store: Option<StoreUrl>,
     /// The daemon's config file, read for its `db` (and `ttl`) [default: the user's
     /// registryd.toml when it exists]
     #[arg(long, value_name = "PATH", env = "REGISTRYD_CONFIG")]
@@ -199,4 +224,30 @@ pub struct BackupArgs {
     /// exists]
     #[arg(long, value_name = "PATH", env = "REGISTRYD_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// Copy a registry from an SQLite database into an empty etcd prefix: every name with its key
+/// binding, sequence number and rotations, and every tombstone.
+///
+/// Stop the registryd that uses the database first (or accept that registrations after the
+/// copy are not in etcd). Names arrive offline and come online at their node's next renewal.
+#[derive(Parser, Debug)]
+#[command(
+    name = "registryd migrate",
+    bin_name = "registryd migrate",
+    version,
+    after_help = "\
+Examples:
+  registryd migrate --from sqlite:/var/lib/peerchat/registryd/registry.db --to etcd://127.0.0.1:2379
+  registryd migrate --from sqlite:reg.db --to etcd://10.0.0.1:2379,10.0.0.2:2379/chat/
+
+Exit status: 0 copied, 1 error (including: the etcd prefix is not empty), 2 usage error."
+)]
+pub struct MigrateArgs {
+    /// The SQLite registry: sqlite:PATH
+    #[arg(long, value_name = "URL")]
+    pub from: StoreUrl,
+    /// The etcd cluster and prefix: etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    #[arg(long, value_name = "URL")]
+    pub to: StoreUrl,
 }

@@ -425,6 +425,16 @@ async fn handle(req: Request, peer: SocketAddr, table: &Table) -> Result<Respons
                 .map_err(to_body)?;
             Ok(Response::Done)
         }
+        Request::Status => {
+            let health = table.store_health();
+            Ok(Response::Status(registry::RegistryStatus {
+                store: health.kind.to_string(),
+                store_ok: health.ok,
+                store_detail: health.detail,
+                names: table.len() as u64,
+                ttl_secs: table.ttl().as_secs(),
+            }))
+        }
         // Turns the connection into a stream: `serve` handles it before calling `handle`.
         Request::Watch { .. } => Err(ErrorBody::new(
             code::BAD_REQUEST,

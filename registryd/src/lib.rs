@@ -8,6 +8,7 @@ mod json_conn;
 mod legacy_conn;
 mod limits;
 mod metrics;
+pub mod store_url;
 mod table;
 
 use std::future::Future;
@@ -21,11 +22,26 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use limits::{EXPIRY_SWEEP, FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
-pub use table::{release, release_legacy_offline, Limits, Table, TableError, Write};
+pub use store_url::{EtcdUrl, StoreUrl};
+pub use table::{
+    migrate, release, release_legacy_offline, Limits, StoreHealth, Table, TableError, Write,
+    DEFAULT_ETCD_PREFIX,
+};
+
+/// `registryd release NAME` on an etcd store.
+pub async fn release_etcd(url: &EtcdUrl, name: &peerchat_proto::Name) -> Result<bool, TableError> {
+    table::etcd::release(url, name).await
+}
+
+/// `registryd release --legacy-offline` on an etcd store.
+pub async fn release_legacy_offline_etcd(url: &EtcdUrl) -> Result<usize, TableError> {
+    table::etcd::release_legacy_offline(url).await
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub db: PathBuf,
+    /// Where the table is kept.
+    pub store: StoreUrl,
     pub ttl: Duration,
     pub max_connections: usize,
     pub limits: Limits,
@@ -41,24 +57,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    if config.db.is_dir() {
-        anyhow::bail!(
-            "database {} is a directory; --db takes the database file (e.g. {})",
-            config.db.display(),
-            config.db.join("registry.db").display()
-        );
-    }
-    // One registryd per database: a second one would serve a stale copy of the table and reload
-    // it on every write of the first. Held until `run` returns.
-    let _lock = peerchat_daemon::lock::lock_database(&config.db, "registryd")?;
     // Bound before anything else starts, so a bad --metrics is a start-up error.
     let metrics_listener = match config.metrics {
         Some(addr) => Some(peerchat_daemon::metrics::bind(addr).await?),
         None => None,
     };
-    let (db, ttl, limits) = (config.db.clone(), config.ttl, config.limits);
-    let table =
-        Arc::new(tokio::task::spawn_blocking(move || Table::open(&db, ttl, limits)).await??);
+    let (table, _lock) = open_store(&config).await?;
+    let table = Arc::new(table);
     let local = listener.local_addr()?;
     let exporter = Arc::new(match metrics_listener {
         Some(_) => peerchat_daemon::metrics::Exporter::enabled(),
@@ -80,7 +85,7 @@ pub async fn run(
         }
         None => "off".to_string(),
     };
-    info!(listen = %local, db = %config.db.display(), ttl_secs = config.ttl.as_secs(), names = table.len(), metrics = %metrics_addr, "registryd ready");
+    info!(listen = %local, store = %config.store, ttl_secs = config.ttl.as_secs(), names = table.len(), metrics = %metrics_addr, "registryd ready");
     peerchat_daemon::notify::ready();
     // Leases run out without a write: one task notices them for every watching connection.
     let sweeping = table.clone();
@@ -119,6 +124,37 @@ pub async fn run(
     let closing = table.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     Ok(())
+}
+
+/// Opens the configured store; with SQLite also the lock that keeps a second registryd off the
+/// same database (held until `run` returns).
+async fn open_store(config: &Config) -> anyhow::Result<(Table, Option<std::fs::File>)> {
+    let (ttl, limits) = (config.ttl, config.limits);
+    match &config.store {
+        StoreUrl::Sqlite(db) => {
+            if db.is_dir() {
+                anyhow::bail!(
+                    "database {} is a directory; --db takes the database file (e.g. {})",
+                    db.display(),
+                    db.join("registry.db").display()
+                );
+            }
+            // One registryd per database: a second one would serve a stale copy of the table
+            // and reload it on every write of the first.
+            let lock = peerchat_daemon::lock::lock_database(db, "registryd")?;
+            let db: PathBuf = db.clone();
+            let table =
+                tokio::task::spawn_blocking(move || Table::open(&db, ttl, limits)).await??;
+            Ok((table, Some(lock)))
+        }
+        // Any number of instances share one etcd cluster: no lock.
+        StoreUrl::Etcd(url) => {
+            let table = Table::open_etcd(url, ttl, limits)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the etcd store {url}: {e}"))?;
+            Ok((table, None))
+        }
+    }
 }
 
 async fn serve(

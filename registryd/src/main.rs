@@ -2,14 +2,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use registryd::cli::{Args, SeedProtocol};
+use registryd::StoreUrl;
 
 fn main() {
-    // An operator subcommand; everything else is the daemon's own command line.
+    // Operator subcommands; everything else is the daemon's own command line.
     if std::env::args_os().nth(1).is_some_and(|a| a == "release") {
         release_main();
     }
     if std::env::args_os().nth(1).is_some_and(|a| a == "backup") {
         backup_main();
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "migrate") {
+        migrate_main();
     }
     let args: Args = peerchat_daemon::startup::load("registryd");
     if let Some(path) = &args.check_config {
@@ -24,9 +28,7 @@ fn main() {
 
 fn real_main(args: Args) -> anyhow::Result<()> {
     let config = registryd::Config {
-        db: args
-            .db
-            .unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db")),
+        store: store_of(args.store.clone(), args.db.clone()),
         ttl: Duration::from_secs(args.ttl),
         max_connections: args.max_connections as usize,
         limits: registryd::Limits {
@@ -47,6 +49,53 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         registryd::run(listener, config, shutdown).await
     })?;
     Ok(())
+}
+
+/// `--store`, else `--db` as `sqlite:PATH`, else the SQLite database in the state directory.
+fn store_of(store: Option<StoreUrl>, db: Option<std::path::PathBuf>) -> StoreUrl {
+    store.unwrap_or_else(|| {
+        StoreUrl::Sqlite(db.unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db")))
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn migrate_main() -> ! {
+    use clap::Parser;
+    let args = registryd::cli::MigrateArgs::parse_from(std::env::args_os().skip(1));
+    let result = (|| -> anyhow::Result<String> {
+        let (StoreUrl::Sqlite(from), StoreUrl::Etcd(to)) = (&args.from, &args.to) else {
+            anyhow::bail!(
+                "migrate copies from sqlite:PATH to etcd://...; got --from {} --to {}",
+                args.from,
+                args.to
+            );
+        };
+        let done = runtime()?
+            .block_on(registryd::migrate(from, to))
+            .with_context(|| format!("migrating {} to {to}", from.display()))?;
+        Ok(format!(
+            "copied {} names and {} tombstones from {} to {to}",
+            done.names,
+            done.tombstones,
+            from.display()
+        ))
+    })();
+    match result {
+        Ok(what) => {
+            eprintln!("registryd: {what}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("registryd: {e:#}");
+            std::process::exit(1)
+        }
+    }
 }
 
 /// The daemon's settings according to its config file (`config`, else the user's registryd.toml
@@ -84,39 +133,37 @@ fn release_main() -> ! {
             None => None,
         };
         // The config file is read only when something is not on the command line.
-        let daemon = match (&args.db, args.ttl) {
-            (Some(_), Some(_)) => None,
-            (Some(_), None) if name.is_some() => None,
-            _ => Some(configured(args.config.as_deref())?),
+        let named = args.store.is_some() || args.db.is_some();
+        let daemon = if named && (name.is_some() || args.ttl.is_some()) {
+            None
+        } else {
+            Some(configured(args.config.as_deref())?)
         };
-        let db = match (args.db, &daemon) {
-            (Some(db), _) => db,
-            (None, d) => d
-                .as_ref()
-                .and_then(|d| d.db.clone())
-                .unwrap_or_else(|| peerchat_db::default_state_dir().join("registry.db")),
+        let store = match (args.store, args.db, &daemon) {
+            (Some(s), _, _) => s,
+            (None, Some(db), _) => StoreUrl::Sqlite(db),
+            (None, None, Some(d)) => store_of(d.store.clone(), d.db.clone()),
+            (None, None, None) => store_of(None, None),
         };
-        if !db.exists() {
-            anyhow::bail!("no registry database at {}", db.display());
-        }
-        if db.is_dir() {
-            anyhow::bail!(
-                "{} is a directory; --db takes the database file (e.g. {})",
-                db.display(),
-                db.join("registry.db").display()
-            );
-        }
-        let context = || format!("releasing in {}", db.display());
-        match name {
-            Some(name) => {
-                let found = registryd::release(&db, &name).with_context(context)?;
-                Ok((name.as_str().to_string(), found))
-            }
-            None => {
-                let ttl = args.ttl.or(daemon.map(|d| d.ttl)).unwrap_or(90);
-                let n = registryd::release_legacy_offline(&db, Duration::from_secs(ttl))
-                    .with_context(context)?;
-                Ok((format!("{n} offline seed registrations"), true))
+        match store {
+            StoreUrl::Sqlite(db) => release_sqlite(&db, name, args.ttl, daemon),
+            StoreUrl::Etcd(url) => {
+                let rt = runtime()?;
+                let context = || format!("releasing in {url}");
+                match name {
+                    Some(name) => {
+                        let found = rt
+                            .block_on(registryd::release_etcd(&url, &name))
+                            .with_context(context)?;
+                        Ok((name.as_str().to_string(), found))
+                    }
+                    None => {
+                        let n = rt
+                            .block_on(registryd::release_legacy_offline_etcd(&url))
+                            .with_context(context)?;
+                        Ok((format!("{n} offline seed registrations"), true))
+                    }
+                }
             }
         }
     })();
@@ -165,6 +212,37 @@ fn backup_main() -> ! {
         Err(e) => {
             eprintln!("registryd: {e:#}");
             std::process::exit(1)
+        }
+    }
+}
+
+fn release_sqlite(
+    db: &std::path::Path,
+    name: Option<peerchat_proto::Name>,
+    ttl: Option<u64>,
+    daemon: Option<Args>,
+) -> anyhow::Result<(String, bool)> {
+    if !db.exists() {
+        anyhow::bail!("no registry database at {}", db.display());
+    }
+    if db.is_dir() {
+        anyhow::bail!(
+            "{} is a directory; --db takes the database file (e.g. {})",
+            db.display(),
+            db.join("registry.db").display()
+        );
+    }
+    let context = || format!("releasing in {}", db.display());
+    match name {
+        Some(name) => {
+            let found = registryd::release(db, &name).with_context(context)?;
+            Ok((name.as_str().to_string(), found))
+        }
+        None => {
+            let ttl = ttl.or(daemon.map(|d| d.ttl)).unwrap_or(90);
+            let n = registryd::release_legacy_offline(db, Duration::from_secs(ttl))
+                .with_context(context)?;
+            Ok((format!("{n} offline seed registrations"), true))
         }
     }
 }

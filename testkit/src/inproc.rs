@@ -192,7 +192,7 @@ impl InProcRegistry {
         self.addr = listener.local_addr().expect("local_addr");
         // The binaries' defaults (registryd's `--help`).
         let config = registryd::Config {
-            db: self.db.clone(),
+            store: registryd::StoreUrl::Sqlite(self.db.clone()),
             ttl: Duration::from_secs(90),
             max_connections: 1024,
             limits: registryd::Limits {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod checker;
+pub mod etcd;
 pub mod identity;
 pub mod inproc;
 pub mod proxy;
@@ -197,6 +198,24 @@ impl Registry {
             .and_then(|a| a.parse().ok())
             .expect("listen address in log");
         Registry { daemon, addr, db }
+    }
+}
+
+impl Registry {
+    /// registryd on `--store URL` (e.g. an etcd cluster), log in `dir/LOG_NAME`.
+    pub fn start_store(dir: &Path, log_name: &str, store: &str, extra: &[&str]) -> Registry {
+        let mut cmd = Command::new(bin("registryd"));
+        cmd.args(["--listen", "127.0.0.1:0", "--store", store])
+            .args(extra);
+        let (daemon, line) = spawn_logged(cmd, &dir.join(log_name), "registryd ready");
+        let addr = log_field(&line, "listen")
+            .and_then(|a| a.parse().ok())
+            .expect("listen address in log");
+        Registry {
+            daemon,
+            addr,
+            db: dir.join("registry.db"),
+        }
     }
 }
 

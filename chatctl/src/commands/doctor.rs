@@ -250,6 +250,7 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
         }
     };
     checks.push(ok("registry", format!("{} answers", status.registry)));
+    checks.push(store_check(&status.registry));
     let me: Option<&PeerInfo> = peers.iter().find(|p| p.name == status.name);
     let registered = !status.address.is_empty();
     // Why there is no address of ours to probe, if there is none.
@@ -299,6 +300,56 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
         }
         _ if !registered => checks.push(skip("peer port", "not registered yet")),
         _ => checks.push(port_check(client, &status.address)),
+    }
+}
+
+/// Asks the registry itself (`status`) whether its store accepts writes: a registry on etcd that
+/// lost etcd still answers lookups, but no node can register or move.
+fn store_check(registry: &str) -> Check {
+    use peerchat_proto::registry::{self, RegistryStatus};
+    let asked = (|| -> Result<String, String> {
+        let addr = registry
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no address")?;
+        let mut s =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"{\"id\":1,\"op\":\"status\"}\n")
+            .map_err(|e| e.to_string())?;
+        let mut line = Vec::new();
+        // One short line; bounded in case something else answers.
+        let _ = std::io::BufRead::read_until(
+            &mut std::io::BufReader::new(s.take(64 * 1024)),
+            b'\n',
+            &mut line,
+        );
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    })();
+    let reply = match asked {
+        Ok(r) => r,
+        Err(e) => {
+            return skip(
+                "store",
+                format!("could not ask {registry} for its status: {e}"),
+            )
+        }
+    };
+    let first = reply.lines().next().unwrap_or_default();
+    match serde_json::from_str::<peerchat_proto::envelope::Reply<registry::Response>>(first)
+        .map(|r| r.outcome.into_result())
+    {
+        Ok(Ok(registry::Response::Status(RegistryStatus { store, store_ok: true, names, .. }))) => {
+            ok("store", format!("the registry's {store} store accepts registrations ({names} names)"))
+        }
+        Ok(Ok(registry::Response::Status(RegistryStatus { store, store_detail, .. }))) => fail(
+            "store",
+            format!("the registry's {store} store refuses registrations: {store_detail}"),
+            "lookups still work; new nodes cannot register or move until the registry's operator brings etcd back",
+        ),
+        _ => skip("store", format!("{registry} does not report its store (an older registryd)")),
     }
 }
 

@@ -1,25 +1,31 @@
-//! The name table: SQLite is the truth, an in-memory copy answers lookups.
+//! The name table: the store (SQLite, or etcd) is the truth, an in-memory copy (`cache`)
+//! answers lookups, lists and `watch`.
 //!
-//! All writes go through one thread that owns the connection (rusqlite never runs on the async
-//! workers). It commits first, then updates the in-memory map, then replies, so a reply always
-//! means "on disk". Because only that thread mutates the map, checks such as "a legacy
-//! registration cannot take a name held by one of our nodes" are atomic with the write.
-
+//! A write is decided once, by the same rules for both stores (`rules`, `decide`), against the
+//! state it will be applied to, and applied atomically with that check: with SQLite by the one
+//! thread that owns the connection (rusqlite never runs on the async workers), in a transaction
+//! that commits before the cache changes; with etcd by an etcd transaction that compares the
+//! revisions the decision read, retried on what won when another instance got there first.
+//! Either way a reply means "committed".
 //!
-//! One file per job: `types` (the entries, writes and refusals), `schema` (migrations, loading),
-//! `rules` (the binding rules, one function each), `writer` (the writer thread), `release`
-//! (the operator's direct deletes).
+//! One file per job: `types` (the entries, writes and refusals), `rules` (the binding rules,
+//! one function each), `decide` (a write's outcome), `cache` (the in-memory copy), `schema`,
+//! `writer` and `release` (the SQLite store: migrations, the writer thread, the operator's
+//! direct deletes), `etcd` (the etcd store), `migrate` (SQLite to etcd).
 
+mod cache;
+mod decide;
+pub(crate) mod etcd;
+mod migrate;
 mod release;
 mod rules;
 mod schema;
-mod types;
+pub(crate) mod types;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use peerchat_db::now_ms;
@@ -29,20 +35,42 @@ use peerchat_proto::Name;
 use tokio::sync::oneshot;
 use tracing::debug;
 
+pub use etcd::keys::DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX;
+pub use migrate::migrate;
 pub use release::{release, release_legacy_offline};
 pub use types::{Changes, Presence, TableError, Write};
 
+use cache::Cache;
+use decide::RuleLimits;
+use etcd::EtcdStore;
 use schema::{load_map, MIGRATIONS};
-use types::{presence_of, Entry, Job, CHANGES_CAPACITY};
+use types::{presence_of, Entry, Job, Lease};
 use writer::{writer_loop, Writer};
 
 pub struct Table {
-    map: Arc<RwLock<HashMap<Name, Entry>>>,
-    writer: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    cache: Arc<Cache>,
+    store: Store,
     ttl: Duration,
     rate: peerchat_daemon::limits::RateLimiter,
-    changes: tokio::sync::broadcast::Sender<Changes>,
+}
+
+/// Where the table is kept; each applies the decisions of the same rules (`decide`).
+enum Store {
+    /// One SQLite file, written by one thread.
+    Sqlite {
+        writer: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+        thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    },
+    /// An etcd cluster shared by any number of instances.
+    Etcd(Box<EtcdStore>),
+}
+
+/// The store's kind and whether it answers (registryd's `status` reply).
+#[derive(Debug, Clone)]
+pub struct StoreHealth {
+    pub kind: &'static str,
+    pub ok: bool,
+    pub detail: String,
 }
 
 /// Abuse limits on registrations.
@@ -56,40 +84,76 @@ pub struct Limits {
     pub legacy_per_source: usize,
 }
 
+impl Limits {
+    fn rules(&self) -> RuleLimits {
+        RuleLimits {
+            max_names: self.max_names,
+            legacy_per_source: self.legacy_per_source,
+        }
+    }
+}
+
 impl Table {
+    /// The SQLite store at `path`.
     pub fn open(path: &Path, ttl: Duration, limits: Limits) -> Result<Table, TableError> {
         let conn = peerchat_db::open(path, MIGRATIONS)?;
-        let mut map = HashMap::new();
-        {
-            load_map(&conn, &mut map)?;
-        }
-        let map = Arc::new(RwLock::new(map));
+        let mut map = std::collections::HashMap::new();
+        load_map(&conn, &mut map)?;
+        let cache = Arc::new(Cache::new(map, ttl));
         let (tx, rx) = mpsc::channel::<Job>();
-        let (changes, _) = tokio::sync::broadcast::channel(CHANGES_CAPACITY);
         let writer = Writer {
-            map: map.clone(),
-            max_names: limits.max_names,
-            legacy_per_source: limits.legacy_per_source,
-            ttl,
-            changes: changes.clone(),
+            cache: cache.clone(),
+            limits: limits.rules(),
         };
         let thread = std::thread::Builder::new()
             .name("registry-db".into())
             .spawn(move || writer_loop(conn, rx, writer))
             .map_err(|e| TableError::Storage(rusqlite::Error::ToSqlConversionFailure(e.into())))?;
         Ok(Table {
-            map,
-            writer: std::sync::Mutex::new(Some(tx)),
-            thread: std::sync::Mutex::new(Some(thread)),
+            cache,
+            store: Store::Sqlite {
+                writer: std::sync::Mutex::new(Some(tx)),
+                thread: std::sync::Mutex::new(Some(thread)),
+            },
             ttl,
             rate: peerchat_daemon::limits::RateLimiter::new(limits.registrations_per_minute),
-            changes,
         })
+    }
+
+    /// The etcd store at `url`: reads the registry now (etcd must answer), then follows it.
+    pub async fn open_etcd(
+        url: &crate::store_url::EtcdUrl,
+        ttl: Duration,
+        limits: Limits,
+    ) -> Result<Table, TableError> {
+        let (store, cache) = EtcdStore::open(url, ttl, limits.rules()).await?;
+        Ok(Table {
+            cache,
+            store: Store::Etcd(Box::new(store)),
+            ttl,
+            rate: peerchat_daemon::limits::RateLimiter::new(limits.registrations_per_minute),
+        })
+    }
+
+    /// The store's kind and health.
+    pub fn store_health(&self) -> StoreHealth {
+        match &self.store {
+            Store::Sqlite { .. } => StoreHealth {
+                kind: "sqlite",
+                ok: true,
+                detail: "SQLite database open".into(),
+            },
+            Store::Etcd(e) => StoreHealth {
+                kind: "etcd",
+                ok: e.health().ok(),
+                detail: e.health().detail(),
+            },
+        }
     }
 
     /// Notices of names whose presence may have changed, from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Changes> {
-        self.changes.subscribe()
+        self.cache.changes.subscribe()
     }
 
     /// The presence of `name` now.
@@ -102,7 +166,7 @@ impl Table {
     /// [`crate::run`]; consecutive calls cover time without gaps.
     pub fn sweep_expired(&self, since: u64) -> u64 {
         let now = now_ms();
-        if now <= since || self.changes.receiver_count() == 0 {
+        if now <= since || self.cache.changes.receiver_count() == 0 {
             return now.max(since);
         }
         let ttl = self.ttl.as_millis() as u64;
@@ -111,13 +175,13 @@ impl Table {
             .iter()
             .filter(|(_, e)| {
                 let deadline = e.last_seen_ms.saturating_add(ttl);
-                !e.offline && since <= deadline && deadline < now
+                e.lease == Lease::Clock && !e.offline && since <= deadline && deadline < now
             })
             .map(|(n, _)| n.clone())
             .collect();
         if !expired.is_empty() {
             debug!(names = expired.len(), "leases ran out");
-            let _ = self.changes.send(expired.into());
+            self.cache.announce(expired);
         }
         now
     }
@@ -134,9 +198,8 @@ impl Table {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Name, Entry>> {
-        // A poisoned lock only means a panic elsewhere mid-read; the map itself is intact.
-        self.map.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<Name, Entry>> {
+        self.cache.read()
     }
 
     fn record(&self, name: &Name, e: &Entry, now: u64) -> Record {
@@ -185,20 +248,30 @@ impl Table {
     }
 
     pub async fn write(&self, w: Write) -> Result<(), TableError> {
+        let writer = match &self.store {
+            Store::Etcd(e) => return e.write(w).await,
+            Store::Sqlite { writer, .. } => writer,
+        };
         let (tx, rx) = oneshot::channel();
         {
-            let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = writer.lock().unwrap_or_else(|p| p.into_inner());
             let sender = guard.as_ref().ok_or(TableError::Closed)?;
             sender.send((w, tx)).map_err(|_| TableError::Closed)?;
         }
         rx.await.map_err(|_| TableError::Closed)?
     }
 
-    /// Stops the writer after the queued writes are committed.
+    /// Stops the writer after the queued writes are committed (SQLite), or the store's tasks
+    /// (etcd: every reply was sent after its commit).
     pub fn close(&self) {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+        match &self.store {
+            Store::Sqlite { writer, thread } => {
+                writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(t) = thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = t.join();
+                }
+            }
+            Store::Etcd(e) => e.close(),
         }
     }
 }

@@ -1,19 +1,28 @@
 //! The binding rules (protocol.md 3.4.2), one function per rule, each returning its typed
 //! refusal. `register` and `legacy` call them in the order protocol.md 3.3.1 (step 6 and 7)
-//! documents; the writer runs them in the batch's transaction, atomically with the write.
+//! documents. Both stores run the same rules: SQLite in the batch's transaction, etcd on what
+//! it read before a transaction that compares those reads (see `decide`).
 
-use peerchat_db::rusqlite::{params, OptionalExtension, Transaction};
 use peerchat_proto::registry::{Rotation, SignedRegistration};
 use peerchat_proto::{Name, PublicKey};
 use tracing::info;
 
 use super::types::{Entry, TableError, MAX_ROTATIONS};
 
+/// What the rules read besides the name's own record: each store answers from its own data,
+/// as of the state the write will be applied to.
+pub(super) trait Facts {
+    /// The last sequence number `key` had for `name` when the name was freed, if it was.
+    fn tombstone_seq(&self, name: &Name, key: &PublicKey) -> Result<Option<u64>, TableError>;
+    /// How many seed (legacy) names `source` holds.
+    fn legacy_held_by(&self, source: &str) -> Result<usize, TableError>;
+}
+
 /// A signed `register` of `name` whose current record is `old`: the sequence number
 /// (`replay`), then the key (`key_mismatch`), then room for a new name (`limited`). Returns
 /// the record's rotations after it (with the accepted rotation appended).
 pub(super) fn register(
-    tx: &Transaction,
+    tx: &impl Facts,
     name: &Name,
     old: Option<&Entry>,
     signed: &SignedRegistration,
@@ -40,7 +49,7 @@ pub(super) fn register(
 /// A seed `reg` of `name` from `source`: not a bound name (`Conflict`), within the source's
 /// quota (`LegacyLimit`), then room for a new name (`limited`).
 pub(super) fn legacy(
-    tx: &Transaction,
+    tx: &impl Facts,
     name: &Name,
     old: Option<&Entry>,
     source: std::net::IpAddr,
@@ -59,19 +68,16 @@ pub(super) fn legacy(
 /// Freeing a name: a new binding is not made with a record this key signed before the name
 /// was freed (its `last_seq` is kept as a tombstone).
 fn freed_key_not_replayed(
-    tx: &Transaction,
+    tx: &impl Facts,
     name: &Name,
     signed: &SignedRegistration,
 ) -> Result<(), TableError> {
-    let last: Option<i64> = tx
-        .prepare_cached("SELECT last_seq FROM tombstones WHERE name = ?1 AND key = ?2")?
-        .query_row(params![name.as_str(), signed.key.to_hex()], |r| r.get(0))
-        .optional()?;
-    if let Some(last) = last.filter(|l| signed.seq <= *l as u64) {
+    let last = tx.tombstone_seq(name, &signed.key)?;
+    if let Some(last) = last.filter(|l| signed.seq <= *l) {
         return Err(TableError::Replay {
             name: name.clone(),
             seq: signed.seq,
-            last: last as u64,
+            last,
         });
     }
     Ok(())
@@ -126,17 +132,15 @@ fn seed_takes_no_bound_name(name: &Name, old: Option<&Entry>) -> Result<(), Tabl
 /// is one more name for this address. The count sees this batch's earlier writes (same
 /// transaction).
 fn within_source_quota(
-    tx: &Transaction,
+    tx: &impl Facts,
     old: Option<&Entry>,
     source: std::net::IpAddr,
     legacy_per_source: usize,
 ) -> Result<(), TableError> {
     let source_text = source.to_string();
     if old.and_then(|e| e.source.as_deref()) != Some(source_text.as_str()) {
-        let held: i64 = tx
-            .prepare_cached("SELECT count(*) FROM names WHERE legacy = 1 AND source = ?1")?
-            .query_row(params![source_text], |r| r.get(0))?;
-        if held as usize >= legacy_per_source {
+        let held = tx.legacy_held_by(&source_text)?;
+        if held >= legacy_per_source {
             return Err(TableError::LegacyLimit {
                 address: source,
                 limit: legacy_per_source,

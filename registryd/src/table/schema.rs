@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use peerchat_db::rusqlite::{self, Connection};
 use peerchat_proto::Name;
 
-use super::types::Entry;
+use super::types::{Entry, Lease};
 
 /// Append-only: never edit an entry, add one.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -69,6 +69,7 @@ pub(super) fn load_map(
                 last_seq: r.get::<_, i64>(6)? as u64,
                 rotations: serde_json::from_str(&rotations).unwrap_or_default(),
                 source: r.get(8)?,
+                lease: Lease::Clock,
             },
         ))
     })?;

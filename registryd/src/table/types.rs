@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 pub const MAX_ROTATIONS: usize = 16;
 
 #[derive(Debug, Clone)]
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub(super) address: String,
     pub(super) last_seen_ms: u64,
     pub(super) offline: bool,
@@ -24,6 +24,20 @@ pub(super) struct Entry {
     pub(super) rotations: Vec<Rotation>,
     /// The source address of a legacy registration.
     pub(super) source: Option<String>,
+    /// How presence is kept: by the clock (SQLite) or by an etcd lease.
+    pub(super) lease: Lease,
+}
+
+/// Where a name's presence comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// Online while `last_seen_ms` is within the TTL (the SQLite store).
+    Clock,
+    /// Online while this etcd lease lives (its key `live/NAME` exists).
+    Held(i64),
+    /// The etcd lease ran out or was never granted (offline records, legacy names after a
+    /// restart of every node).
+    Lapsed,
 }
 
 impl Entry {
@@ -32,9 +46,22 @@ impl Entry {
         self.signed.as_ref().map(|s| s.key)
     }
 
-    /// Renewed within the TTL and not marked offline, at `now`.
+    /// The same address, signed for the same port and host (so either signed registration
+    /// vouches for it).
+    pub(super) fn same_place(&self, other: &Entry) -> bool {
+        let signed_place = |e: &Entry| e.signed.as_ref().map(|s| (s.port, s.host.clone()));
+        self.address == other.address && signed_place(self) == signed_place(other)
+    }
+
+    /// Renewed within the TTL (SQLite) or holding a live lease (etcd), and not marked
+    /// offline, at `now`.
     pub(super) fn online(&self, now: u64, ttl: Duration) -> bool {
-        !self.offline && now.saturating_sub(self.last_seen_ms) <= ttl.as_millis() as u64
+        !self.offline
+            && match self.lease {
+                Lease::Clock => now.saturating_sub(self.last_seen_ms) <= ttl.as_millis() as u64,
+                Lease::Held(_) => true,
+                Lease::Lapsed => false,
+            }
     }
 }
 
@@ -87,6 +114,12 @@ pub enum TableError {
         address: std::net::IpAddr,
         limit: usize,
     },
+    #[error("the registry's store is unreachable ({0}); lookups are answered from memory, registrations are refused until it is back")]
+    Unavailable(String),
+    #[error("the store kept changing under this write ({0} attempts); try again")]
+    Contention(u32),
+    #[error("no registry database at {0}")]
+    NotFoundFile(String),
     #[error("database transaction failed: {0}")]
     Commit(String),
     #[error("storage error: {0}")]
@@ -107,8 +140,12 @@ impl TableError {
             TableError::RateLimited(_) | TableError::Full(_) | TableError::LegacyLimit { .. } => {
                 code::LIMITED
             }
-            TableError::Closed => code::BUSY,
-            TableError::Open(_) | TableError::Storage(_) | TableError::Commit(_) => code::STORAGE,
+            TableError::Closed | TableError::Contention(_) => code::BUSY,
+            TableError::Unavailable(_) => code::UNAVAILABLE,
+            TableError::Open(_)
+            | TableError::Storage(_)
+            | TableError::Commit(_)
+            | TableError::NotFoundFile(_) => code::STORAGE,
         }
     }
 }
