@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::conversation::{
     ConvKey, ConversationInfo, Direction, Entry, EntryDelivery, Event, EventCursor, LastMessage,
-    Pos, PresenceState, SearchHit,
+    Pos, PresenceState, SearchHit, DEFAULT_PAGE, MAX_CONVERSATIONS, MAX_PAGE, MAX_SEARCH_TEXT,
+    PREVIEW_CHARS,
 };
 use crate::envelope::{ErrorBody, Reply};
 use crate::msg_id::MsgId;

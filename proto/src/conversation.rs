@@ -224,6 +224,18 @@ pub enum Event {
     Presence { name: Name, presence: PresenceState },
 }
 
+/// The group conversation a received message belongs to (protocol.md §2.9.1): its tag, if the
+/// tag's owner is the sender or a recipient and `me` is a recipient; `None`: a direct message.
+pub fn group_of_received(
+    sender: &Name,
+    me: &Name,
+    msg: &crate::peer::WireMessage,
+) -> Option<ConvKey> {
+    let g = msg.group.as_ref()?;
+    let owner_takes_part = g.owner == *sender || msg.to.contains(&g.owner);
+    (owner_takes_part && msg.to.contains(me)).then(|| ConvKey::group(g.owner.clone(), g.name.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +251,31 @@ mod tests {
         for bad in ["", "@", "@/ops", "@pa/", "p b", "@pa/o/ps", "pa/ops"] {
             assert!(ConvKey::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_group_tag_counts_only_from_a_participant_to_a_recipient() {
+        use crate::peer::{WireGroup, WireMessage};
+        let n = |s: &str| Name::new(s).unwrap();
+        let msg = |owner: &str, to: &[&str]| WireMessage {
+            id: crate::MsgId::new("m").unwrap(),
+            to: to.iter().map(|s| n(s)).collect(),
+            sent_at_ms: 0,
+            body: "b".into(),
+            group: Some(WireGroup {
+                owner: n(owner),
+                name: n("ops"),
+            }),
+        };
+        let ops = |o: &str| Some(ConvKey::group(n(o), n("ops")));
+        assert_eq!(group_of_received(&n("pa"), &n("pb"), &msg("pa", &["pb", "pc"])), ops("pa"));
+        assert_eq!(group_of_received(&n("pc"), &n("pb"), &msg("pa", &["pa", "pb"])), ops("pa"));
+        // The owner takes no part, or we are not a recipient: a direct message.
+        assert_eq!(group_of_received(&n("pc"), &n("pb"), &msg("pa", &["pb"])), None);
+        assert_eq!(group_of_received(&n("pa"), &n("pb"), &msg("pa", &["pc"])), None);
+        let mut direct = msg("pa", &["pb"]);
+        direct.group = None;
+        assert_eq!(group_of_received(&n("pa"), &n("pb"), &direct), None);
     }
 
     #[test]

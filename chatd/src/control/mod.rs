@@ -6,6 +6,8 @@
 //! those in order, so replies keep request order while many requests are in flight (pipelining).
 //! A `follow` request hands the writer the stream instead.
 
+mod conversations;
+mod events;
 mod follow;
 mod groups;
 mod identity;
@@ -50,6 +52,7 @@ const MAX_CONNECTIONS: usize = 256;
 enum Pending {
     Reply(u64, ReplyFuture),
     Follow(u64, FollowParams),
+    Events(u64, Option<i64>),
 }
 
 pub async fn serve(
@@ -221,6 +224,10 @@ async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationTo
                             },
                         )
                     }
+                    (true, Request::Events { after }) => {
+                        following = true;
+                        Pending::Events(id, after)
+                    }
                     (true, request) => {
                         // Requests in flight hold their bodies until committed: bound them in
                         // bytes as well as in number (reading stops while over budget).
@@ -263,7 +270,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
             broadcast,
             body,
             msg_id,
-            conversation: _,
+            conversation,
         } => {
             send::handle(
                 node,
@@ -271,6 +278,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
                     to,
                     groups,
                     broadcast,
+                    conversation,
                 },
                 body,
                 msg_id,
@@ -294,13 +302,32 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         Request::Whoami => identity::whoami(node),
         Request::Trust { name } => identity::trust(node, name),
         Request::RotateKey => identity::rotate(node),
-        Request::Conversations { .. }
-        | Request::History { .. }
-        | Request::Read { .. }
-        | Request::Search { .. } => ready(Err(ErrorBody::new(
-            code::BAD_REQUEST,
-            "not implemented yet",
-        ))),
+        Request::Conversations { limit } => conversations::list(node, limit),
+        Request::History {
+            with,
+            before,
+            after,
+            limit,
+        } => conversations::history(node, with, before, after, limit),
+        Request::Read { with, up_to } => conversations::read(node, with, up_to),
+        Request::Search {
+            text,
+            with,
+            from,
+            before,
+            after,
+            limit,
+        } => conversations::search(
+            node,
+            conversations::SearchRequest {
+                text,
+                with,
+                from,
+                before,
+                after,
+                limit,
+            },
+        ),
         Request::Hello { .. } | Request::Follow { .. } | Request::Events { .. } => ready(Err(ErrorBody::new(
             code::INTERNAL,
             "handled by the connection",
@@ -351,6 +378,13 @@ async fn writer(
                     break;
                 }
                 follow::run(&mut write, id, params, &node, &stop, &conn_done).await;
+                break;
+            }
+            Pending::Events(id, after) => {
+                if flush(&mut write, &mut buf).await.is_err() {
+                    break;
+                }
+                events::run(&mut write, id, after, &node, &stop, &conn_done).await;
                 break;
             }
         }

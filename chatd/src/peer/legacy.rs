@@ -72,6 +72,7 @@ pub async fn receive(
             sender: sender.clone(),
             msg,
             authenticated: false,
+            conv: None,
         }])
         .await
         .map_err(|e| LinkError::Protocol(format!("storing legacy message: {e}")))?;

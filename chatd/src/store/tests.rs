@@ -82,6 +82,7 @@ fn received(id: &str) -> Received {
             group: None,
         },
         authenticated: true,
+        conv: None,
     }
 }
 
