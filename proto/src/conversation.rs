@@ -233,7 +233,8 @@ pub fn group_of_received(
 ) -> Option<ConvKey> {
     let g = msg.group.as_ref()?;
     let owner_takes_part = g.owner == *sender || msg.to.contains(&g.owner);
-    (owner_takes_part && msg.to.contains(me)).then(|| ConvKey::group(g.owner.clone(), g.name.clone()))
+    (owner_takes_part && msg.to.contains(me))
+        .then(|| ConvKey::group(g.owner.clone(), g.name.clone()))
 }
 
 #[cfg(test)]
@@ -268,11 +269,23 @@ mod tests {
             }),
         };
         let ops = |o: &str| Some(ConvKey::group(n(o), n("ops")));
-        assert_eq!(group_of_received(&n("pa"), &n("pb"), &msg("pa", &["pb", "pc"])), ops("pa"));
-        assert_eq!(group_of_received(&n("pc"), &n("pb"), &msg("pa", &["pa", "pb"])), ops("pa"));
+        assert_eq!(
+            group_of_received(&n("pa"), &n("pb"), &msg("pa", &["pb", "pc"])),
+            ops("pa")
+        );
+        assert_eq!(
+            group_of_received(&n("pc"), &n("pb"), &msg("pa", &["pa", "pb"])),
+            ops("pa")
+        );
         // The owner takes no part, or we are not a recipient: a direct message.
-        assert_eq!(group_of_received(&n("pc"), &n("pb"), &msg("pa", &["pb"])), None);
-        assert_eq!(group_of_received(&n("pa"), &n("pb"), &msg("pa", &["pc"])), None);
+        assert_eq!(
+            group_of_received(&n("pc"), &n("pb"), &msg("pa", &["pb"])),
+            None
+        );
+        assert_eq!(
+            group_of_received(&n("pa"), &n("pb"), &msg("pa", &["pc"])),
+            None
+        );
         let mut direct = msg("pa", &["pb"]);
         direct.group = None;
         assert_eq!(group_of_received(&n("pa"), &n("pb"), &direct), None);

@@ -28,7 +28,10 @@ pub async fn resolve(node: &Node, key: ConvKey) -> Result<ConvKey, ErrorBody> {
 
 fn page_limit(limit: Option<u32>) -> Result<u32, ErrorBody> {
     match limit.unwrap_or(DEFAULT_PAGE) {
-        0 => Err(ErrorBody::new(code::BAD_REQUEST, "limit must be at least 1")),
+        0 => Err(ErrorBody::new(
+            code::BAD_REQUEST,
+            "limit must be at least 1",
+        )),
         n => Ok(n.min(MAX_PAGE)),
     }
 }
@@ -148,7 +151,10 @@ pub fn read(node: &Arc<Node>, with: ConvKey, up_to: i64) -> ReplyFuture {
     let node = node.clone();
     Box::pin(async move {
         if up_to < 0 {
-            return Err(ErrorBody::new(code::BAD_REQUEST, "up_to must not be negative"));
+            return Err(ErrorBody::new(
+                code::BAD_REQUEST,
+                "up_to must not be negative",
+            ));
         }
         let with = resolve(&node, with).await?;
         let (up_to, unread) = node

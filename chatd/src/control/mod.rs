@@ -328,10 +328,9 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
                 limit,
             },
         ),
-        Request::Hello { .. } | Request::Follow { .. } | Request::Events { .. } => ready(Err(ErrorBody::new(
-            code::INTERNAL,
-            "handled by the connection",
-        ))),
+        Request::Hello { .. } | Request::Follow { .. } | Request::Events { .. } => ready(Err(
+            ErrorBody::new(code::INTERNAL, "handled by the connection"),
+        )),
     }
 }
 

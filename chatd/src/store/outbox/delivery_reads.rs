@@ -43,17 +43,26 @@ impl Store {
             let rows: Vec<(i64, String, String, String, i64, Option<String>)> = conn
                 .prepare_cached(TAKE_BATCH)?
                 .query_map(params![recipient.as_str(), after_seq, limit as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })?
-                .take_while(|row: &Result<(i64, String, String, String, i64, Option<String>), _>| {
-                    let first = bytes == 0;
-                    if let Ok((_, _, _, body, _, _)) = row {
-                        bytes += body.len().max(1);
-                    }
-                    let keep = first || bytes <= max_bytes;
-                    cut |= !keep;
-                    keep
-                })
+                .take_while(
+                    |row: &Result<(i64, String, String, String, i64, Option<String>), _>| {
+                        let first = bytes == 0;
+                        if let Ok((_, _, _, body, _, _)) = row {
+                            bytes += body.len().max(1);
+                        }
+                        let keep = first || bytes <= max_bytes;
+                        cut |= !keep;
+                        keep
+                    },
+                )
                 .collect::<Result<_, _>>()?;
             let cut = cut || rows.len() == limit;
             let mut out = Vec::with_capacity(rows.len());

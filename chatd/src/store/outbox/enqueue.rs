@@ -2,8 +2,8 @@
 //! committed message to the delivery engine.
 
 use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
-use peerchat_proto::control::{DeliveryState, RecipientState};
 use peerchat_proto::control::ConvKey;
+use peerchat_proto::control::{DeliveryState, RecipientState};
 use peerchat_proto::peer::WireGroup;
 use peerchat_proto::Name;
 

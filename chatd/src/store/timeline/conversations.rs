@@ -19,7 +19,11 @@ pub struct ConvSummary {
 impl Store {
     /// The `limit` most recently active conversations, then this node's groups without
     /// messages (by name).
-    pub async fn conversations(&self, limit: u32, me: Name) -> Result<Vec<ConvSummary>, StoreError> {
+    pub async fn conversations(
+        &self,
+        limit: u32,
+        me: Name,
+    ) -> Result<Vec<ConvSummary>, StoreError> {
         self.call(move |conn| conversations(conn, limit, &me)).await
     }
 }

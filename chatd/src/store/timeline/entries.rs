@@ -72,7 +72,9 @@ fn load_in(conn: &Connection, pos: i64, seq: i64) -> Result<Option<Entry>, Store
 
 fn load_out(conn: &Connection, pos: i64, seq: i64, me: &Name) -> Result<Option<Entry>, StoreError> {
     let row = conn
-        .prepare_cached("SELECT msg_id, recipients, body, created_at_ms FROM outbox WHERE seq = ?1")?
+        .prepare_cached(
+            "SELECT msg_id, recipients, body, created_at_ms FROM outbox WHERE seq = ?1",
+        )?
         .query_row(params![seq], |r| {
             Ok((
                 r.get::<_, String>(0)?,

@@ -42,7 +42,14 @@ impl Store {
     }
 }
 
-type Row = (i64, i64, Option<String>, i64, Option<String>, Option<String>);
+type Row = (
+    i64,
+    i64,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<String>,
+);
 
 fn events_after(
     conn: &Connection,
