@@ -2,6 +2,7 @@
 
 mod doctor;
 mod group;
+mod history;
 mod identity;
 mod inbox;
 mod outbox;
@@ -51,7 +52,10 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
                 f
             })
         }
+        Command::Inbox(args) if args.unread => history::unread(socket, cli.json),
         Command::Inbox(args) => inbox::run(socket, cli.json, args),
+        Command::History(args) => history::history(socket, cli.json, args),
+        Command::Search(args) => history::search(socket, cli.json, args),
         Command::Peers => peers::run(Client::connect(socket)?, cli.json),
         Command::Status { id: None } => status::run(Client::connect(socket)?, cli.json),
         Command::Status { id: Some(id) } => {

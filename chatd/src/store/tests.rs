@@ -752,7 +752,12 @@ async fn messages_from_schema_8_get_a_timeline_and_an_index() {
     let (store, _thread) = Store::open(&path).expect("open");
     let me = name("me");
     let page = store
-        .history(ConvKey::Peer(name("pb")), super::Page::Newest, 50, me.clone())
+        .history(
+            ConvKey::Peer(name("pb")),
+            super::Page::Newest,
+            50,
+            me.clone(),
+        )
         .await
         .expect("history");
     let got: Vec<(&str, Direction)> = page
@@ -769,7 +774,12 @@ async fn messages_from_schema_8_get_a_timeline_and_an_index() {
         ]
     );
     let pc = store
-        .history(ConvKey::Peer(name("pc")), super::Page::Newest, 50, me.clone())
+        .history(
+            ConvKey::Peer(name("pc")),
+            super::Page::Newest,
+            50,
+            me.clone(),
+        )
         .await
         .expect("history");
     assert_eq!(pc.entries.len(), 1);
