@@ -24,6 +24,9 @@ pub struct Outgoing {
     pub group: Option<Arc<WireGroup>>,
 }
 
+/// One row of `TAKE_BATCH`: seq, id, recipients (JSON), body, created_at_ms, group key.
+type BatchRow = (i64, String, String, String, i64, Option<String>);
+
 impl Store {
     /// The next undelivered messages for `recipient` after `after_seq` (at most `limit`, and
     /// bodies of at most `max_bytes` together, but always one). The flag says whether a limit
@@ -40,7 +43,7 @@ impl Store {
         self.call(move |conn| {
             let mut bytes = 0;
             let mut cut = false;
-            let rows: Vec<(i64, String, String, String, i64, Option<String>)> = conn
+            let rows: Vec<BatchRow> = conn
                 .prepare_cached(TAKE_BATCH)?
                 .query_map(params![recipient.as_str(), after_seq, limit as i64], |r| {
                     Ok((
@@ -52,17 +55,15 @@ impl Store {
                         r.get(5)?,
                     ))
                 })?
-                .take_while(
-                    |row: &Result<(i64, String, String, String, i64, Option<String>), _>| {
-                        let first = bytes == 0;
-                        if let Ok((_, _, _, body, _, _)) = row {
-                            bytes += body.len().max(1);
-                        }
-                        let keep = first || bytes <= max_bytes;
-                        cut |= !keep;
-                        keep
-                    },
-                )
+                .take_while(|row: &Result<BatchRow, _>| {
+                    let first = bytes == 0;
+                    if let Ok((_, _, _, body, _, _)) = row {
+                        bytes += body.len().max(1);
+                    }
+                    let keep = first || bytes <= max_bytes;
+                    cut |= !keep;
+                    keep
+                })
                 .collect::<Result<_, _>>()?;
             let cut = cut || rows.len() == limit;
             let mut out = Vec::with_capacity(rows.len());
