@@ -82,6 +82,28 @@ Examples:
 
 ", exit_codes!()))]
     Inbox(InboxArgs),
+    /// Show one conversation (a name, or @GROUP), both directions, oldest first
+    #[command(after_help = concat!("\
+Each line is [POS] TIME FROM: BODY; a sent message shows each recipient's state. POS is the
+message's place in this node's timeline: page back with --before POS (stderr prints the
+command for the previous page).
+
+Examples:
+  chatctl history pb                 # the newest 50 with pb
+  chatctl history @ops --limit 10    # a group conversation (@OWNER/NAME when several match)
+  chatctl history pb --before 812    # the page before position 812
+
+", exit_codes!()))]
+    History(HistoryArgs),
+    /// Search message bodies, sent and received (case-insensitive substring, any script)
+    #[command(after_help = concat!("\
+Examples:
+  chatctl search deploy
+  chatctl search 你好 --with pb
+  chatctl --json search error --from pc | jq .entry.pos
+
+", exit_codes!()))]
+    Search(SearchArgs),
     /// List the names the registry knows, with presence
     #[command(after_help = "Examples:\n  chatctl peers\n  chatctl --json peers")]
     Peers,
@@ -321,6 +343,41 @@ pub struct SendArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct HistoryArgs {
+    /// The conversation: a name, @GROUP or @OWNER/GROUP
+    #[arg(value_name = "NAME|@GROUP")]
+    pub with: String,
+    /// At most this many messages (default 50, at most 1000)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// The messages just before this position
+    #[arg(long, value_name = "POS", conflicts_with = "after")]
+    pub before: Option<i64>,
+    /// The messages just after this position
+    #[arg(long, value_name = "POS")]
+    pub after: Option<i64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// The text to find
+    #[arg(value_name = "TEXT")]
+    pub text: String,
+    /// Only in this conversation (a name, @GROUP or @OWNER/GROUP)
+    #[arg(long, value_name = "NAME|@GROUP")]
+    pub with: Option<String>,
+    /// Only messages from this name (this node's own: only sent ones)
+    #[arg(long, value_name = "NAME")]
+    pub from: Option<String>,
+    /// At most this many hits (default 50, at most 1000)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Only hits before this position (the next page)
+    #[arg(long, value_name = "POS")]
+    pub before: Option<i64>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct InboxArgs {
     /// Only messages from this name
     #[arg(long, value_name = "NAME")]
@@ -340,4 +397,7 @@ pub struct InboxArgs {
     /// reconnects by itself when chatd restarts
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Only messages after each conversation's read position (which stays where it is)
+    #[arg(long, conflicts_with_all = ["follow", "after", "cursor_file", "from", "limit"])]
+    pub unread: bool,
 }

@@ -126,6 +126,7 @@ pub async fn run(
         registry: registry.clone(),
         identity: identity.clone(),
         lease: lease.clone(),
+        presence: presence.clone(),
         listen,
         legacy: config.legacy,
         started: Instant::now(),

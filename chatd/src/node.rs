@@ -20,6 +20,8 @@ pub struct Node {
     pub registry: Arc<RegistryClient>,
     pub identity: Arc<Identity>,
     pub lease: Arc<Lease>,
+    /// The registry's view of the names delivery waits for and of conversation peers.
+    pub presence: Arc<crate::presence::PresenceWatch>,
     pub listen: SocketAddr,
     pub legacy: bool,
     pub started: Instant,

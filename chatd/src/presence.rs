@@ -37,6 +37,10 @@ const MAX_EVENT_LINE: usize = 64 * 1024;
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// After the registry refused a watch (one that predates it): try again this much later.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
+/// Most conversation peers watched (the most recently active conversations' ones).
+pub const MAX_CONVERSATION_PEERS: usize = 1000;
+/// Presence changes buffered for `events` streams.
+const PRESENCE_FEED: usize = 1024;
 /// Changes of the set within this long go out as one `watch` line.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
@@ -76,7 +80,14 @@ struct Known {
 }
 
 pub struct PresenceWatch {
+    /// Names the delivery engine waits for.
     wanted: Mutex<BTreeSet<Name>>,
+    /// Peers of the most recently active conversations (for `conversations` and `events`,
+    /// protocol.md §2.9); watched after `wanted`, within the same [`MAX_WATCH_NAMES`].
+    conversations: Mutex<BTreeSet<Name>>,
+    /// Every change of a watched name's state, for `events` streams (bounded: a lagging stream
+    /// loses changes and resends its whole view).
+    seen: tokio::sync::broadcast::Sender<(Name, Presence)>,
     wanted_changed: Notify,
     known: Mutex<HashMap<Name, Known>>,
     changes: mpsc::UnboundedSender<Change>,
@@ -101,6 +112,8 @@ impl PresenceWatch {
         let (tx, rx) = mpsc::unbounded_channel();
         let w = PresenceWatch {
             wanted: Mutex::new(BTreeSet::new()),
+            conversations: Mutex::new(BTreeSet::new()),
+            seen: tokio::sync::broadcast::channel(PRESENCE_FEED).0,
             wanted_changed: Notify::new(),
             known: Mutex::new(HashMap::new()),
             changes: tx,
@@ -123,12 +136,78 @@ impl PresenceWatch {
         }
     }
 
-    /// Stops watching `name`.
+    /// Stops watching `name` (for the delivery engine: a conversation's peer stays watched).
     pub fn unwatch(&self, name: &Name) {
         if self.wanted().remove(name) {
-            self.known().remove(name);
+            if !self.conversation_peers().contains(name) {
+                self.forget(name);
+            }
             self.wanted_changed.notify_one();
         }
+    }
+
+    fn conversation_peers(&self) -> std::sync::MutexGuard<'_, BTreeSet<Name>> {
+        self.conversations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Watches these conversation peers (replacing the previous set; at most
+    /// [`MAX_CONVERSATION_PEERS`] of them, the first ones).
+    pub fn set_conversation_peers(&self, names: impl IntoIterator<Item = Name>) {
+        let new: BTreeSet<Name> = names.into_iter().take(MAX_CONVERSATION_PEERS).collect();
+        let old = std::mem::replace(&mut *self.conversation_peers(), new.clone());
+        if old != new {
+            for gone in old.difference(&new) {
+                if !self.wanted().contains(gone) {
+                    self.forget(gone);
+                }
+            }
+            self.wanted_changed.notify_one();
+        }
+    }
+
+    /// Whether `name` is watched, by delivery or for a conversation.
+    fn is_watched(&self, name: &Name) -> bool {
+        self.wanted().contains(name) || self.conversation_peers().contains(name)
+    }
+
+    /// The names to watch: the delivery engine's first, then the conversations' peers.
+    fn watch_set(&self) -> Vec<Name> {
+        let mut set: Vec<Name> = self.wanted().iter().cloned().collect();
+        let extra: Vec<Name> = self
+            .conversation_peers()
+            .iter()
+            .filter(|n| set.binary_search(n).is_err())
+            .cloned()
+            .collect();
+        set.extend(extra);
+        set.truncate(MAX_WATCH_NAMES);
+        set
+    }
+
+    fn forget(&self, name: &Name) {
+        if self.known().remove(name).is_some() {
+            let _ = self.seen.send((name.clone(), Presence::Unknown));
+        }
+    }
+
+    /// Every watched name whose state is known, with it.
+    pub fn snapshot(&self) -> Vec<(Name, Presence)> {
+        self.known()
+            .iter()
+            .map(|(n, k)| {
+                let p = if k.online {
+                    Presence::Online
+                } else {
+                    Presence::Offline
+                };
+                (n.clone(), p)
+            })
+            .collect()
+    }
+
+    /// Changes of watched names' states from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(Name, Presence)> {
+        self.seen.subscribe()
     }
 
     pub fn state(&self, name: &Name) -> Presence {
@@ -141,17 +220,25 @@ impl PresenceWatch {
 
     /// Records what the registry said; returns the change to pass on, if any.
     fn record(&self, name: Name, online: bool, address: Option<String>) -> Option<Change> {
-        if !self.wanted().contains(&name) {
+        if !self.is_watched(&name) {
             return None; // an event of a set we already replaced
         }
         if address.is_none() {
             // Not registered at all: not "offline" (which would hold delivery back), but worth
             // an attempt now, whose lookup fails the messages as sent to an unknown name.
-            self.known().remove(&name);
+            self.forget(&name);
             return Some(Change::Back(name));
         }
         let now = Known { online, address };
         let before = self.known().insert(name.clone(), now.clone());
+        if before.as_ref().map(|b| b.online) != Some(online) {
+            let p = if online {
+                Presence::Online
+            } else {
+                Presence::Offline
+            };
+            let _ = self.seen.send((name.clone(), p));
+        }
         match before {
             Some(b) if b == now => None,
             Some(b) if online && (!b.online || b.address != now.address) => {
@@ -165,6 +252,7 @@ impl PresenceWatch {
     fn forget_all(&self) {
         let names: Vec<Name> = self.known().drain().map(|(n, _)| n).collect();
         for n in names {
+            let _ = self.seen.send((n.clone(), Presence::Unknown));
             let _ = self.changes.send(Change::Changed(n));
         }
     }
@@ -175,7 +263,7 @@ impl PresenceWatch {
         let mut delay = Duration::from_secs(1);
         let mut logged_down = false;
         loop {
-            if self.wanted().is_empty() {
+            if self.watch_set().is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = self.wanted_changed.notified() => continue,
@@ -230,12 +318,7 @@ impl PresenceWatch {
         let mut sent: Vec<Name> = Vec::new();
         let mut first_answer = true;
         loop {
-            let set: Vec<Name> = self
-                .wanted()
-                .iter()
-                .take(MAX_WATCH_NAMES)
-                .cloned()
-                .collect();
+            let set = self.watch_set();
             if set.is_empty() {
                 return Ok(());
             }

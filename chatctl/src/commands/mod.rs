@@ -4,6 +4,7 @@ mod backup;
 mod doctor;
 mod export;
 mod group;
+mod history;
 mod identity;
 mod inbox;
 mod outbox;
@@ -53,7 +54,10 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
                 f
             })
         }
+        Command::Inbox(args) if args.unread => history::unread(socket, cli.json),
         Command::Inbox(args) => inbox::run(socket, cli.json, args),
+        Command::History(args) => history::history(socket, cli.json, args),
+        Command::Search(args) => history::search(socket, cli.json, args),
         Command::Peers => peers::run(Client::connect(socket)?, cli.json),
         Command::Status { id: None } => status::run(Client::connect(socket)?, cli.json),
         Command::Status { id: Some(id) } => {

@@ -7,6 +7,8 @@
 //! A `follow` request hands the writer the stream instead.
 
 mod backup;
+mod conversations;
+mod events;
 mod follow;
 mod groups;
 mod identity;
@@ -52,6 +54,7 @@ const MAX_CONNECTIONS: usize = 256;
 enum Pending {
     Reply(u64, ReplyFuture),
     Follow(u64, FollowParams),
+    Events(u64, Option<i64>),
 }
 
 pub async fn serve(
@@ -223,6 +226,10 @@ async fn connection(stream: ControlStream, node: Arc<Node>, stop: CancellationTo
                             },
                         )
                     }
+                    (true, Request::Events { after }) => {
+                        following = true;
+                        Pending::Events(id, after)
+                    }
                     (true, request) => {
                         // Requests in flight hold their bodies until committed: bound them in
                         // bytes as well as in number (reading stops while over budget).
@@ -265,6 +272,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
             broadcast,
             body,
             msg_id,
+            conversation,
         } => {
             send::handle(
                 node,
@@ -272,6 +280,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
                     to,
                     groups,
                     broadcast,
+                    conversation,
                 },
                 body,
                 msg_id,
@@ -297,10 +306,35 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         Request::RotateKey => identity::rotate(node),
         Request::Backup { path, force } => backup::handle(node, path, force),
         Request::Sent { to, after, limit } => sent::handle(node, to, after, limit),
-        Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
-            code::INTERNAL,
-            "handled by the connection",
-        ))),
+        Request::Conversations { limit } => conversations::list(node, limit),
+        Request::History {
+            with,
+            before,
+            after,
+            limit,
+        } => conversations::history(node, with, before, after, limit),
+        Request::Read { with, up_to } => conversations::read(node, with, up_to),
+        Request::Search {
+            text,
+            with,
+            from,
+            before,
+            after,
+            limit,
+        } => conversations::search(
+            node,
+            conversations::SearchRequest {
+                text,
+                with,
+                from,
+                before,
+                after,
+                limit,
+            },
+        ),
+        Request::Hello { .. } | Request::Follow { .. } | Request::Events { .. } => ready(Err(
+            ErrorBody::new(code::INTERNAL, "handled by the connection"),
+        )),
     }
 }
 
@@ -347,6 +381,13 @@ async fn writer(
                     break;
                 }
                 follow::run(&mut write, id, params, &node, &stop, &conn_done).await;
+                break;
+            }
+            Pending::Events(id, after) => {
+                if flush(&mut write, &mut buf).await.is_err() {
+                    break;
+                }
+                events::run(&mut write, id, after, &node, &stop, &conn_done).await;
                 break;
             }
         }

@@ -9,7 +9,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use peerchat_proto::control::{code, DeliveryState, Response, MAX_RECIPIENTS};
+use peerchat_proto::control::{code, ConvKey, DeliveryState, Response, MAX_RECIPIENTS};
+use peerchat_proto::peer::WireGroup;
 use peerchat_proto::{ErrorBody, MsgId, Name, MAX_BODY_BYTES};
 
 use super::reply::{store_error, ReplyFuture};
@@ -21,6 +22,54 @@ pub struct Targets {
     pub to: Vec<Name>,
     pub groups: Vec<Name>,
     pub broadcast: bool,
+    /// Into this conversation instead (protocol.md §2.5.2, §2.9.1).
+    pub conversation: Option<ConvKey>,
+}
+
+/// The recipients of a send into a conversation (as typed, strict names), and the group tag
+/// of a send into a group conversation: one named by `conversation`, or `groups: [g]` alone.
+async fn conversation_targets(
+    node: &Node,
+    mut t: Targets,
+) -> Result<(Targets, Option<WireGroup>), ErrorBody> {
+    let Some(key) = t.conversation.take() else {
+        let only_group = t.to.is_empty() && !t.broadcast && t.groups.len() == 1;
+        let tag = only_group.then(|| WireGroup {
+            owner: node.name.clone(),
+            name: t.groups[0].clone(),
+        });
+        return Ok((t, tag));
+    };
+    if !t.to.is_empty() || !t.groups.is_empty() || t.broadcast {
+        return Err(ErrorBody::new(
+            code::BAD_REQUEST,
+            "a send into a conversation takes no to, groups or broadcast",
+        ));
+    }
+    let key = super::conversations::resolve(node, key).await?;
+    let tag = match &key {
+        ConvKey::Group {
+            owner: Some(owner),
+            name,
+        } => Some(WireGroup {
+            owner: owner.clone(),
+            name: name.clone(),
+        }),
+        _ => None,
+    };
+    let to = node
+        .store
+        .conversation_recipients(key.clone(), node.name.clone())
+        .await
+        .map_err(store_error)?;
+    if to.is_empty() {
+        return Err(ErrorBody::new(
+            code::NOT_FOUND,
+            format!("conversation {key} has no members to send to"),
+        ));
+    }
+    t.to = to;
+    Ok((t, tag))
 }
 
 pub async fn handle(
@@ -84,6 +133,7 @@ async fn prepare(
             ),
         ));
     }
+    let (targets, group) = conversation_targets(node, targets).await?;
     let (recipients, typed, broadcast) = expand(node, targets).await?;
     if recipients.is_empty() {
         return Err(ErrorBody::new(
@@ -114,7 +164,7 @@ async fn prepare(
     match check_recipients(node, &recipients, typed, &body).await {
         Ok(failed) => node
             .store
-            .submit_send(msg_id, caller_chose_id, recipients, failed, body)
+            .submit_send_in(msg_id, caller_chose_id, recipients, failed, body, group)
             .map_err(store_error),
         // A retry of an already accepted message must succeed even if its names no longer
         // resolve (or the registry is down). Looked up only here, so that ordinary pipelined
@@ -127,7 +177,7 @@ async fn prepare(
                 .map_err(store_error)?;
             if known {
                 node.store
-                    .submit_send(msg_id, true, recipients, Vec::new(), body)
+                    .submit_send_in(msg_id, true, recipients, Vec::new(), body, group)
                     .map_err(store_error)
             } else {
                 Err(e)

@@ -23,6 +23,7 @@ pub fn msg(seq: i64, len: usize) -> Outgoing {
         recipients: Arc::from(vec![]),
         body: Arc::from("x".repeat(len)),
         created_at_ms: 1,
+        group: None,
     }
 }
 

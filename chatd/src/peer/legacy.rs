@@ -61,6 +61,7 @@ pub async fn receive(
         to: vec![],
         sent_at_ms: now,
         body,
+        group: None,
     };
     let sender = format!(
         "legacy:{}",
@@ -71,6 +72,7 @@ pub async fn receive(
             sender: sender.clone(),
             msg,
             authenticated: false,
+            conv: None,
         }])
         .await
         .map_err(|e| LinkError::Protocol(format!("storing legacy message: {e}")))?;

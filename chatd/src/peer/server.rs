@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use peerchat_daemon::accept::{self, Refused};
+use peerchat_proto::conversation::group_of_received;
 use peerchat_proto::peer::{self, Frame, WireMessage};
 use peerchat_proto::{MsgId, Name, MAX_BODY_BYTES};
 use tokio::io::AsyncReadExt;
@@ -124,7 +125,7 @@ async fn link(
                 None => break,
             }
         }
-        let (batch, answers) = sort_burst(frames, &caller.from)?;
+        let (batch, answers) = sort_burst(frames, &caller.from, &server.name)?;
         let Some((answers, ids)) =
             store_burst(&mut conn, server, &caller.from, batch, answers).await?
         else {
@@ -250,7 +251,11 @@ type Answers = Vec<Result<usize, Frame>>;
 
 /// Splits a burst into the messages to store and the answers, in frame order. A frame a client
 /// may not send ends the link.
-fn sort_burst(frames: Vec<Frame>, from: &Name) -> Result<(Vec<Received>, Answers), LinkError> {
+fn sort_burst(
+    frames: Vec<Frame>,
+    from: &Name,
+    me: &Name,
+) -> Result<(Vec<Received>, Answers), LinkError> {
     let mut batch = Vec::with_capacity(frames.len());
     let mut answers: Answers = Vec::with_capacity(frames.len());
     for f in frames {
@@ -258,10 +263,12 @@ fn sort_burst(frames: Vec<Frame>, from: &Name) -> Result<(Vec<Received>, Answers
             Frame::Msg(m) => match check(&m) {
                 Ok(()) => {
                     answers.push(Ok(batch.len()));
+                    let conv = group_of_received(from, me, &m).map(|k| k.to_string());
                     batch.push(Received {
                         sender: from.to_string(),
                         msg: m,
                         authenticated: true,
+                        conv,
                     });
                 }
                 Err((code, message)) => answers.push(Err(Frame::Nack {

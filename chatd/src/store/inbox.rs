@@ -36,6 +36,9 @@ pub struct Received {
     pub sender: String,
     pub msg: WireMessage,
     pub authenticated: bool,
+    /// The group conversation it belongs to (`@OWNER/NAME`, protocol.md §2.9.1), `None` for a
+    /// direct message.
+    pub conv: Option<String>,
 }
 
 /// What became of a received message. Every outcome is committed when `receive` returns.
@@ -176,6 +179,7 @@ impl Store {
                     continue;
                 }
                 max = conn.last_insert_rowid();
+                super::timeline::record_in(conn, m.conv.as_deref(), &m.sender, max, &m.msg.body)?;
                 if follow && m.msg.body.len() > super::FEED_MAX_BODY {
                     rows.push(super::FeedItem::Large { seq: max });
                 } else if follow {

@@ -19,6 +19,7 @@ mod retention;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -40,6 +41,7 @@ pub use outbox::{
 };
 pub use peers::CachedPeer;
 pub use retention::Retention;
+pub use timeline::{ConvSummary, Page, ResolveError, SearchQuery};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -89,6 +91,9 @@ pub struct Store {
     sink: std::sync::Arc<std::sync::OnceLock<OutgoingSink>>,
     /// Bumped after every committed change of a delivery state (for `wait`).
     deliveries_tx: std::sync::Arc<watch::Sender<u64>>,
+    /// The newest committed `events` seq, set by the DB thread after each commit that added
+    /// events (the `events` streams wake on it and read the rows from the database).
+    events_tx: std::sync::Arc<watch::Sender<i64>>,
     /// Every newly stored inbox row, sent on the DB thread right after its commit (in seq
     /// order), so caught-up followers need no database read. Bounded: a follower that lags
     /// behind it reads from the database instead.
@@ -195,12 +200,15 @@ impl Store {
             .query_map([], |r| r.get::<_, String>(0))?
             .filter_map(|r| r.ok().and_then(|n| Name::new(n).ok()))
             .collect();
+        let newest_event = timeline::newest_event(&conn)?;
+        let events_tx = std::sync::Arc::new(watch::channel(newest_event).0);
+        let events_mark = events_tx.clone();
         let (tx, rx) = mpsc::channel::<Queued>();
         let observer = Observer::default();
         let commits = observer.clone();
         let thread = std::thread::Builder::new()
             .name("chatd-db".into())
-            .spawn(move || db_loop(conn, rx, commits))
+            .spawn(move || db_loop(conn, rx, commits, events_mark))
             .map_err(|e| StoreError::Commit(format!("cannot start the database thread: {e}")))?;
         let (deliveries_tx, _) = watch::channel(0u64);
         Ok((
@@ -208,6 +216,7 @@ impl Store {
                 jobs: tx,
                 sink: std::sync::Arc::default(),
                 deliveries_tx: std::sync::Arc::new(deliveries_tx),
+                events_tx,
                 inbox_feed: broadcast::channel(INBOX_FEED).0,
                 inbox_seq_mark,
                 outbox_seq_mark,
@@ -284,6 +293,11 @@ impl Store {
         self.inbox_feed.subscribe()
     }
 
+    /// The newest committed `events` seq, changing after every commit that added events.
+    pub fn event_commits(&self) -> watch::Receiver<i64> {
+        self.events_tx.subscribe()
+    }
+
     /// Changes whenever a delivery state changed (after the commit).
     pub fn delivery_changes(&self) -> watch::Receiver<u64> {
         self.deliveries_tx.subscribe()
@@ -329,7 +343,12 @@ fn make_job<T: Send + 'static>(
 /// How long a lazy job may wait for company before it commits on its own.
 const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>, observer: Observer) {
+fn db_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Queued>,
+    observer: Observer,
+    events: std::sync::Arc<watch::Sender<i64>>,
+) {
     // Lazy jobs (bookkeeping nobody waits for) ride along with the next batch instead of paying
     // for a commit (an fsync) of their own; at the latest after LAZY_DELAY.
     let mut deferred: Vec<Job> = Vec::new();
@@ -391,6 +410,9 @@ fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>, observer: Observer)
         if let Err(e) = &outcome {
             error!(error = %e, jobs = n, "database transaction failed; nothing in it was accepted");
         }
+        let outcome = outcome.map(|newest| {
+            events.send_if_modified(|v| std::mem::replace(v, newest) != newest);
+        });
         for c in completions {
             c(outcome.clone());
         }
@@ -398,11 +420,12 @@ fn db_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>, observer: Observer)
     debug!("database thread stopped");
 }
 
+/// Runs and commits one batch; on success, the newest `events` seq after it.
 fn run_batch(
     conn: &mut Connection,
     batch: Vec<Job>,
     completions: &mut Vec<Completion>,
-) -> Result<(), String> {
+) -> Result<i64, String> {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -431,8 +454,10 @@ fn run_batch(
         }
     }
     drop(jobs);
-    match failed {
-        Some(msg) => Err(msg),
-        None => tx.commit().map_err(|e| e.to_string()),
+    if let Some(msg) = failed {
+        return Err(msg);
     }
+    let newest = timeline::newest_event(&tx).map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(newest)
 }

@@ -172,4 +172,47 @@ pub const MIGRATIONS: &[&str] = &[
     // (`id_conflict`) instead of acknowledged as a repeat and lost. NULL for keys kept before
     // this migration: their bodies are gone, so they still count as repeats.
     "ALTER TABLE inbox_seen ADD COLUMN body_sha256 BLOB;",
+    // 9: conversations (protocol.md §2.9). `conv` on `inbox`/`outbox`: the group conversation
+    // (`@OWNER/NAME`) of a message sent to one, NULL for direct ones. `events` is both the
+    // timeline (kinds 1, 2: one row per conversation entry of a received / sent message; its
+    // seq is the entry's `pos`) and the resumable event log (3: a delivery state change, written
+    // by the trigger in the transaction that changed it; 4: a read position moved), one sequence
+    // for both. `read_positions` per conversation. `bodies`: the full-text index (FTS5,
+    // trigram tokenizer: substrings in any script, CJK included), rowid = the message's first
+    // timeline row. Existing messages get their timeline rows in local time order, and their
+    // index entries, here.
+    "ALTER TABLE inbox ADD COLUMN conv TEXT;
+    ALTER TABLE outbox ADD COLUMN conv TEXT;
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        kind INTEGER NOT NULL,
+        conv TEXT,
+        ref INTEGER NOT NULL,
+        recipient TEXT,
+        state TEXT
+    ) STRICT;
+    CREATE INDEX events_timeline ON events(conv, seq) WHERE kind <= 2;
+    CREATE TABLE read_positions (
+        conv TEXT PRIMARY KEY NOT NULL,
+        up_to INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE VIRTUAL TABLE bodies USING fts5(body, tokenize = 'trigram');
+    CREATE TRIGGER deliveries_state_event AFTER UPDATE OF state ON deliveries
+        WHEN NEW.state IS NOT OLD.state
+    BEGIN
+        INSERT INTO events (kind, ref, recipient, state)
+            VALUES (3, NEW.out_seq, NEW.recipient, NEW.state);
+    END;
+    INSERT INTO events (kind, conv, ref)
+        SELECT kind, conv, ref FROM (
+            SELECT 1 AS kind, sender AS conv, seq AS ref, received_at_ms AS at FROM inbox
+            UNION ALL
+            SELECT 2, j.value, o.seq, o.created_at_ms
+                FROM outbox o, json_each(o.recipients) j
+        ) ORDER BY at, kind, ref;
+    INSERT INTO bodies (rowid, body)
+        SELECT e.seq, i.body FROM events e JOIN inbox i ON i.seq = e.ref WHERE e.kind = 1;
+    INSERT INTO bodies (rowid, body)
+        SELECT MIN(e.seq), o.body FROM events e JOIN outbox o ON o.seq = e.ref
+        WHERE e.kind = 2 GROUP BY o.seq;",
 ];

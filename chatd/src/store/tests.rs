@@ -79,8 +79,10 @@ fn received(id: &str) -> Received {
             to: vec![name("me")],
             sent_at_ms: 1,
             body: format!("body {id}"),
+            group: None,
         },
         authenticated: true,
+        conv: None,
     }
 }
 
@@ -723,5 +725,80 @@ fn the_floor_after_a_window_is_the_same_with_either_scan() {
             floors[0], floors[1],
             "case {case}: rows {rows:?}, window {first}..={last}"
         );
+    }
+}
+
+/// Schema 9 gives the messages of a schema-8 database their timeline entries, in local time
+/// order, and indexes their bodies: history interleaves them and search finds them (CJK too).
+#[tokio::test]
+async fn messages_from_schema_8_get_a_timeline_and_an_index() {
+    use peerchat_proto::control::{ConvKey, Direction};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.db");
+    {
+        let conn = peerchat_db::open(&path, &schema::MIGRATIONS[..8]).expect("schema 8");
+        conn.execute_batch(
+            "INSERT INTO inbox (seq, sender, msg_id, recipients, body, sent_at_ms, received_at_ms, authenticated)
+                VALUES (1, 'pb', 'i1', '[\"me\"]', 'hello 你好吗朋友', 1, 2000, 1);
+             INSERT INTO outbox (seq, msg_id, recipients, body, created_at_ms)
+                VALUES (1, 'o1', '[\"pb\",\"pc\"]', 'first out', 1000),
+                       (2, 'o2', '[\"pb\"]', 'second out', 3000);
+             INSERT INTO deliveries (out_seq, recipient, state, updated_at_ms)
+                VALUES (1, 'pb', 'delivered', 1000), (1, 'pc', 'queued', 1000),
+                       (2, 'pb', 'queued', 3000);",
+        )
+        .expect("old rows");
+    }
+    let (store, _thread) = Store::open(&path).expect("open");
+    let me = name("me");
+    let page = store
+        .history(
+            ConvKey::Peer(name("pb")),
+            super::Page::Newest,
+            50,
+            me.clone(),
+        )
+        .await
+        .expect("history");
+    let got: Vec<(&str, Direction)> = page
+        .entries
+        .iter()
+        .map(|e| (e.body.as_str(), e.direction))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("first out", Direction::Out),
+            ("hello 你好吗朋友", Direction::In),
+            ("second out", Direction::Out)
+        ]
+    );
+    let pc = store
+        .history(
+            ConvKey::Peer(name("pc")),
+            super::Page::Newest,
+            50,
+            me.clone(),
+        )
+        .await
+        .expect("history");
+    assert_eq!(pc.entries.len(), 1);
+    for text in ["你好", "你好吗", "OUT"] {
+        let (hits, _) = store
+            .search(
+                super::SearchQuery {
+                    text: text.into(),
+                    with: None,
+                    from: None,
+                    before: None,
+                    after: None,
+                    limit: 10,
+                },
+                me.clone(),
+            )
+            .await
+            .expect("search");
+        let want = if text == "OUT" { 2 } else { 1 };
+        assert_eq!(hits.len(), want, "{text}");
     }
 }

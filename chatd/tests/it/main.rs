@@ -6,6 +6,7 @@
 #![cfg(unix)]
 
 mod broadcast;
+mod conversations;
 mod delivery;
 mod frozen;
 mod hostile;

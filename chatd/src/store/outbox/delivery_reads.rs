@@ -2,6 +2,8 @@
 //! who has any (at start). All of them scan one recipient's rows from its pending floor.
 
 use peerchat_db::rusqlite::params;
+use peerchat_proto::control::ConvKey;
+use peerchat_proto::peer::WireGroup;
 use peerchat_proto::Name;
 
 use std::sync::Arc;
@@ -18,7 +20,12 @@ pub struct Outgoing {
     pub recipients: Arc<[Name]>,
     pub body: Arc<str>,
     pub created_at_ms: u64,
+    /// The group conversation it was sent to, carried on the peer link (protocol.md §4.4).
+    pub group: Option<Arc<WireGroup>>,
 }
+
+/// One row of `TAKE_BATCH`: seq, id, recipients (JSON), body, created_at_ms, group key.
+type BatchRow = (i64, String, String, String, i64, Option<String>);
 
 impl Store {
     /// The next undelivered messages for `recipient` after `after_seq` (at most `limit`, and
@@ -36,14 +43,21 @@ impl Store {
         self.call(move |conn| {
             let mut bytes = 0;
             let mut cut = false;
-            let rows: Vec<(i64, String, String, String, i64)> = conn
+            let rows: Vec<BatchRow> = conn
                 .prepare_cached(TAKE_BATCH)?
                 .query_map(params![recipient.as_str(), after_seq, limit as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })?
-                .take_while(|row: &Result<(i64, String, String, String, i64), _>| {
+                .take_while(|row: &Result<BatchRow, _>| {
                     let first = bytes == 0;
-                    if let Ok((_, _, _, body, _)) = row {
+                    if let Ok((_, _, _, body, _, _)) = row {
                         bytes += body.len().max(1);
                     }
                     let keep = first || bytes <= max_bytes;
@@ -53,7 +67,7 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             let cut = cut || rows.len() == limit;
             let mut out = Vec::with_capacity(rows.len());
-            for (seq, msg_id, recipients, body, created) in rows {
+            for (seq, msg_id, recipients, body, created, conv) in rows {
                 let recipients: Vec<Name> = serde_json::from_str(&recipients).unwrap_or_default();
                 out.push(Outgoing {
                     seq,
@@ -61,6 +75,7 @@ impl Store {
                     recipients: Arc::from(recipients),
                     body: Arc::from(body),
                     created_at_ms: created as u64,
+                    group: conv.as_deref().and_then(wire_group),
                 });
             }
             Ok((out, cut))
@@ -90,5 +105,16 @@ impl Store {
                 .collect::<Result<_, _>>()?)
         })
         .await
+    }
+}
+
+/// The peer link's group tag of a stored group conversation key (`@OWNER/NAME`).
+pub(crate) fn wire_group(conv: &str) -> Option<Arc<WireGroup>> {
+    match ConvKey::parse(conv).ok()? {
+        ConvKey::Group {
+            owner: Some(owner),
+            name,
+        } => Some(Arc::new(WireGroup { owner, name })),
+        _ => None,
     }
 }

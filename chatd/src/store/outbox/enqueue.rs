@@ -2,7 +2,9 @@
 //! committed message to the delivery engine.
 
 use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
+use peerchat_proto::control::ConvKey;
 use peerchat_proto::control::{DeliveryState, RecipientState};
+use peerchat_proto::peer::WireGroup;
 use peerchat_proto::Name;
 
 use std::sync::Arc;
@@ -27,12 +29,15 @@ struct NewMessage {
     to: Vec<Name>,
     failed: Vec<(Name, String)>,
     body: String,
+    /// Sent into this group conversation (protocol.md §2.9.1).
+    group: Option<WireGroup>,
 }
 
 impl Store {
     /// Records a message for `to` (already deduplicated). With a caller-chosen id that exists,
     /// the same recipients and body make this a no-op; anything else is a conflict. Ids chatd
     /// generated itself (`caller_chose_id` false) are fresh UUIDv7s and are not looked up.
+    #[cfg(test)]
     pub fn submit_send(
         &self,
         msg_id: String,
@@ -40,6 +45,19 @@ impl Store {
         to: Vec<Name>,
         failed: Vec<(Name, String)>,
         body: String,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
+        self.submit_send_in(msg_id, caller_chose_id, to, failed, body, None)
+    }
+
+    /// [`Store::submit_send`] into a group conversation (`group`), or a direct one (`None`).
+    pub fn submit_send_in(
+        &self,
+        msg_id: String,
+        caller_chose_id: bool,
+        to: Vec<Name>,
+        failed: Vec<(Name, String)>,
+        body: String,
+        group: Option<WireGroup>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
         let seq_mark = self.outbox_seq_mark.clone();
         let known = self.floors.clone();
@@ -49,6 +67,7 @@ impl Store {
             to,
             failed,
             body,
+            group,
         };
         self.submit_then(
             move |conn| {
@@ -157,12 +176,18 @@ fn insert_message(
     ])?;
     let seq = conn.last_insert_rowid();
     let states = insert_deliveries(conn, seq, &new, now, known)?;
+    let group_key = new
+        .group
+        .as_ref()
+        .map(|g| ConvKey::group(g.owner.clone(), g.name.clone()).to_string());
+    crate::store::timeline::record_out(conn, group_key.as_deref(), &new.to, seq, &new.body)?;
     let outgoing = Outgoing {
         seq,
         msg_id: Arc::from(new.msg_id.as_str()),
         recipients: Arc::from(new.to),
         body: Arc::from(new.body),
         created_at_ms: now as u64,
+        group: new.group.map(Arc::new),
     };
     Ok(SendOutcome {
         recipients: states,

@@ -18,7 +18,7 @@ macro_rules! above_floor {
 
 /// A recipient's next pending messages after `?2` (and above its floor), oldest first.
 pub(in crate::store) const TAKE_BATCH: &str = concat!(
-    "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms
+    "SELECT o.seq, o.msg_id, o.recipients, o.body, o.created_at_ms, o.conv
      FROM deliveries d JOIN outbox o ON o.seq = d.out_seq
      WHERE d.recipient = ?1
        AND d.out_seq > MAX(?2, ",
