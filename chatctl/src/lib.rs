@@ -2,6 +2,7 @@
 //! [`main`]; the clap definitions in [`cli`] are public so man pages and completions can be
 //! generated from them.
 
+mod chat;
 pub mod cli;
 mod commands;
 mod exit;

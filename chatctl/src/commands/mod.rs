@@ -80,6 +80,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             identity::trust(Client::connect(socket)?, cli.json, name)
         }
         Command::RotateKey => identity::rotate(Client::connect(socket)?, cli.json),
+        Command::Chat(args) => crate::chat::run(socket, args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = crate::cli::Cli::command();
