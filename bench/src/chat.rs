@@ -239,6 +239,7 @@ impl Sender {
             broadcast: false,
             body: String::new(),
             msg_id: None,
+            conversation: None,
         };
         let n = spec.n;
         let tag_w = tag.to_string();

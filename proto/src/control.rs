@@ -8,6 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::conversation::{
+    ConvKey, ConversationInfo, Direction, Entry, EntryDelivery, Event, EventCursor, LastMessage,
+    Pos, PresenceState, SearchHit,
+};
 use crate::envelope::{ErrorBody, Reply};
 use crate::msg_id::MsgId;
 use crate::name::Name;
@@ -69,6 +73,11 @@ pub enum Request {
         /// An invalid one makes the request invalid (`bad_request`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         msg_id: Option<MsgId>,
+        /// Send into this conversation instead (`to`, `groups` and `broadcast` must then be
+        /// empty): a peer, or a group conversation, whose members (but this node) get it,
+        /// tagged with the group (protocol.md §2.9.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<ConvKey>,
     },
     /// Received messages: the newest `limit` (oldest first), or those after `after`.
     Inbox {
@@ -135,6 +144,45 @@ pub enum Request {
     Trust { name: Name },
     /// Make a new identity key, publish a rotation signed by the old one.
     RotateKey,
+    /// Every conversation, the most recently active first (at most `limit`, default and
+    /// limit [`MAX_CONVERSATIONS`](crate::conversation::MAX_CONVERSATIONS)).
+    Conversations {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// One conversation's messages, both directions, oldest first: the newest `limit`, or the
+    /// `limit` just before `before`, or just after `after` (timeline positions).
+    History {
+        with: ConvKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<Pos>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Pos>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Moves a conversation's read position up to `up_to` (never back).
+    Read { with: ConvKey, up_to: Pos },
+    /// Messages whose body contains `text` (case-insensitive substring), newest first.
+    Search {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<ConvKey>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Name>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<Pos>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Pos>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Turns the connection into the event stream: stored events after `after` (or none: from
+    /// now), then every new one as it is committed.
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<EventCursor>,
+    },
 }
 
 /// Successful replies, tagged by `type`.
@@ -212,6 +260,45 @@ pub enum Response {
         error: Option<String>,
     },
     Done,
+    Conversations {
+        conversations: Vec<ConversationInfo>,
+    },
+    History {
+        with: ConvKey,
+        entries: Vec<Entry>,
+        /// Present when older entries exist: the `before` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        older: Option<Pos>,
+        /// Present when newer entries exist: the `after` of the next page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        newer: Option<Pos>,
+        read_up_to: Pos,
+    },
+    ReadPosition {
+        with: ConvKey,
+        up_to: Pos,
+        unread: u64,
+    },
+    SearchResults {
+        hits: Vec<SearchHit>,
+        /// Present when more hits may follow: the `before` of the next (older) page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        older: Option<Pos>,
+    },
+    /// The event stream has started: every later `event` has a cursor above `after`; resume
+    /// with `after` = the last cursor seen (or this value). `gap`: events between the
+    /// request's `after` and the oldest kept one were pruned (reload with `conversations`).
+    EventsFrom {
+        after: EventCursor,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        gap: bool,
+    },
+    /// One event; `cursor` is absent for presence events (not stored).
+    Event {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<EventCursor>,
+        event: Event,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -444,6 +531,7 @@ pub fn parse_request(line: &[u8]) -> Result<RequestLine, (u64, ErrorBody)> {
                     broadcast: s.broadcast,
                     body: s.body,
                     msg_id: s.msg_id,
+                    conversation: s.conversation,
                 },
             });
         }
@@ -474,6 +562,8 @@ struct FastSend {
     body: String,
     #[serde(default)]
     msg_id: Option<MsgId>,
+    #[serde(default)]
+    conversation: Option<ConvKey>,
 }
 
 #[cfg(test)]
@@ -508,6 +598,8 @@ mod tests {
             br#"{"id":3,"op":"send","to":["pb"],"body":"hi","msg_id":null}"#,
             br#"{"id":3,"op":"send","to":["pb"],"body":"hi","msg_id":"a b"}"#,
             br#"{"id":3,"op":"send","to":["pb"],"body":"hi","msg_id":""}"#,
+            br#"{"id":3,"op":"send","conversation":"@pa/ops","body":"hi"}"#,
+            br#"{"id":3,"op":"send","conversation":"@pa/","body":"hi"}"#,
         ];
         for c in cases {
             let slow = crate::envelope::parse_request_line::<Request>(c, code::BAD_REQUEST);

@@ -5,6 +5,7 @@
 //! functions here, so fuzzers and tests can exercise the parsers without sockets.
 
 pub mod control;
+pub mod conversation;
 pub mod envelope;
 pub mod identity;
 pub mod msg_id;

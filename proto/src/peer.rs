@@ -154,6 +154,20 @@ pub struct WireMessage {
     /// When the sender accepted it, milliseconds since the Unix epoch.
     pub sent_at_ms: u64,
     pub body: String,
+    /// Set when the message was sent to a group conversation: the group's name and owner, so
+    /// that every member files it under the same conversation and can answer all (protocol.md
+    /// §4.4). Absent for direct messages and from senders that predate it; receivers that
+    /// predate it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<WireGroup>,
+}
+
+/// The group a message was sent to: its `name` as its `owner` (the node whose group it is)
+/// keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireGroup {
+    pub owner: Name,
+    pub name: Name,
 }
 
 /// The borrowed twin of [`Frame::Msg`]: the same JSON, encoded without copying the body.
@@ -164,6 +178,8 @@ pub struct MsgRef<'a> {
     pub to: &'a [Name],
     pub sent_at_ms: u64,
     pub body: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<&'a WireGroup>,
 }
 
 /// The JSON error is part of the message, not a `source()` (printed twice with the chain).
@@ -208,6 +224,7 @@ pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
                 to: m.to,
                 sent_at_ms: m.sent_at_ms,
                 body: m.body,
+                group: m.group,
             }));
         }
     } else if let Some(text) = text.filter(|t| t.starts_with(r#"{"type":"ack","#)) {
@@ -240,6 +257,8 @@ struct FastMsg {
     to: Vec<Name>,
     sent_at_ms: u64,
     body: String,
+    #[serde(default)]
+    group: Option<WireGroup>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +300,7 @@ mod tests {
                 to: vec![name()],
                 sent_at_ms: 1,
                 body: "b".into(),
+                group: None,
             }),
             Frame::Ack { id: mid("x") },
             Frame::Acks {
@@ -308,6 +328,10 @@ mod tests {
             to: vec![Name::new("pb").unwrap()],
             sent_at_ms: 1,
             body: "hi\n\u{1F600}".into(),
+            group: Some(WireGroup {
+                owner: Name::new("pa").unwrap(),
+                name: Name::new("ops").unwrap(),
+            }),
         });
         assert_eq!(decode(&encode(&f)).unwrap(), f);
         assert!(decode(b"{\"type\":\"msg\"}").is_err());
@@ -412,12 +436,14 @@ mod tests {
             to: to.clone(),
             sent_at_ms: 7,
             body: "hé \"x\"".into(),
+            group: None,
         });
         let borrowed = MsgRef {
             id: "m1",
             to: &to,
             sent_at_ms: 7,
             body: "hé \"x\"",
+            group: None,
         };
         assert_eq!(serde_json::to_vec(&borrowed).unwrap(), encode(&owned));
     }
@@ -430,6 +456,9 @@ mod tests {
             br#"{"type":"msg","id":"m","to":["bad name"],"sent_at_ms":5,"body":"x"}"#,
             br#"{"type":"msg","id":"m","to":[],"sent_at_ms":-1,"body":"x"}"#,
             br#"{"type":"msg","id":"m","id":"n","to":[],"sent_at_ms":1,"body":"x"}"#,
+            br#"{"type":"msg","id":"m","to":["pb"],"sent_at_ms":5,"body":"x","group":{"owner":"pa","name":"ops"}}"#,
+            br#"{"type":"msg","id":"m","to":["pb"],"sent_at_ms":5,"body":"x","group":{"owner":"pa"}}"#,
+            br#"{"type":"msg","id":"m","to":["pb"],"sent_at_ms":5,"body":"x","group":null}"#,
             br#"{"type":"ack","id":"m"}"#,
             br#"{"type":"ack","id":"m","type":"nack"}"#,
             br#"{"type":"ack"}"#,
@@ -454,6 +483,10 @@ mod tests {
             to: vec![],
             sent_at_ms: 0,
             body,
+            group: Some(WireGroup {
+                owner: Name::new("o".repeat(crate::name::MAX_NAME_LEN)).unwrap(),
+                name: Name::new("g".repeat(crate::name::MAX_NAME_LEN)).unwrap(),
+            }),
         });
         assert!(encode(&f).len() <= MAX_FRAME);
     }

@@ -375,6 +375,7 @@ pub fn send_request(to: &str, body: &str, msg_id: Option<&str>) -> Request {
         broadcast: false,
         body: body.into(),
         msg_id: msg_id.map(|id| peerchat_proto::MsgId::new(id).expect("a valid message id")),
+        conversation: None,
     }
 }
 

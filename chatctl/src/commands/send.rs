@@ -44,6 +44,7 @@ impl Targets {
             body,
             // Checked when given (a usage error) or a UUIDv7 made here: always valid.
             msg_id: msg_id.and_then(|id| peerchat_proto::MsgId::new(id).ok()),
+            conversation: None,
         }
     }
 }

@@ -263,6 +263,7 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
             broadcast,
             body,
             msg_id,
+            conversation: _,
         } => {
             send::handle(
                 node,
@@ -293,7 +294,14 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
         Request::Whoami => identity::whoami(node),
         Request::Trust { name } => identity::trust(node, name),
         Request::RotateKey => identity::rotate(node),
-        Request::Hello { .. } | Request::Follow { .. } => ready(Err(ErrorBody::new(
+        Request::Conversations { .. }
+        | Request::History { .. }
+        | Request::Read { .. }
+        | Request::Search { .. } => ready(Err(ErrorBody::new(
+            code::BAD_REQUEST,
+            "not implemented yet",
+        ))),
+        Request::Hello { .. } | Request::Follow { .. } | Request::Events { .. } => ready(Err(ErrorBody::new(
             code::INTERNAL,
             "handled by the connection",
         ))),

@@ -137,6 +137,7 @@ impl<'a> Link<'a> {
                 to: &m.recipients,
                 sent_at_ms: m.created_at_ms,
                 body: &m.body,
+                group: None,
             };
             marking_while(
                 self.store,

@@ -61,6 +61,7 @@ pub async fn receive(
         to: vec![],
         sent_at_ms: now,
         body,
+        group: None,
     };
     let sender = format!(
         "legacy:{}",

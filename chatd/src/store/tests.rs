@@ -79,6 +79,7 @@ fn received(id: &str) -> Received {
             to: vec![name("me")],
             sent_at_ms: 1,
             body: format!("body {id}"),
+            group: None,
         },
         authenticated: true,
     }

@@ -132,6 +132,7 @@ fn broadcast_reaches_every_other_name_online() {
             broadcast: true,
             body: "all hands".into(),
             msg_id: None,
+            conversation: None,
         });
         let Ok(Response::Accepted { recipients, .. }) = reply else {
             panic!("broadcast: {reply:?}");

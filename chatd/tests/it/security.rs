@@ -268,6 +268,7 @@ fn acks_come_in_runs_only_for_callers_that_ask() {
             to: vec![Name::new("pb").unwrap()],
             sent_at_ms: 1,
             body,
+            group: None,
         })
     };
     let too_large = "x".repeat(peerchat_proto::MAX_BODY_BYTES + 1);
@@ -644,6 +645,7 @@ fn a_reused_id_with_another_body_is_refused_not_dropped() {
             to: vec![Name::new("pb").unwrap()],
             sent_at_ms: 1,
             body: body.into(),
+            group: None,
         })
     };
     let mut link = RawLink::open(pb.listen, &raw, "raw", "pb", vec![]);

@@ -324,6 +324,7 @@ impl Sender {
                     msg_id: Some(
                         peerchat_proto::MsgId::new(self.msg_id(k)).expect("a valid message id"),
                     ),
+                    conversation: None,
                 },
             };
             append_line(&mut self.out, &line);
