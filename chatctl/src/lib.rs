@@ -4,7 +4,7 @@
 
 mod chat;
 pub mod cli;
-mod commands;
+pub(crate) mod commands;
 mod exit;
 mod output;
 mod platform;

@@ -292,7 +292,8 @@ impl App {
         };
         match cmd {
             SlashCommand::Msg(id, text) => {
-                let mut out = self.open_conversation(id.clone());
+                let mut out = self.open_conversation(id);
+                let id = self.open.clone().unwrap_or_else(|| ConvId(String::new()));
                 self.input.remember(&self.input.text());
                 self.input.clear();
                 if let Some(t) = text {
@@ -320,8 +321,32 @@ impl App {
         }
     }
 
+    /// `@ops` as chatd resolves it (protocol.md §2.9.1): our own group `@ME/ops` first, else
+    /// the one group conversation of that name we have.
+    fn resolve(&self, id: ConvId) -> ConvId {
+        if !id.is_group() || id.as_str().contains('/') {
+            return id;
+        }
+        let suffix = format!("/{}", id.name());
+        let mut known = self
+            .convs
+            .iter()
+            .filter(|c| c.id.is_group() && c.id.as_str().ends_with(&suffix));
+        let own = self.me.as_ref().map(|me| ConvId(format!("@{me}{suffix}")));
+        match (own, known.next(), known.next()) {
+            (Some(own), _, _)
+                if self.conv(&own).is_some() || self.groups.iter().any(|g| g == id.name()) =>
+            {
+                own
+            }
+            (_, Some(one), None) => one.id.clone(),
+            _ => id,
+        }
+    }
+
     /// Opens `id`: loads its history if none is loaded, and marks it read.
     pub fn open_conversation(&mut self, id: ConvId) -> Vec<ToChatd> {
+        let id = self.resolve(id);
         self.overlay = Overlay::None;
         let conv = self.conv_mut(&id);
         conv.scroll = 0;
@@ -549,7 +574,10 @@ impl App {
         Vec::new()
     }
 
-    fn accepted(&mut self, conv: ConvId, msg: Msg) -> Vec<ToChatd> {
+    fn accepted(&mut self, conv: ConvId, mut msg: Msg) -> Vec<ToChatd> {
+        if msg.from.is_empty() {
+            msg.from = self.me.clone().unwrap_or_default();
+        }
         if self.sending.as_ref().is_some_and(|p| p.msg_id == msg.id) {
             self.sending = None;
             let text = self.input.text();

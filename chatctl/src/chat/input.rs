@@ -39,10 +39,6 @@ impl Input {
         self.area.lines().join("\n")
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.area.is_empty()
-    }
-
     pub fn lines(&self) -> usize {
         self.area.lines().len()
     }

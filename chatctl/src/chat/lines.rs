@@ -24,6 +24,8 @@ const NAME_MAX: usize = 16;
 #[derive(Debug, Clone, Copy)]
 pub enum Tz {
     Local,
+    /// A fixed offset (the tests pin one).
+    #[cfg_attr(not(test), allow(dead_code))]
     Fixed(FixedOffset),
 }
 

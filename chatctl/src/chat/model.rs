@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConvId(pub String);
 
+#[cfg_attr(not(test), allow(dead_code))]
 impl ConvId {
     pub fn peer(name: &str) -> ConvId {
         ConvId(name.to_string())
@@ -121,14 +122,17 @@ impl Conversation {
     }
 
     /// Adds or updates one message, keeping the list in `seq` order without duplicates.
-    pub fn upsert(&mut self, m: Msg) {
-        if let Some(old) = self.messages.iter_mut().find(|o| o.id == m.id) {
-            let tick = old.tick.take();
-            *old = m;
-            if old.tick.is_none() {
-                old.tick = tick;
+    /// An update keeps the more advanced tick (a `message` event carries the state at store
+    /// time, which a `delivery` event may already have passed).
+    pub fn upsert(&mut self, mut m: Msg) {
+        if let Some(at) = self.messages.iter().position(|o| o.id == m.id) {
+            let old = self.messages.remove(at);
+            if m.seq == UNPLACED {
+                m.seq = old.seq;
             }
-            return;
+            if tick_rank(&old.tick) > tick_rank(&m.tick) {
+                m.tick = old.tick;
+            }
         }
         if self.last_activity.is_none_or(|t| t < m.at) {
             self.last_activity = Some(m.at);
@@ -139,11 +143,28 @@ impl Conversation {
 
     /// The highest `seq` loaded (what a read position moves to).
     pub fn newest_seq(&self) -> Option<i64> {
-        self.messages.last().map(|m| m.seq)
+        self.messages
+            .iter()
+            .rev()
+            .map(|m| m.seq)
+            .find(|s| *s != UNPLACED)
     }
 
     pub fn oldest_seq(&self) -> Option<i64> {
         self.messages.first().map(|m| m.seq)
+    }
+}
+
+/// The `seq` of a message chatd accepted whose place in the timeline is not known yet: it
+/// sorts after every placed one until the `message` event places it.
+pub const UNPLACED: i64 = i64::MAX;
+
+fn tick_rank(t: &Option<Tick>) -> u8 {
+    match t {
+        None => 0,
+        Some(Tick::Queued) => 1,
+        Some(Tick::Sent) => 2,
+        Some(Tick::Delivered) | Some(Tick::Failed(_)) => 3,
     }
 }
 

@@ -130,6 +130,7 @@ fn send(client: &mut Client, path: &Path, to: &str, body: String) -> Result<(), 
         broadcast: false,
         body,
         msg_id: MsgId::new(msg_id).ok(),
+        conversation: None,
     };
     let deadline = Instant::now() + RECONNECT_TIMEOUT;
     loop {

@@ -1,7 +1,7 @@
 //! One module per command; [`run`] is the single dispatch.
 
 mod doctor;
-mod group;
+pub(crate) mod group;
 mod identity;
 mod inbox;
 mod outbox;

@@ -301,10 +301,9 @@ async fn dispatch(request: Request, node: &Arc<Node>) -> ReplyFuture {
             code::BAD_REQUEST,
             "not implemented yet",
         ))),
-        Request::Hello { .. } | Request::Follow { .. } | Request::Events { .. } => ready(Err(ErrorBody::new(
-            code::INTERNAL,
-            "handled by the connection",
-        ))),
+        Request::Hello { .. } | Request::Follow { .. } | Request::Events { .. } => ready(Err(
+            ErrorBody::new(code::INTERNAL, "handled by the connection"),
+        )),
     }
 }
 
