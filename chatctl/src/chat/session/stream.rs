@@ -90,7 +90,7 @@ fn forward(r: Response, shared: &Shared, out: &Sender<FromChatd>) {
             error,
             ..
         } => {
-            deliveries.set(&id, &to.to_string(), state, error);
+            deliveries.set(&id, to.as_ref(), state, error);
             FromChatd::Delivery {
                 tick: deliveries.tick(&id),
                 msg_id: id,

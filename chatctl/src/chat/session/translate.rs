@@ -54,7 +54,7 @@ impl Deliveries {
 pub fn entry(e: Entry, deliveries: &mut Deliveries) -> Msg {
     let outgoing = e.direction == Direction::Out;
     for d in &e.delivery {
-        deliveries.set(&e.id, &d.to.to_string(), d.state, d.error.clone());
+        deliveries.set(&e.id, d.to.as_ref(), d.state, d.error.clone());
     }
     let at = match (&e.received_at, outgoing) {
         (Some(r), false) => parse_time(r),

@@ -1,15 +1,17 @@
 //! The TUI's state and its reducer: keys and chatd's events in, requests to chatd out. No I/O
 //! here (the session does it, the view draws), so every behaviour is testable by feeding events.
+//! Keys are handled here, chatd's events in `incoming.rs`.
+
+mod incoming;
 
 use ratatui::crossterm::event::KeyEvent;
 
 use super::commands::{self, SlashCommand};
-use super::events::{FromChatd, ToChatd};
+use super::events::ToChatd;
 use super::input::Input;
 use super::keys::{self, Action};
 use super::lines::{self, Tz};
 use super::model::{ConvId, Conversation, Msg, Tick};
-use crate::safe_text::one_line;
 
 /// Messages asked for per history page.
 pub const PAGE: u32 = 50;
@@ -117,7 +119,7 @@ impl App {
         self.open.as_ref().and_then(|id| self.conv(id))
     }
 
-    fn sort(&mut self) {
+    pub(super) fn sort(&mut self) {
         self.convs.sort_by(|a, b| {
             b.last_activity
                 .cmp(&a.last_activity)
@@ -129,11 +131,11 @@ impl App {
         self.convs.iter().map(|c| c.unread).sum()
     }
 
-    fn notice(&mut self, text: impl Into<String>) {
+    pub(super) fn notice(&mut self, text: impl Into<String>) {
         self.notice = Some((text.into(), false));
     }
 
-    fn error(&mut self, text: impl Into<String>) {
+    pub(super) fn error(&mut self, text: impl Into<String>) {
         self.notice = Some((text.into(), true));
     }
 
@@ -366,7 +368,7 @@ impl App {
 
     /// Moves the open conversation's read position to its newest message, if it has unread
     /// ones and is scrolled to the bottom (what is on screen has been read).
-    fn mark_read(&mut self) -> Vec<ToChatd> {
+    pub(super) fn mark_read(&mut self) -> Vec<ToChatd> {
         let Some(id) = self.open.clone() else {
             return Vec::new();
         };
@@ -464,134 +466,6 @@ impl App {
         out
     }
 
-    /// An event from the session.
-    pub fn on_chatd(&mut self, ev: FromChatd) -> Vec<ToChatd> {
-        match ev {
-            FromChatd::Connected { me } => return self.connected(me),
-            FromChatd::Disconnected { error } => {
-                self.connection = Connection::Reconnecting(error);
-                for c in &mut self.convs {
-                    c.loading = false;
-                }
-            }
-            FromChatd::Conversations(list) => {
-                for s in list {
-                    let c = self.conv_mut(&s.id);
-                    c.unread = s.unread;
-                    c.online = s.online.or(c.online);
-                    c.last_activity = s.last_activity.max(c.last_activity);
-                }
-                self.sort();
-                return self.mark_read();
-            }
-            FromChatd::History {
-                conv,
-                messages,
-                complete,
-            } => {
-                let c = self.conv_mut(&conv);
-                c.loading = false;
-                c.history_complete = complete;
-                for m in messages {
-                    c.upsert(m);
-                }
-                self.sort();
-                return self.mark_read();
-            }
-            FromChatd::Message { conv, msg } => return self.message(conv, msg),
-            FromChatd::Accepted { conv, msg } => return self.accepted(conv, msg),
-            FromChatd::Refused { msg_id, error } => {
-                if self.sending.as_ref().is_some_and(|p| p.msg_id == msg_id) {
-                    self.sending = None;
-                }
-                self.error(format!("not sent: {}", one_line(&error)));
-            }
-            FromChatd::Delivery { msg_id, tick } => {
-                for c in &mut self.convs {
-                    if let Some(m) = c.messages.iter_mut().find(|m| m.id == msg_id) {
-                        m.tick = Some(tick.clone());
-                    }
-                }
-            }
-            FromChatd::Read { conv, unread } => self.conv_mut(&conv).unread = unread,
-            FromChatd::Presence { name, online } => {
-                if let Some(c) = self.convs.iter_mut().find(|c| c.id.as_str() == name) {
-                    c.online = Some(online);
-                }
-            }
-            FromChatd::Names { peers, groups } => {
-                self.peers = peers;
-                self.groups = groups;
-            }
-            FromChatd::SearchResults { query, hits } => {
-                self.overlay = Overlay::Search { query, hits };
-            }
-            FromChatd::Notice(text) => self.notice(text),
-            FromChatd::Error(text) => self.error(text),
-        }
-        Vec::new()
-    }
-
-    fn connected(&mut self, me: String) -> Vec<ToChatd> {
-        self.me = Some(me);
-        let was_lost = matches!(self.connection, Connection::Reconnecting(_));
-        self.connection = Connection::Connected;
-        if was_lost {
-            self.notice("reconnected to chatd");
-        }
-        let mut out = Vec::new();
-        if let Some(p) = &self.sending {
-            out.push(send_request(p));
-        }
-        if let Some(id) = self.open.clone() {
-            let c = self.conv_mut(&id);
-            c.loading = true;
-            out.push(ToChatd::LoadHistory {
-                conv: id,
-                before: None,
-                limit: PAGE,
-            });
-        }
-        out
-    }
-
-    fn message(&mut self, conv: ConvId, msg: Msg) -> Vec<ToChatd> {
-        let incoming = !msg.outgoing;
-        let is_open = self.open.as_ref() == Some(&conv);
-        let c = self.conv_mut(&conv);
-        let new = !c.messages.iter().any(|m| m.id == msg.id);
-        c.upsert(msg);
-        if new && incoming {
-            c.unread += 1;
-            if !is_open || c.scroll > 0 {
-                self.ring = self.bell;
-            }
-        }
-        self.sort();
-        if is_open {
-            return self.mark_read();
-        }
-        Vec::new()
-    }
-
-    fn accepted(&mut self, conv: ConvId, mut msg: Msg) -> Vec<ToChatd> {
-        if msg.from.is_empty() {
-            msg.from = self.me.clone().unwrap_or_default();
-        }
-        if self.sending.as_ref().is_some_and(|p| p.msg_id == msg.id) {
-            self.sending = None;
-            let text = self.input.text();
-            self.input.remember(&text);
-            self.input.clear();
-            if self.notice.as_ref().is_some_and(|(_, err)| !err) {
-                self.notice = None;
-            }
-        }
-        self.conv_mut(&conv).upsert(msg);
-        self.sort();
-        Vec::new()
-    }
-
     /// Pasted text goes into the input as it is (newlines included), never sent by itself.
     pub fn paste(&mut self, text: &str) {
         if self.sending.is_none() {
@@ -607,7 +481,7 @@ impl App {
     }
 }
 
-fn send_request(p: &Pending) -> ToChatd {
+pub(super) fn send_request(p: &Pending) -> ToChatd {
     ToChatd::Send {
         msg_id: p.msg_id.clone(),
         to: p.to.clone(),
