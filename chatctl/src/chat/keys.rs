@@ -58,10 +58,12 @@ pub const KEYS: &[(&str, &str)] = &[
         "Ctrl+C or Ctrl+D",
         "quit (the input line is kept until chatd accepted it)",
     ),
+    ("Ctrl+A / Ctrl+E", "start / end of the line"),
     (
-        "Ctrl+A/E, Ctrl+W, Ctrl+U, Ctrl+K",
-        "line editing: start/end, delete word, to start, to end",
+        "Ctrl+W / Ctrl+K / Ctrl+J",
+        "delete the word before / to the end / to the start",
     ),
+    ("Ctrl+U", "undo an edit"),
 ];
 
 /// The `/` commands, for the help.
@@ -88,11 +90,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
 pub fn help_text() -> String {
     let mut s = String::from("Keys:\n");
     for (k, what) in KEYS {
-        s.push_str(&format!("  {k:<34} {what}\n"));
+        s.push_str(&format!("  {k:<26} {what}\n"));
     }
     s.push_str("\nCommands (typed in the input line):\n");
     for (c, what) in COMMANDS {
-        s.push_str(&format!("  {c:<38} {what}\n"));
+        s.push_str(&format!("  {c:<40} {what}\n"));
     }
     s
 }
