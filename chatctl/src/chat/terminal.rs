@@ -21,11 +21,15 @@ pub struct Screen {
 impl Screen {
     pub fn open() -> Result<Screen, Failure> {
         let stop = Arc::new(AtomicBool::new(false));
-        for sig in [
+        #[cfg(unix)]
+        let signals = [
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGHUP,
             signal_hook::consts::SIGINT,
-        ] {
+        ];
+        #[cfg(not(unix))]
+        let signals = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT];
+        for sig in signals {
             signal_hook::flag::register(sig, stop.clone())
                 .map_err(|e| Failure::io("installing signal handlers", e))?;
         }
