@@ -167,6 +167,9 @@ Examples:
 
 ", exit_codes!()))]
     Group(GroupCommand),
+    /// Chat in a full-screen terminal UI (or line by line with --plain)
+    #[command(after_help = crate::chat::keys::help_text())]
+    Chat(ChatArgs),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  chatctl completions bash > /etc/bash_completion.d/chatctl\n  chatctl completions zsh > ~/.zfunc/_chatctl\n  chatctl completions fish > ~/.config/fish/completions/chatctl.fish"
@@ -400,4 +403,19 @@ pub struct InboxArgs {
     /// Only messages after each conversation's read position (which stays where it is)
     #[arg(long, conflicts_with_all = ["follow", "after", "cursor_file", "from", "limit"])]
     pub unread: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    /// Open this conversation first: NAME or @GROUP
+    #[arg(value_name = "NAME|@GROUP")]
+    pub with: Option<String>,
+    /// Line by line instead of full screen (also when stdin or stdout is not a terminal):
+    /// messages print as lines; each input line `NAME MESSAGE`, `@GROUP MESSAGE` or `MESSAGE`
+    /// (to the last conversation) is sent; exit status 1 at EOF if a line was not accepted
+    #[arg(long)]
+    pub plain: bool,
+    /// Do not ring the terminal bell on new messages (Ctrl+G toggles it)
+    #[arg(long)]
+    pub no_bell: bool,
 }

@@ -2,8 +2,9 @@
 //! [`main`]; the clap definitions in [`cli`] are public so man pages and completions can be
 //! generated from them.
 
+mod chat;
 pub mod cli;
-mod commands;
+pub(crate) mod commands;
 mod exit;
 mod output;
 mod platform;

@@ -3,7 +3,7 @@
 mod backup;
 mod doctor;
 mod export;
-mod group;
+pub(crate) mod group;
 mod history;
 mod identity;
 mod inbox;
@@ -95,6 +95,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             let path = backup::absolute(&path)?;
             backup::run(Client::connect(socket)?, cli.json, path, force)
         }
+        Command::Chat(args) => crate::chat::run(socket, args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = crate::cli::Cli::command();
