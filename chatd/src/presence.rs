@@ -24,6 +24,7 @@ use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::registries::Registries;
 use crate::registry_client::RegistryClient;
 
 /// The registry sends a heartbeat every `WATCH_HEARTBEAT` (15 s); three times that without a
@@ -39,6 +40,9 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// Changes of the set within this long go out as one `watch` line.
 const DEBOUNCE: Duration = Duration::from_millis(20);
+/// How often a watch on a later-listed registry checks whether an earlier one answers again
+/// (the lease keepers find out; the watch then moves back to it).
+const PREFER_CHECK: Duration = Duration::from_secs(2);
 
 /// What the registry says about a name right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,10 +175,18 @@ impl PresenceWatch {
 
     /// Keeps the watch up until `stop`: connects when there is something to watch, reconnects
     /// after a failure (1 s doubling to [`RECONNECT_MAX`]).
-    pub async fn run(self: Arc<Self>, registry: Arc<RegistryClient>, stop: CancellationToken) {
+    ///
+    /// The watch goes to the registries' current endpoint; one that fails hands over to the next
+    /// (`Registries::failed`), and a watch on a later-listed endpoint moves back to an earlier
+    /// one once it answers again.
+    pub async fn run(self: Arc<Self>, registries: Arc<Registries>, stop: CancellationToken) {
         let mut delay = Duration::from_secs(1);
         let mut logged_down = false;
         loop {
+            let Some((index, registry)) = registries.current().map(|(i, c)| (i, c.clone())) else {
+                // No registry configured: no presence; delivery keeps its retry schedule.
+                return stop.cancelled().await;
+            };
             if self.wanted().is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -183,9 +195,19 @@ impl PresenceWatch {
             }
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = self.watch_once(&registry) => r,
+                r = self.watch_once(&registry, &registries, index) => r,
             };
             self.forget_all();
+            if let Err(
+                WatchError::Io(_)
+                | WatchError::Timeout(_)
+                | WatchError::Closed
+                | WatchError::Bad(_),
+            ) = &result
+            {
+                registry.note_reachable(false);
+                registries.failed(index);
+            }
             match result {
                 Ok(()) => {
                     delay = Duration::from_secs(1);
@@ -218,7 +240,14 @@ impl PresenceWatch {
     }
 
     /// One watch connection, until it fails or there is nothing left to watch (`Ok`).
-    async fn watch_once(&self, registry: &RegistryClient) -> Result<(), WatchError> {
+    /// Also `Ok` when an endpoint listed before `index` answers again (the caller reconnects to
+    /// it).
+    async fn watch_once(
+        &self,
+        registry: &RegistryClient,
+        registries: &Registries,
+        index: usize,
+    ) -> Result<(), WatchError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(registry.addr()))
             .await
             .map_err(|_| WatchError::Timeout("connecting"))??;
@@ -229,6 +258,8 @@ impl PresenceWatch {
         let mut id: u64 = 0;
         let mut sent: Vec<Name> = Vec::new();
         let mut first_answer = true;
+        // The silence limit runs from the last line read, whichever branch woke us since.
+        let mut silent_until = tokio::time::Instant::now() + SILENCE_LIMIT;
         loop {
             let set: Vec<Name> = self
                 .wanted()
@@ -261,7 +292,14 @@ impl PresenceWatch {
                 _ = self.wanted_changed.notified() => {
                     tokio::time::sleep(DEBOUNCE).await;
                 }
-                line = tokio::time::timeout(SILENCE_LIMIT, lines.next()) => {
+                _ = tokio::time::sleep(PREFER_CHECK), if index > 0 => {
+                    if registries.current().is_some_and(|(i, _)| i < index) {
+                        debug!(registry = registry.addr(), "an earlier-listed registry answers again; moving the presence watch back to it");
+                        return Ok(());
+                    }
+                }
+                line = tokio::time::timeout_at(silent_until, lines.next()) => {
+                    silent_until = tokio::time::Instant::now() + SILENCE_LIMIT;
                     let line = match line {
                         Err(_) => return Err(WatchError::Timeout("waiting for the registry's heartbeat")),
                         Ok(None) => return Err(WatchError::Closed),
