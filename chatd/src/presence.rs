@@ -8,18 +8,25 @@
 //! retried at once by the delivery engine. While there is no live watch (the registry is down,
 //! or the connection was lost), every name is [`Presence::Unknown`] and the delivery engine keeps
 //! its backoff schedule.
+//!
+//! With several registries there is one watch per registry endpoint, and a name's state is
+//! merged from those that answer: online if any says online (a node that registered with one
+//! registry is online, and another may not have heard from it while it was down), offline only
+//! if those that know it all say offline. A registry that stops answering drops out of the
+//! merge; its watch reconnects with backoff.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use peerchat_proto::envelope::{to_line, Reply};
 use peerchat_proto::registry::{Request, RequestLine, Response, MAX_WATCH_NAMES, WATCH_HEARTBEAT};
 use peerchat_proto::Name;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -40,9 +47,6 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// Changes of the set within this long go out as one `watch` line.
 const DEBOUNCE: Duration = Duration::from_millis(20);
-/// How often a watch on a later-listed registry checks whether an earlier one answers again
-/// (the lease keepers find out; the watch then moves back to it).
-const PREFER_CHECK: Duration = Duration::from_secs(2);
 
 /// What the registry says about a name right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +85,10 @@ struct Known {
 
 pub struct PresenceWatch {
     wanted: Mutex<BTreeSet<Name>>,
-    wanted_changed: Notify,
-    known: Mutex<HashMap<Name, Known>>,
+    /// Bumped when `wanted` changes; every endpoint's watch follows it.
+    wanted_changed: watch::Sender<u64>,
+    /// What each endpoint said, by name: (endpoint index, what it said).
+    known: Mutex<HashMap<Name, Vec<(usize, Known)>>>,
     changes: mpsc::UnboundedSender<Change>,
 }
 
@@ -105,7 +111,7 @@ impl PresenceWatch {
         let (tx, rx) = mpsc::unbounded_channel();
         let w = PresenceWatch {
             wanted: Mutex::new(BTreeSet::new()),
-            wanted_changed: Notify::new(),
+            wanted_changed: watch::Sender::new(0),
             known: Mutex::new(HashMap::new()),
             changes: tx,
         };
@@ -116,14 +122,14 @@ impl PresenceWatch {
         self.wanted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Name, Known>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Name, Vec<(usize, Known)>>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts watching `name` (no-op if already watched).
     pub fn watch(&self, name: &Name) {
         if self.wanted().insert(name.clone()) {
-            self.wanted_changed.notify_one();
+            self.wanted_changed.send_modify(|g| *g += 1);
         }
     }
 
@@ -131,31 +137,45 @@ impl PresenceWatch {
     pub fn unwatch(&self, name: &Name) {
         if self.wanted().remove(name) {
             self.known().remove(name);
-            self.wanted_changed.notify_one();
+            self.wanted_changed.send_modify(|g| *g += 1);
         }
     }
 
     pub fn state(&self, name: &Name) -> Presence {
-        match self.known().get(name) {
+        match self.known().get(name).and_then(|v| merged(v)) {
             None => Presence::Unknown,
             Some(k) if k.online => Presence::Online,
             Some(_) => Presence::Offline,
         }
     }
 
-    /// Records what the registry said; returns the change to pass on, if any.
-    fn record(&self, name: Name, online: bool, address: Option<String>) -> Option<Change> {
+    /// Records what endpoint `from` said; returns the change to pass on, if any.
+    fn record(
+        &self,
+        from: usize,
+        name: Name,
+        online: bool,
+        address: Option<String>,
+    ) -> Option<Change> {
         if !self.wanted().contains(&name) {
             return None; // an event of a set we already replaced
         }
+        let mut known = self.known();
+        let said = known.entry(name.clone()).or_default();
+        let before = merged(said);
+        said.retain(|(i, _)| *i != from);
         if address.is_none() {
             // Not registered at all: not "offline" (which would hold delivery back), but worth
-            // an attempt now, whose lookup fails the messages as sent to an unknown name.
-            self.known().remove(&name);
+            // an attempt now, whose lookup fails the messages as sent to an unknown name (or
+            // finds them in another registry).
+            if said.is_empty() {
+                known.remove(&name);
+            }
             return Some(Change::Back(name));
         }
-        let now = Known { online, address };
-        let before = self.known().insert(name.clone(), now.clone());
+        said.push((from, Known { online, address }));
+        let now = merged(said).expect("just added");
+        drop(known);
         match before {
             Some(b) if b == now => None,
             Some(b) if online && (!b.online || b.address != now.address) => {
@@ -165,39 +185,57 @@ impl PresenceWatch {
         }
     }
 
-    /// The watch is gone: everything is unknown again.
-    fn forget_all(&self) {
-        let names: Vec<Name> = self.known().drain().map(|(n, _)| n).collect();
-        for n in names {
+    /// Endpoint `from`'s watch is gone: what it said no longer counts.
+    fn forget_all(&self, from: usize) {
+        let mut changed = Vec::new();
+        self.known().retain(|name, said| {
+            let before = said.len();
+            said.retain(|(i, _)| *i != from);
+            if said.len() != before {
+                changed.push(name.clone());
+            }
+            !said.is_empty()
+        });
+        for n in changed {
             let _ = self.changes.send(Change::Changed(n));
         }
     }
 
-    /// Keeps the watch up until `stop`: connects when there is something to watch, reconnects
-    /// after a failure (1 s doubling to [`RECONNECT_MAX`]).
-    ///
-    /// The watch goes to the registries' current endpoint; one that fails hands over to the next
-    /// (`Registries::failed`), and a watch on a later-listed endpoint moves back to an earlier
-    /// one once it answers again.
+    /// Keeps one watch per registry endpoint up until `stop` (none without registries).
     pub async fn run(self: Arc<Self>, registries: Arc<Registries>, stop: CancellationToken) {
+        let endpoints = registries.endpoints();
+        join_all(
+            endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, c)| self.clone().run_one(i, c.clone(), stop.clone())),
+        )
+        .await;
+    }
+
+    /// Keeps the watch on one endpoint up until `stop`: connects when there is something to
+    /// watch, reconnects after a failure (1 s doubling to [`RECONNECT_MAX`]).
+    async fn run_one(
+        self: Arc<Self>,
+        index: usize,
+        registry: Arc<RegistryClient>,
+        stop: CancellationToken,
+    ) {
+        let mut wanted_changed = self.wanted_changed.subscribe();
         let mut delay = Duration::from_secs(1);
         let mut logged_down = false;
         loop {
-            let Some((index, registry)) = registries.current().map(|(i, c)| (i, c.clone())) else {
-                // No registry configured: no presence; delivery keeps its retry schedule.
-                return stop.cancelled().await;
-            };
             if self.wanted().is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = self.wanted_changed.notified() => continue,
+                    _ = wanted_changed.changed() => continue,
                 }
             }
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = self.watch_once(&registry, &registries, index) => r,
+                r = self.watch_once(index, &registry, &mut wanted_changed) => r,
             };
-            self.forget_all();
+            self.forget_all(index);
             if let Err(
                 WatchError::Io(_)
                 | WatchError::Timeout(_)
@@ -206,7 +244,6 @@ impl PresenceWatch {
             ) = &result
             {
                 registry.note_reachable(false);
-                registries.failed(index);
             }
             match result {
                 Ok(()) => {
@@ -240,13 +277,11 @@ impl PresenceWatch {
     }
 
     /// One watch connection, until it fails or there is nothing left to watch (`Ok`).
-    /// Also `Ok` when an endpoint listed before `index` answers again (the caller reconnects to
-    /// it).
     async fn watch_once(
         &self,
-        registry: &RegistryClient,
-        registries: &Registries,
         index: usize,
+        registry: &RegistryClient,
+        wanted_changed: &mut watch::Receiver<u64>,
     ) -> Result<(), WatchError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(registry.addr()))
             .await
@@ -289,14 +324,8 @@ impl PresenceWatch {
                 sent = set;
             }
             tokio::select! {
-                _ = self.wanted_changed.notified() => {
+                _ = wanted_changed.changed() => {
                     tokio::time::sleep(DEBOUNCE).await;
-                }
-                _ = tokio::time::sleep(PREFER_CHECK), if index > 0 => {
-                    if registries.current().is_some_and(|(i, _)| i < index) {
-                        debug!(registry = registry.addr(), "an earlier-listed registry answers again; moving the presence watch back to it");
-                        return Ok(());
-                    }
                 }
                 line = tokio::time::timeout_at(silent_until, lines.next()) => {
                     silent_until = tokio::time::Instant::now() + SILENCE_LIMIT;
@@ -314,7 +343,7 @@ impl PresenceWatch {
                     }
                     match event.outcome.into_result() {
                         Ok(Response::Presence { name, online, address }) => {
-                            if let Some(c) = self.record(name, online, address) {
+                            if let Some(c) = self.record(index, name, online, address) {
                                 let _ = self.changes.send(c);
                             }
                         }
@@ -326,6 +355,15 @@ impl PresenceWatch {
             }
         }
     }
+}
+
+/// What the endpoints that know a name say, merged: online if any says online (at the address
+/// of the first that does), else offline.
+fn merged(said: &[(usize, Known)]) -> Option<Known> {
+    said.iter()
+        .find(|(_, k)| k.online)
+        .or_else(|| said.first())
+        .map(|(_, k)| k.clone())
 }
 
 /// A reply's type, for an error message (never the whole reply: it may be large).
@@ -352,26 +390,49 @@ mod tests {
         // First word: offline. Then back: retry now.
         let a = Some("127.0.0.1:7000".to_string());
         assert_eq!(
-            w.record(n("pb"), false, a.clone()),
+            w.record(0, n("pb"), false, a.clone()),
             Some(Change::Changed(n("pb")))
         );
         assert_eq!(w.state(&n("pb")), Presence::Offline);
         assert_eq!(
-            w.record(n("pb"), true, a.clone()),
+            w.record(0, n("pb"), true, a.clone()),
             Some(Change::Back(n("pb")))
         );
-        assert_eq!(w.record(n("pb"), true, a), None);
+        assert_eq!(w.record(0, n("pb"), true, a), None);
         // Online at another address: it moved.
         assert_eq!(
-            w.record(n("pb"), true, Some("127.0.0.1:7001".into())),
+            w.record(0, n("pb"), true, Some("127.0.0.1:7001".into())),
             Some(Change::Back(n("pb")))
         );
         // A name that is not watched (an old set's event) is ignored.
-        assert_eq!(w.record(n("pc"), true, None), None);
+        assert_eq!(w.record(0, n("pc"), true, None), None);
         // Not registered at all: unknown, and worth an attempt (which finds the name unknown).
-        assert_eq!(w.record(n("pb"), false, None), Some(Change::Back(n("pb"))));
+        assert_eq!(
+            w.record(0, n("pb"), false, None),
+            Some(Change::Back(n("pb")))
+        );
         assert_eq!(w.state(&n("pb")), Presence::Unknown);
         w.unwatch(&n("pb"));
+        assert_eq!(w.state(&n("pb")), Presence::Unknown);
+    }
+
+    #[test]
+    fn several_registries_merge_to_online_if_any_says_online() {
+        let (w, _rx) = PresenceWatch::new();
+        w.watch(&n("pb"));
+        let a = Some("127.0.0.1:7000".to_string());
+        // The first registry still has pb offline (pb registered only with the second since).
+        w.record(0, n("pb"), false, a.clone());
+        assert_eq!(w.state(&n("pb")), Presence::Offline);
+        assert_eq!(
+            w.record(1, n("pb"), true, Some("127.0.0.1:7001".into())),
+            Some(Change::Back(n("pb")))
+        );
+        assert_eq!(w.state(&n("pb")), Presence::Online);
+        // The second registry's watch is lost: only the first's word is left.
+        w.forget_all(1);
+        assert_eq!(w.state(&n("pb")), Presence::Offline);
+        w.forget_all(0);
         assert_eq!(w.state(&n("pb")), Presence::Unknown);
     }
 
@@ -380,7 +441,7 @@ mod tests {
         let (w, _rx) = PresenceWatch::new();
         w.watch(&n("pb"));
         assert_eq!(
-            w.record(n("pb"), true, Some("h:1".into())),
+            w.record(0, n("pb"), true, Some("h:1".into())),
             Some(Change::Changed(n("pb")))
         );
         assert_eq!(w.state(&n("pb")), Presence::Online);

@@ -10,5 +10,6 @@ mod delivery;
 mod frozen;
 mod hostile;
 mod legacy;
+mod registries;
 mod retry;
 mod security;
