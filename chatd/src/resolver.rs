@@ -227,9 +227,6 @@ impl Resolver {
             .as_ref()
             .map(|l| l.lookup(name))
             .unwrap_or_default();
-        if entries.is_empty() {
-            return Err(ResolveError::Unknown(name.clone()));
-        }
         let pinned = self.pinned(name);
         match lan::choose(&entries, pinned) {
             Ok(e) => {
@@ -255,6 +252,7 @@ impl Resolver {
                     offered: format!("{} (announced on the LAN)", offered.fingerprint()),
                 })
             }
+            Err(Unusable::Nothing) => Err(ResolveError::Unknown(name.clone())),
             Err(Unusable::Ambiguous { keys }) => Err(ResolveError::AmbiguousOnLan {
                 name: name.clone(),
                 keys,

@@ -229,6 +229,8 @@ impl LanTable {
 /// Why the LAN's entries for a name cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unusable {
+    /// Nothing is announced for the name.
+    Nothing,
     /// The name is pinned to another key than any announced (`key_changed`).
     NotThePinnedKey { offered: PublicKey },
     /// Nothing is pinned and several keys are announced for the name: no way to tell which.
@@ -239,17 +241,16 @@ pub enum Unusable {
 /// entry (an announcement never overrides a pin, even while an impostor announces too); with
 /// nothing pinned, the one key announced (trust on first use), never a guess among several.
 pub fn choose(entries: &[LanEntry], pinned: Option<PublicKey>) -> Result<LanEntry, Unusable> {
+    let Some(first) = entries.first() else {
+        return Err(Unusable::Nothing);
+    };
     match pinned {
-        Some(p) => {
-            entries
-                .iter()
-                .find(|e| e.key == p)
-                .cloned()
-                .ok_or_else(|| Unusable::NotThePinnedKey {
-                    offered: entries[0].key,
-                })
-        }
-        None if entries.len() == 1 => Ok(entries[0].clone()),
+        Some(p) => entries
+            .iter()
+            .find(|e| e.key == p)
+            .cloned()
+            .ok_or(Unusable::NotThePinnedKey { offered: first.key }),
+        None if entries.len() == 1 => Ok(first.clone()),
         None => Err(Unusable::Ambiguous {
             keys: entries.len(),
         }),

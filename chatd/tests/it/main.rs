@@ -9,6 +9,7 @@ mod broadcast;
 mod delivery;
 mod frozen;
 mod hostile;
+mod lan;
 mod legacy;
 mod registries;
 mod retry;
