@@ -1,6 +1,6 @@
 //! `--lan`: announces this node with DNS-SD over multicast and browses for the others, through
 //! the mdns-sd crate (its own thread; we read its events on the runtime). The record format is
-//! in docs/protocol.md 5.
+//! in docs/protocol.md 3.10.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
