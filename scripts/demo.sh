@@ -44,7 +44,8 @@ wait_until grep -q "registryd ready" "$dir/registryd.log" || fail "registryd did
 registry="$(grep -o 'listen=[^ ]*' "$dir/registryd.log" | head -1 | cut -d= -f2)"
 
 for name in alice bob carol; do
-    setsid "$bin/chatd" --name "$name" --listen 127.0.0.1:0 --registry "$registry" \
+    # --lan: the nodes also announce themselves with DNS-SD (a registry record still wins).
+    setsid "$bin/chatd" --name "$name" --listen 127.0.0.1:0 --registry "$registry" --lan \
         --socket "$dir/$name.sock" --db "$dir/$name.db" >/dev/null 2>"$dir/$name.log" </dev/null &
     echo $! >> "$dir/pids"
 done

@@ -27,6 +27,8 @@ use peerchat_proto::Name;
 Examples:
   chatd --name pa                              # OS-chosen peer port, registry 127.0.0.1:8888
   chatd --name pb --listen 0.0.0.0:7000 --registry 10.0.0.1:8888
+  chatd --name pd --registry reg1.example.org:8888,reg2.example.org:8888   # failover
+  chatd --name pe --lan --registry none         # names from the LAN (DNS-SD) only
   chatd --name pc --advertise chat.example.org:7000 --socket /tmp/pc.sock --db /tmp/pc.db
   chatd --check-config /etc/peerchat/chatd.toml
 
@@ -61,15 +63,18 @@ pub struct Args {
     /// Address to register instead of the one the registry sees: HOST or HOST:PORT ([v6]:PORT)
     #[arg(long, value_name = "HOST[:PORT]", env = "CHATD_ADVERTISE", value_parser = parse_advertise)]
     pub advertise: Option<Advertise>,
-    /// Registry address: HOST:PORT ([v6]:PORT)
+    /// Registries, in order of preference: HOST:PORT ([v6]:PORT), several separated by commas
+    /// (a host name with several addresses counts as several); `none` for no registry (with
+    /// --lan: names from the LAN only). chatd registers with every one, asks those that answer,
+    /// and keeps the freshest signed record
     #[arg(
         long,
         default_value = "127.0.0.1:8888",
-        value_name = "HOST:PORT",
+        value_name = "HOST:PORT[,...]",
         env = "CHATD_REGISTRY",
-        value_parser = parse_host_port
+        value_parser = parse_registries
     )]
-    pub registry: String,
+    pub registry: Registries,
     /// Control socket path
     #[arg(long, value_name = "PATH", env = "CHATD_SOCKET")]
     pub socket: Option<PathBuf>,
@@ -87,6 +92,12 @@ pub struct Args {
     /// (CHATD_LEGACY and the file also take 1/0, yes/no, on/off)
     #[arg(long, env = "CHATD_LEGACY", value_parser = BoolishValueParser::new())]
     pub legacy: bool,
+    /// Announce this node on the LAN and learn other nodes' names there, without any registry
+    /// (DNS-SD over multicast, service _peerchat._tcp; a registry's record still wins). Anyone
+    /// on the LAN can announce: the peer must prove the announced key, and a pinned key is never
+    /// replaced (CHATD_LAN and the file also take 1/0, yes/no, on/off)
+    #[arg(long, env = "CHATD_LAN", value_parser = BoolishValueParser::new())]
+    pub lan: bool,
     /// First retry delay for undelivered messages, seconds (doubles up to --retry-max)
     #[arg(
         long,
@@ -199,7 +210,29 @@ fn parse_advertise(s: &str) -> Result<Advertise, String> {
     }
 }
 
-/// `--registry`: HOST:PORT with a host name or an IP (`[v6]:PORT`); resolved when used.
+/// `--registry`'s list (empty for `none`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registries(pub Vec<String>);
+
+/// Most registries one `--registry` lists (each is registered with and asked).
+pub const MAX_REGISTRIES: usize = 16;
+
+/// `--registry`: `none`, or HOST:PORT entries separated by commas, at most [`MAX_REGISTRIES`].
+fn parse_registries(s: &str) -> Result<Registries, String> {
+    if s.trim() == "none" {
+        return Ok(Registries(Vec::new()));
+    }
+    let entries: Vec<String> = s
+        .split(',')
+        .map(|e| parse_host_port(e.trim()))
+        .collect::<Result<_, _>>()?;
+    if entries.len() > MAX_REGISTRIES {
+        return Err(format!("at most {MAX_REGISTRIES} registries"));
+    }
+    Ok(Registries(entries))
+}
+
+/// One registry: HOST:PORT with a host name or an IP (`[v6]:PORT`); resolved at start-up.
 fn parse_host_port(s: &str) -> Result<String, String> {
     const WANT: &str = "expected HOST:PORT, e.g. 127.0.0.1:8888 or registry.example.org:8888";
     if s.parse::<SocketAddr>().is_ok() {
@@ -241,6 +274,9 @@ mod tests {
             &["--registry", "not an address"],
             &["--registry", "host"],
             &["--registry", "host:0"],
+            &["--registry", "a:1,"],
+            &["--registry", "a:1,,b:2"],
+            &["--registry", ""],
             &["--log-level", "bogus"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
@@ -275,8 +311,22 @@ mod tests {
                 port: Some(7000)
             })
         );
-        assert_eq!(a.registry, "reg.example.org:8888");
+        assert_eq!(a.registry.0, ["reg.example.org:8888"]);
         assert!(parse(&["--registry", "[::1]:8888"]).is_ok());
+        let a = parse(&[
+            "--registry",
+            "r1.example.org:8888, 10.0.0.2:8888,[::1]:8888",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.registry.0,
+            ["r1.example.org:8888", "10.0.0.2:8888", "[::1]:8888"]
+        );
+        assert!(parse(&["--registry", "none"])
+            .unwrap()
+            .registry
+            .0
+            .is_empty());
         let a = parse(&["--advertise", "[::1]"]).unwrap();
         assert_eq!(
             a.advertise.map(|a| (a.host, a.port)),

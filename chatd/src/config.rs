@@ -17,7 +17,8 @@ pub struct Config {
     pub advertise_host: Option<String>,
     /// Port to register instead of the listener's.
     pub advertise_port: Option<u16>,
-    pub registry: String,
+    /// Registry endpoints (HOST:PORT each, in order of preference); empty: no registry.
+    pub registry: Vec<String>,
     pub socket: PathBuf,
     pub db: PathBuf,
     /// The identity key file (made at first start).
@@ -27,6 +28,8 @@ pub struct Config {
     pub legacy: bool,
     /// What to remove and when (default: keep everything).
     pub retention: Retention,
+    /// Announce this node and learn others' names on the LAN (DNS-SD over multicast).
+    pub lan: bool,
     /// Group allowed to use the control socket (mode 0660); `None`: owner only (0600).
     pub socket_group: Option<String>,
     /// `--metrics`: serve Prometheus text on this (loopback) address; `None`: off.
@@ -40,7 +43,7 @@ impl Config {
             name,
             advertise_host: None,
             advertise_port: None,
-            registry: "127.0.0.1:8888".into(),
+            registry: vec!["127.0.0.1:8888".into()],
             socket,
             identity: db.with_extension("key"),
             db,
@@ -50,6 +53,7 @@ impl Config {
                 lifetime: Duration::from_secs(7 * 24 * 3600),
             },
             legacy: false,
+            lan: false,
             retention: Retention::default(),
             socket_group: None,
             metrics: None,

@@ -9,12 +9,15 @@ mod config;
 mod control;
 mod delivery;
 mod identity;
+mod lan;
+mod lease;
 mod node;
 mod observe;
 mod paths;
 mod peer;
 mod platform;
 mod presence;
+mod registries;
 mod registry_client;
 mod resolver;
 mod scrape;
@@ -83,10 +86,10 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let registry = Arc::new(registry_client::RegistryClient::new(
-        config.registry.clone(),
-    ));
-    let resolver = Arc::new(resolver::Resolver::new(registry.clone(), store.clone()).await);
+    let registry = Arc::new(registries::Registries::resolve(&config.registry).await);
+    let lan_table = config.lan.then(|| Arc::new(lan::LanTable::default()));
+    let resolver =
+        Arc::new(resolver::Resolver::new(registry.clone(), lan_table.clone(), store.clone()).await);
     let (presence, presence_changes) = presence::PresenceWatch::new();
     let delivery = delivery::Delivery::new(
         config.name.clone(),
@@ -109,10 +112,10 @@ pub async fn run(
             }
         }));
     }
-    let lease = Arc::new(registry_client::Lease::new(
+    let lease = Arc::new(lease::Lease::new(
         registry.clone(),
         identity.clone(),
-        registry_client::Registration {
+        lease::Registration {
             name: config.name.clone(),
             port: config.advertise_port.unwrap_or(listen.port()),
             host: config.advertise_host.clone(),
@@ -129,12 +132,24 @@ pub async fn run(
         presence: presence.clone(),
         listen,
         legacy: config.legacy,
+        lan: lan_table.clone(),
         started: Instant::now(),
         started_at_ms: peerchat_db::now_ms(),
         db: config.db.clone(),
         backup_running: tokio::sync::Mutex::new(()),
     });
 
+    if let Some(table) = &lan_table {
+        start_lan(
+            &config,
+            &identity,
+            table,
+            listen,
+            (&resolver, &delivery),
+            &stop,
+            &tasks,
+        );
+    }
     tasks.spawn(presence.run(registry.clone(), stop.clone()));
     tasks.spawn(forward_presence(
         presence_changes,
@@ -170,7 +185,7 @@ pub async fn run(
             }
         }
     };
-    let lease = tokio::spawn(registry_client::keep_lease(
+    let lease = tokio::spawn(lease::keep_lease(
         lease,
         first_tx,
         on_registered,
@@ -226,6 +241,40 @@ fn serve_metrics(
             .await
     });
     Ok(addr)
+}
+
+/// `--lan`: announces us and browses; a name heard anew (or at a new address) is worth a
+/// delivery attempt now. If multicast cannot be set up, chatd runs on without it (logged).
+fn start_lan(
+    config: &Config,
+    identity: &Arc<identity::Identity>,
+    table: &Arc<lan::LanTable>,
+    listen: std::net::SocketAddr,
+    (resolver, delivery): (&Arc<resolver::Resolver>, &Arc<delivery::Delivery>),
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let ours = lan::service::Ours {
+        name: config.name.clone(),
+        key: identity.public(),
+        port: config.advertise_port.unwrap_or(listen.port()),
+    };
+    let delivery = Arc::downgrade(delivery);
+    let resolver = resolver.clone();
+    let on_heard = move |name: &Name| {
+        resolver.invalidate(name);
+        if let Some(d) = delivery.upgrade() {
+            d.retry_if_waiting(name);
+        }
+    };
+    match lan::service::start(ours, table.clone(), on_heard, stop.clone()) {
+        Ok(run) => {
+            tasks.spawn(run);
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot announce or browse on the LAN (multicast); running without --lan")
+        }
+    }
 }
 
 /// Waits (at most 1 s) for the database thread to end once every handle on the store is gone.

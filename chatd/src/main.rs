@@ -30,11 +30,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         .db
         .unwrap_or_else(|| peerchat_db::default_state_dir().join("chatd.db"));
     let mut config = chatd::Config::new(name, socket, db);
-    config.registry = args.registry;
+    config.registry = args.registry.0;
     if let Some(path) = args.identity {
         config.identity = path;
     }
     config.legacy = args.legacy;
+    config.lan = args.lan;
     config.socket_group = args.socket_group;
     config.metrics = args.metrics;
     // The values were validated by the parsers in `cli.rs` (also for `--check-config`).

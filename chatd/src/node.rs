@@ -8,7 +8,9 @@ use peerchat_proto::Name;
 
 use crate::delivery::Delivery;
 use crate::identity::Identity;
-use crate::registry_client::{Lease, RegistryClient};
+use crate::lan::LanTable;
+use crate::lease::Lease;
+use crate::registries::Registries;
 use crate::resolver::Resolver;
 use crate::store::Store;
 
@@ -17,13 +19,15 @@ pub struct Node {
     pub store: Store,
     pub resolver: Arc<Resolver>,
     pub delivery: Arc<Delivery>,
-    pub registry: Arc<RegistryClient>,
+    pub registry: Arc<Registries>,
     pub identity: Arc<Identity>,
     pub lease: Arc<Lease>,
     /// The registry's view of the names delivery waits for and of conversation peers.
     pub presence: Arc<crate::presence::PresenceWatch>,
     pub listen: SocketAddr,
     pub legacy: bool,
+    /// What was heard on the LAN (`--lan`).
+    pub lan: Option<Arc<LanTable>>,
     pub started: Instant,
     pub started_at_ms: u64,
     /// The database file (for `backup`).

@@ -8,22 +8,30 @@
 //! retried at once by the delivery engine. While there is no live watch (the registry is down,
 //! or the connection was lost), every name is [`Presence::Unknown`] and the delivery engine keeps
 //! its backoff schedule.
+//!
+//! With several registries there is one watch per registry endpoint, and a name's state is
+//! merged from those that answer: online if any says online (a node that registered with one
+//! registry is online, and another may not have heard from it while it was down), offline only
+//! if those that know it all say offline. A registry that stops answering drops out of the
+//! merge; its watch reconnects with backoff.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use peerchat_proto::envelope::{to_line, Reply};
 use peerchat_proto::registry::{Request, RequestLine, Response, MAX_WATCH_NAMES, WATCH_HEARTBEAT};
 use peerchat_proto::Name;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::registries::Registries;
 use crate::registry_client::RegistryClient;
 
 /// The registry sends a heartbeat every `WATCH_HEARTBEAT` (15 s); three times that without a
@@ -37,12 +45,12 @@ const MAX_EVENT_LINE: usize = 64 * 1024;
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// After the registry refused a watch (one that predates it): try again this much later.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
+/// Changes of the set within this long go out as one `watch` line.
+const DEBOUNCE: Duration = Duration::from_millis(20);
 /// Most conversation peers watched (the most recently active conversations' ones).
 pub const MAX_CONVERSATION_PEERS: usize = 1000;
 /// Presence changes buffered for `events` streams.
 const PRESENCE_FEED: usize = 1024;
-/// Changes of the set within this long go out as one `watch` line.
-const DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// What the registry says about a name right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +93,13 @@ pub struct PresenceWatch {
     /// Peers of the most recently active conversations (for `conversations` and `events`,
     /// protocol.md §2.9); watched after `wanted`, within the same [`MAX_WATCH_NAMES`].
     conversations: Mutex<BTreeSet<Name>>,
-    /// Every change of a watched name's state, for `events` streams (bounded: a lagging stream
-    /// loses changes and resends its whole view).
+    /// Every change of a watched name's merged state, for `events` streams (bounded: a lagging
+    /// stream loses changes and resends its whole view).
     seen: tokio::sync::broadcast::Sender<(Name, Presence)>,
-    wanted_changed: Notify,
-    known: Mutex<HashMap<Name, Known>>,
+    /// Bumped when `wanted` changes; every endpoint's watch follows it.
+    wanted_changed: watch::Sender<u64>,
+    /// What each endpoint said, by name: (endpoint index, what it said).
+    known: Mutex<HashMap<Name, Vec<(usize, Known)>>>,
     changes: mpsc::UnboundedSender<Change>,
 }
 
@@ -114,7 +124,7 @@ impl PresenceWatch {
             wanted: Mutex::new(BTreeSet::new()),
             conversations: Mutex::new(BTreeSet::new()),
             seen: tokio::sync::broadcast::channel(PRESENCE_FEED).0,
-            wanted_changed: Notify::new(),
+            wanted_changed: watch::Sender::new(0),
             known: Mutex::new(HashMap::new()),
             changes: tx,
         };
@@ -125,14 +135,14 @@ impl PresenceWatch {
         self.wanted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Name, Known>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Name, Vec<(usize, Known)>>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts watching `name` (no-op if already watched).
     pub fn watch(&self, name: &Name) {
         if self.wanted().insert(name.clone()) {
-            self.wanted_changed.notify_one();
+            self.wanted_changed.send_modify(|g| *g += 1);
         }
     }
 
@@ -142,7 +152,7 @@ impl PresenceWatch {
             if !self.conversation_peers().contains(name) {
                 self.forget(name);
             }
-            self.wanted_changed.notify_one();
+            self.wanted_changed.send_modify(|g| *g += 1);
         }
     }
 
@@ -161,7 +171,7 @@ impl PresenceWatch {
                     self.forget(gone);
                 }
             }
-            self.wanted_changed.notify_one();
+            self.wanted_changed.send_modify(|g| *g += 1);
         }
     }
 
@@ -194,14 +204,7 @@ impl PresenceWatch {
     pub fn snapshot(&self) -> Vec<(Name, Presence)> {
         self.known()
             .iter()
-            .map(|(n, k)| {
-                let p = if k.online {
-                    Presence::Online
-                } else {
-                    Presence::Offline
-                };
-                (n.clone(), p)
-            })
+            .filter_map(|(n, said)| merged(said).map(|k| (n.clone(), presence_of(Some(&k)))))
             .collect()
     }
 
@@ -211,34 +214,42 @@ impl PresenceWatch {
     }
 
     pub fn state(&self, name: &Name) -> Presence {
-        match self.known().get(name) {
-            None => Presence::Unknown,
-            Some(k) if k.online => Presence::Online,
-            Some(_) => Presence::Offline,
-        }
+        presence_of(self.known().get(name).and_then(|v| merged(v)).as_ref())
     }
 
-    /// Records what the registry said; returns the change to pass on, if any.
-    fn record(&self, name: Name, online: bool, address: Option<String>) -> Option<Change> {
+    /// Records what endpoint `from` said; returns the change to pass on, if any.
+    fn record(
+        &self,
+        from: usize,
+        name: Name,
+        online: bool,
+        address: Option<String>,
+    ) -> Option<Change> {
         if !self.is_watched(&name) {
             return None; // an event of a set we already replaced
         }
+        let mut known = self.known();
+        let said = known.entry(name.clone()).or_default();
+        let before = merged(said);
+        said.retain(|(i, _)| *i != from);
         if address.is_none() {
             // Not registered at all: not "offline" (which would hold delivery back), but worth
-            // an attempt now, whose lookup fails the messages as sent to an unknown name.
-            self.forget(&name);
+            // an attempt now, whose lookup fails the messages as sent to an unknown name (or
+            // finds them in another registry).
+            let now = merged(said);
+            if said.is_empty() {
+                known.remove(&name);
+            }
+            drop(known);
+            self.tell_if_changed(&name, before.as_ref(), now.as_ref());
             return Some(Change::Back(name));
         }
-        let now = Known { online, address };
-        let before = self.known().insert(name.clone(), now.clone());
-        if before.as_ref().map(|b| b.online) != Some(online) {
-            let p = if online {
-                Presence::Online
-            } else {
-                Presence::Offline
-            };
-            let _ = self.seen.send((name.clone(), p));
-        }
+        said.push((from, Known { online, address }));
+        let Some(now) = merged(said) else {
+            return None; // unreachable: `said` holds what was just pushed
+        };
+        drop(known);
+        self.tell_if_changed(&name, before.as_ref(), Some(&now));
         match before {
             Some(b) if b == now => None,
             Some(b) if online && (!b.online || b.address != now.address) => {
@@ -248,32 +259,79 @@ impl PresenceWatch {
         }
     }
 
-    /// The watch is gone: everything is unknown again.
-    fn forget_all(&self) {
-        let names: Vec<Name> = self.known().drain().map(|(n, _)| n).collect();
-        for n in names {
-            let _ = self.seen.send((n.clone(), Presence::Unknown));
+    /// Passes a change of `name`'s merged presence on to `events` streams.
+    fn tell_if_changed(&self, name: &Name, before: Option<&Known>, now: Option<&Known>) {
+        let (b, n) = (presence_of(before), presence_of(now));
+        if b != n {
+            let _ = self.seen.send((name.clone(), n));
+        }
+    }
+
+    /// Endpoint `from`'s watch is gone: what it said no longer counts.
+    fn forget_all(&self, from: usize) {
+        let mut changed = Vec::new();
+        self.known().retain(|name, said| {
+            let before = said.len();
+            let was = presence_of(merged(said).as_ref());
+            said.retain(|(i, _)| *i != from);
+            if said.len() != before {
+                let now = presence_of(merged(said).as_ref());
+                changed.push((name.clone(), was != now, now));
+            }
+            !said.is_empty()
+        });
+        for (n, moved, now) in changed {
+            if moved {
+                let _ = self.seen.send((n.clone(), now));
+            }
             let _ = self.changes.send(Change::Changed(n));
         }
     }
 
-    /// Keeps the watch up until `stop`: connects when there is something to watch, reconnects
-    /// after a failure (1 s doubling to [`RECONNECT_MAX`]).
-    pub async fn run(self: Arc<Self>, registry: Arc<RegistryClient>, stop: CancellationToken) {
+    /// Keeps one watch per registry endpoint up until `stop` (none without registries).
+    pub async fn run(self: Arc<Self>, registries: Arc<Registries>, stop: CancellationToken) {
+        let endpoints = registries.endpoints();
+        join_all(
+            endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, c)| self.clone().run_one(i, c.clone(), stop.clone())),
+        )
+        .await;
+    }
+
+    /// Keeps the watch on one endpoint up until `stop`: connects when there is something to
+    /// watch, reconnects after a failure (1 s doubling to [`RECONNECT_MAX`]).
+    async fn run_one(
+        self: Arc<Self>,
+        index: usize,
+        registry: Arc<RegistryClient>,
+        stop: CancellationToken,
+    ) {
+        let mut wanted_changed = self.wanted_changed.subscribe();
         let mut delay = Duration::from_secs(1);
         let mut logged_down = false;
         loop {
             if self.watch_set().is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = self.wanted_changed.notified() => continue,
+                    _ = wanted_changed.changed() => continue,
                 }
             }
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = self.watch_once(&registry) => r,
+                r = self.watch_once(index, &registry, &mut wanted_changed) => r,
             };
-            self.forget_all();
+            self.forget_all(index);
+            if let Err(
+                WatchError::Io(_)
+                | WatchError::Timeout(_)
+                | WatchError::Closed
+                | WatchError::Bad(_),
+            ) = &result
+            {
+                registry.note_reachable(false);
+            }
             match result {
                 Ok(()) => {
                     delay = Duration::from_secs(1);
@@ -306,7 +364,12 @@ impl PresenceWatch {
     }
 
     /// One watch connection, until it fails or there is nothing left to watch (`Ok`).
-    async fn watch_once(&self, registry: &RegistryClient) -> Result<(), WatchError> {
+    async fn watch_once(
+        &self,
+        index: usize,
+        registry: &RegistryClient,
+        wanted_changed: &mut watch::Receiver<u64>,
+    ) -> Result<(), WatchError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(registry.addr()))
             .await
             .map_err(|_| WatchError::Timeout("connecting"))??;
@@ -317,6 +380,8 @@ impl PresenceWatch {
         let mut id: u64 = 0;
         let mut sent: Vec<Name> = Vec::new();
         let mut first_answer = true;
+        // The silence limit runs from the last line read, whichever branch woke us since.
+        let mut silent_until = tokio::time::Instant::now() + SILENCE_LIMIT;
         loop {
             let set = self.watch_set();
             if set.is_empty() {
@@ -341,10 +406,11 @@ impl PresenceWatch {
                 sent = set;
             }
             tokio::select! {
-                _ = self.wanted_changed.notified() => {
+                _ = wanted_changed.changed() => {
                     tokio::time::sleep(DEBOUNCE).await;
                 }
-                line = tokio::time::timeout(SILENCE_LIMIT, lines.next()) => {
+                line = tokio::time::timeout_at(silent_until, lines.next()) => {
+                    silent_until = tokio::time::Instant::now() + SILENCE_LIMIT;
                     let line = match line {
                         Err(_) => return Err(WatchError::Timeout("waiting for the registry's heartbeat")),
                         Ok(None) => return Err(WatchError::Closed),
@@ -359,7 +425,7 @@ impl PresenceWatch {
                     }
                     match event.outcome.into_result() {
                         Ok(Response::Presence { name, online, address }) => {
-                            if let Some(c) = self.record(name, online, address) {
+                            if let Some(c) = self.record(index, name, online, address) {
                                 let _ = self.changes.send(c);
                             }
                         }
@@ -370,6 +436,24 @@ impl PresenceWatch {
                 }
             }
         }
+    }
+}
+
+/// What the endpoints that know a name say, merged: online if any says online (at the address
+/// of the first that does), else offline.
+fn merged(said: &[(usize, Known)]) -> Option<Known> {
+    said.iter()
+        .find(|(_, k)| k.online)
+        .or_else(|| said.first())
+        .map(|(_, k)| k.clone())
+}
+
+/// A merged state as a [`Presence`] (none known: unknown).
+fn presence_of(k: Option<&Known>) -> Presence {
+    match k {
+        None => Presence::Unknown,
+        Some(k) if k.online => Presence::Online,
+        Some(_) => Presence::Offline,
     }
 }
 
@@ -397,26 +481,49 @@ mod tests {
         // First word: offline. Then back: retry now.
         let a = Some("127.0.0.1:7000".to_string());
         assert_eq!(
-            w.record(n("pb"), false, a.clone()),
+            w.record(0, n("pb"), false, a.clone()),
             Some(Change::Changed(n("pb")))
         );
         assert_eq!(w.state(&n("pb")), Presence::Offline);
         assert_eq!(
-            w.record(n("pb"), true, a.clone()),
+            w.record(0, n("pb"), true, a.clone()),
             Some(Change::Back(n("pb")))
         );
-        assert_eq!(w.record(n("pb"), true, a), None);
+        assert_eq!(w.record(0, n("pb"), true, a), None);
         // Online at another address: it moved.
         assert_eq!(
-            w.record(n("pb"), true, Some("127.0.0.1:7001".into())),
+            w.record(0, n("pb"), true, Some("127.0.0.1:7001".into())),
             Some(Change::Back(n("pb")))
         );
         // A name that is not watched (an old set's event) is ignored.
-        assert_eq!(w.record(n("pc"), true, None), None);
+        assert_eq!(w.record(0, n("pc"), true, None), None);
         // Not registered at all: unknown, and worth an attempt (which finds the name unknown).
-        assert_eq!(w.record(n("pb"), false, None), Some(Change::Back(n("pb"))));
+        assert_eq!(
+            w.record(0, n("pb"), false, None),
+            Some(Change::Back(n("pb")))
+        );
         assert_eq!(w.state(&n("pb")), Presence::Unknown);
         w.unwatch(&n("pb"));
+        assert_eq!(w.state(&n("pb")), Presence::Unknown);
+    }
+
+    #[test]
+    fn several_registries_merge_to_online_if_any_says_online() {
+        let (w, _rx) = PresenceWatch::new();
+        w.watch(&n("pb"));
+        let a = Some("127.0.0.1:7000".to_string());
+        // The first registry still has pb offline (pb registered only with the second since).
+        w.record(0, n("pb"), false, a.clone());
+        assert_eq!(w.state(&n("pb")), Presence::Offline);
+        assert_eq!(
+            w.record(1, n("pb"), true, Some("127.0.0.1:7001".into())),
+            Some(Change::Back(n("pb")))
+        );
+        assert_eq!(w.state(&n("pb")), Presence::Online);
+        // The second registry's watch is lost: only the first's word is left.
+        w.forget_all(1);
+        assert_eq!(w.state(&n("pb")), Presence::Offline);
+        w.forget_all(0);
         assert_eq!(w.state(&n("pb")), Presence::Unknown);
     }
 
@@ -425,7 +532,7 @@ mod tests {
         let (w, _rx) = PresenceWatch::new();
         w.watch(&n("pb"));
         assert_eq!(
-            w.record(n("pb"), true, Some("h:1".into())),
+            w.record(0, n("pb"), true, Some("h:1".into())),
             Some(Change::Changed(n("pb")))
         );
         assert_eq!(w.state(&n("pb")), Presence::Online);

@@ -11,6 +11,10 @@
 //! cannot be reached, the last known good entry (in memory, or from the database across
 //! restarts) is used; the link's handshake still proves the key. After a failed delivery the
 //! link calls [`Resolver::invalidate`]: the peer may have moved.
+//!
+//! With `--lan`, a name the registries do not have (or cannot be asked about) is looked up in
+//! the LAN table next, before the last known good entry: an unsigned announcement is used only
+//! for the pinned key (or pins the one key announced), never over a registry's signed record.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +24,9 @@ use peerchat_proto::registry::{rotation_chain_reaches, Record, RecordError};
 use peerchat_proto::{Name, PublicKey};
 use tracing::{debug, info, warn};
 
-use crate::registry_client::{RegistryClient, RegistryError};
+use crate::lan::{self, LanTable, Unusable};
+use crate::registries::Registries;
+use crate::registry_client::RegistryError;
 use crate::store::{CachedPeer, Store};
 
 const FRESH: Duration = Duration::from_secs(60);
@@ -31,6 +37,28 @@ pub struct Resolved {
     pub legacy: bool,
     /// The verified (and pinned) key; `None` only for legacy peers.
     pub key: Option<PublicKey>,
+    pub source: Source,
+}
+
+/// Where a resolved entry came from (`peers` shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A registry's signed record.
+    Registry,
+    /// A DNS-SD announcement on the LAN (`--lan`).
+    Lan,
+    /// The last known good entry, from an earlier run's database.
+    Cache,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Registry => "registry",
+            Source::Lan => "lan",
+            Source::Cache => "cache",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +75,8 @@ pub enum ResolveError {
     },
     #[error("the registry's record is not trustworthy: {0}")]
     BadRecord(#[from] RecordError),
+    #[error("several keys announce {name} on the LAN ({keys}) and none is pinned: check the fingerprint with its owner (`chatctl peers`) and pin it with `chatctl trust {name}` once only the right one announces, or register it with a registry")]
+    AmbiguousOnLan { name: Name, keys: usize },
     #[error("a caller claiming to be {name} proved another key than the one {name} is registered with (fingerprint {registered}): an impostor, or {name} lost its key")]
     NotTheCaller { name: Name, registered: String },
 }
@@ -57,14 +87,19 @@ struct Entry {
 }
 
 pub struct Resolver {
-    registry: Arc<RegistryClient>,
+    registry: Arc<Registries>,
+    lan: Option<Arc<LanTable>>,
     store: Store,
     cache: Mutex<HashMap<Name, Entry>>,
     pins: Mutex<HashMap<Name, PublicKey>>,
 }
 
 impl Resolver {
-    pub async fn new(registry: Arc<RegistryClient>, store: Store) -> Resolver {
+    pub async fn new(
+        registry: Arc<Registries>,
+        lan: Option<Arc<LanTable>>,
+        store: Store,
+    ) -> Resolver {
         let mut cache = HashMap::new();
         match store.load_peers().await {
             Ok(peers) => {
@@ -81,6 +116,7 @@ impl Resolver {
                         address: p.address,
                         legacy: p.legacy,
                         key,
+                        source: Source::Cache,
                     };
                     cache.insert(
                         name,
@@ -106,6 +142,7 @@ impl Resolver {
         }
         Resolver {
             registry,
+            lan,
             store,
             cache: Mutex::new(cache),
             pins: Mutex::new(pins),
@@ -152,6 +189,7 @@ impl Resolver {
                 self.remember(name, &resolved).await;
                 Ok(resolved)
             }
+            Err(e) if e.is_not_found() && self.on_lan(name) => self.resolve_on_lan(name).await,
             Err(e) if e.is_not_found() => {
                 let was_cached = self.cache().remove(name).is_some();
                 if was_cached {
@@ -161,6 +199,7 @@ impl Resolver {
                 }
                 Err(ResolveError::Unknown(name.clone()))
             }
+            Err(_) if self.on_lan(name) => self.resolve_on_lan(name).await,
             Err(source) => match self.cache().get(name) {
                 Some(e) => {
                     debug!(name = %name, error = %source, "registry unavailable; using last known address");
@@ -174,6 +213,53 @@ impl Resolver {
         }
     }
 
+    /// Whether the LAN table has any entry for `name`.
+    fn on_lan(&self, name: &Name) -> bool {
+        self.lan
+            .as_ref()
+            .is_some_and(|l| !l.lookup(name).is_empty())
+    }
+
+    /// The LAN's entry for `name` held against the pin (`lan::choose`); pins a first key.
+    async fn resolve_on_lan(&self, name: &Name) -> Result<Resolved, ResolveError> {
+        let entries = self
+            .lan
+            .as_ref()
+            .map(|l| l.lookup(name))
+            .unwrap_or_default();
+        let pinned = self.pinned(name);
+        match lan::choose(&entries, pinned) {
+            Ok(e) => {
+                if pinned.is_none() {
+                    info!(name = %name, fingerprint = %e.key.fingerprint(), "pinned a new peer's key (announced on the LAN)");
+                    self.pin(name, e.key).await;
+                }
+                let resolved = Resolved {
+                    address: e.address,
+                    legacy: false,
+                    key: Some(e.key),
+                    source: Source::Lan,
+                };
+                self.remember(name, &resolved).await;
+                Ok(resolved)
+            }
+            Err(Unusable::NotThePinnedKey { offered }) => {
+                let pinned = pinned.map(|p| p.fingerprint()).unwrap_or_default();
+                warn!(name = %name, pinned = %pinned, offered = %offered.fingerprint(), "a LAN announcement names another key for a pinned name; refusing it");
+                Err(ResolveError::KeyChanged {
+                    name: name.clone(),
+                    pinned,
+                    offered: format!("{} (announced on the LAN)", offered.fingerprint()),
+                })
+            }
+            Err(Unusable::Nothing) => Err(ResolveError::Unknown(name.clone())),
+            Err(Unusable::Ambiguous { keys }) => Err(ResolveError::AmbiguousOnLan {
+                name: name.clone(),
+                keys,
+            }),
+        }
+    }
+
     /// Verifies `record` and holds it against the pin: pins on first use, follows valid
     /// rotations, refuses anything else.
     async fn check_pin(&self, record: &Record) -> Result<Resolved, ResolveError> {
@@ -183,6 +269,7 @@ impl Resolver {
             address: record.address.clone(),
             legacy: record.legacy,
             key,
+            source: Source::Registry,
         };
         let pinned = self.pinned(name);
         match (pinned, key) {
@@ -233,7 +320,7 @@ impl Resolver {
                 || old.resolved.key != resolved.key
         });
         if changed {
-            debug!(name = %name, address = %resolved.address, "resolved");
+            debug!(name = %name, address = %resolved.address, source = resolved.source.as_str(), "resolved");
             let p = CachedPeer {
                 name: name.to_string(),
                 address: resolved.address.clone(),
@@ -256,6 +343,7 @@ impl Resolver {
     ) -> Result<(Option<PublicKey>, Option<PublicKey>), ResolveError> {
         let record = match self.registry.lookup(name).await {
             Ok(r) => r,
+            Err(_) if self.on_lan(name) => return self.trust_on_lan(name).await,
             Err(e) if e.is_not_found() => return Err(ResolveError::Unknown(name.clone())),
             Err(source) => {
                 return Err(ResolveError::Unavailable {
@@ -280,9 +368,38 @@ impl Resolver {
             address: record.address.clone(),
             legacy: record.legacy,
             key,
+            source: Source::Registry,
         };
         self.remember(name, &resolved).await;
         Ok((previous, key))
+    }
+
+    /// `trust` for a name only the LAN knows: pins the one key announced for it (several:
+    /// refused, there is no telling which).
+    async fn trust_on_lan(
+        &self,
+        name: &Name,
+    ) -> Result<(Option<PublicKey>, Option<PublicKey>), ResolveError> {
+        let entries = self
+            .lan
+            .as_ref()
+            .map(|l| l.lookup(name))
+            .unwrap_or_default();
+        let e = lan::choose(&entries, None).map_err(|_| ResolveError::AmbiguousOnLan {
+            name: name.clone(),
+            keys: entries.len(),
+        })?;
+        let previous = self.pinned(name);
+        self.pin(name, e.key).await;
+        info!(name = %name, previous = ?previous.map(|k| k.fingerprint()), now = %e.key.fingerprint(), "trusted the key announced on the LAN");
+        let resolved = Resolved {
+            address: e.address,
+            legacy: false,
+            key: Some(e.key),
+            source: Source::Lan,
+        };
+        self.remember(name, &resolved).await;
+        Ok((previous, Some(e.key)))
     }
 
     /// Whether `remote` (a caller's X25519 static key) is the key pinned for `name`: the common

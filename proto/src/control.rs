@@ -518,6 +518,11 @@ pub struct PeerInfo {
     /// (this node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Where chatd learned the entry: `registry` (a signed record), `lan` (a DNS-SD
+    /// announcement, `--lan`) or `cache` (chatd's last known good entry, the registry being
+    /// unreachable). Absent from chatd versions that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -535,6 +540,28 @@ pub struct NodeStatus {
     pub started_at: String,
     pub uptime_secs: u64,
     pub counts: Counts,
+    /// Every registry endpoint chatd uses, in its order of preference (absent from chatd
+    /// versions that predate several registries). `registry` is the one in use now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registries: Vec<RegistryStanding>,
+    /// Whether chatd announces and browses names on the LAN (`--lan`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lan: bool,
+}
+
+/// One registry endpoint as chatd sees it (`status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryStanding {
+    /// `IP:PORT` (or `HOST:PORT` when the name did not resolve at start-up).
+    pub address: String,
+    /// Whether its last exchange with chatd got an answer.
+    pub reachable: bool,
+    /// The address it confirmed for this node (absent until it did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<String>,
+    /// Why the last registration with it failed, while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

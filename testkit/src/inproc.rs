@@ -280,7 +280,7 @@ impl InProcNode {
             self.socket.clone(),
             self.db.clone(),
         );
-        config.registry = self.registry.to_string();
+        config.registry = vec![self.registry.to_string()];
         (self.configure)(&mut config);
         let before = read(&self.log).matches("chatd ready").count();
         let mut running = Running::spawn(

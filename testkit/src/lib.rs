@@ -117,7 +117,7 @@ impl Drop for Daemon {
 
 /// Spawns `cmd` with stderr copied to `log`, and returns the first stderr line containing
 /// `ready_marker` (so a test can read the address a daemon chose).
-fn spawn_logged(mut cmd: Command, log: &Path, ready_marker: &str) -> (Daemon, String) {
+pub fn spawn_logged(mut cmd: Command, log: &Path, ready_marker: &str) -> (Daemon, String) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

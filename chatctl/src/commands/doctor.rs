@@ -206,6 +206,27 @@ fn socket_checks(socket: Option<&Path>, checks: &mut Vec<Check>) -> Option<Clien
 }
 
 fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Check>) {
+    // With several registries, each one that does not answer is named (chatd uses the others).
+    if status.registries.len() > 1 {
+        for r in status.registries.iter().filter(|r| !r.reachable) {
+            checks.push(fail(
+                "registry",
+                format!(
+                    "{} is unreachable from chatd{}",
+                    r.address,
+                    r.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                ),
+                "chatd uses the other registries meanwhile and comes back to it; start it, or remove it from --registry",
+            ));
+        }
+    }
+    if status.registries.is_empty() && status.registry.is_empty() {
+        checks.push(skip(
+            "registry",
+            "chatd runs without a registry (--registry none)",
+        ));
+        return;
+    }
     if !status.registry_reachable {
         checks.push(fail(
             "registry",

@@ -28,7 +28,8 @@ pub fn trust(node: &Arc<Node>, name: Name) -> ReplyFuture {
             }
             ResolveError::KeyChanged { .. }
             | ResolveError::NotTheCaller { .. }
-            | ResolveError::BadRecord(_) => ErrorBody::new(code::REFUSED, e.to_string()),
+            | ResolveError::BadRecord(_)
+            | ResolveError::AmbiguousOnLan { .. } => ErrorBody::new(code::REFUSED, e.to_string()),
         })?;
         // Messages waiting for this name go now instead of at the end of their backoff.
         node.delivery.retry_now(&name);

@@ -97,7 +97,7 @@ pub async fn handle(
                         {
                             r.error = Some(format!(
                                 "resolving: the registry ({}) is unreachable and {} is not cached; it is looked up when the registry answers",
-                                node.registry.addr(),
+                                node.registry.current_addr(),
                                 r.to
                             ));
                         }
@@ -219,7 +219,7 @@ async fn check_recipients(
             // the registry answers (failing it then if the name does not exist).
             Err(ResolveError::Unavailable { .. }) => None,
             Err(e @ ResolveError::KeyChanged { .. }) => Some(ErrorBody::new(code::KEY_CHANGED, e.to_string())),
-            Err(e @ (ResolveError::BadRecord(_) | ResolveError::NotTheCaller { .. })) => Some(ErrorBody::new(code::REFUSED, e.to_string())),
+            Err(e @ (ResolveError::BadRecord(_) | ResolveError::NotTheCaller { .. } | ResolveError::AmbiguousOnLan { .. })) => Some(ErrorBody::new(code::REFUSED, e.to_string())),
         };
         if let Some(p) = problem {
             if is_strict {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use peerchat_proto::control::{NodeStatus, Response};
+use peerchat_proto::control::{NodeStatus, RegistryStanding, Response};
 
 use super::reply::{store_error, ReplyFuture};
 use crate::node::Node;
@@ -15,12 +15,24 @@ pub fn handle(node: &Arc<Node>) -> ReplyFuture {
             name: node.name.clone(),
             address: node.address(),
             listen: node.listen.to_string(),
-            registry: node.registry.addr().to_string(),
-            registry_reachable: node.registry.reachable(),
+            registry: node.registry.current_addr(),
+            registry_reachable: node.registry.any_reachable(),
             registration_error: node.lease.last_error(),
             started_at: crate::time::rfc3339(node.started_at_ms),
             uptime_secs: node.started.elapsed().as_secs(),
             counts,
+            registries: node
+                .lease
+                .endpoints()
+                .into_iter()
+                .map(|e| RegistryStanding {
+                    address: e.registry,
+                    reachable: e.reachable,
+                    registered: (!e.address.is_empty()).then_some(e.address),
+                    error: e.error,
+                })
+                .collect(),
+            lan: node.lan.is_some(),
         }))
     })
 }

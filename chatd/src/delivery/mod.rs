@@ -384,7 +384,7 @@ impl Delivery {
 mod tests {
     use super::testing::{name, send};
     use super::*;
-    use crate::registry_client::RegistryClient;
+    use crate::registries::Registries;
 
     /// The after-commit hook is the only wake-up for new messages: run on the DB thread, it
     /// starts a task for a recipient that has none (once), and hands later messages to it.
@@ -394,8 +394,8 @@ mod tests {
         let (store, _thread) = Store::open(&dir.path().join("t.db")).unwrap();
         let identity = Arc::new(Identity::load_or_create(&dir.path().join("k")).unwrap());
         // No registry: attempts fail and wait to retry, which is all this needs.
-        let registry = Arc::new(RegistryClient::new("127.0.0.1:1".into()));
-        let resolver = Arc::new(Resolver::new(registry, store.clone()).await);
+        let registry = Arc::new(Registries::new(vec!["127.0.0.1:1".into()]));
+        let resolver = Arc::new(Resolver::new(registry, None, store.clone()).await);
         let (presence, _changes) = PresenceWatch::new();
         let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         let retry = RetryPolicy {

@@ -233,6 +233,10 @@ async fn check_caller_key(
             peer::code::UNVERIFIED,
             format!("cannot check the key of {from} now: the registry is unreachable and the name is not pinned here"),
         ),
+        ResolveError::AmbiguousOnLan { .. } => (
+            peer::code::UNVERIFIED,
+            format!("cannot check the key of {from}: several keys announce it on the LAN and none is pinned here"),
+        ),
         ResolveError::KeyChanged { .. }
         | ResolveError::NotTheCaller { .. }
         | ResolveError::BadRecord(_) => (

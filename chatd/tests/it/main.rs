@@ -10,6 +10,8 @@ mod conversations;
 mod delivery;
 mod frozen;
 mod hostile;
+mod lan;
 mod legacy;
+mod registries;
 mod retry;
 mod security;

@@ -58,6 +58,7 @@ pub(super) struct Sender {
 }
 
 enum ReaderEvent {
+    // Boxed: a reply is far larger than the other variants (clippy::large_enum_variant).
     Reply(Box<Reply<Response>>),
     /// End of file or an error: chatd closed the connection (or died).
     Closed,
