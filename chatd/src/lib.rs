@@ -14,6 +14,7 @@ mod paths;
 mod peer;
 mod platform;
 mod presence;
+mod reachability;
 mod registry_client;
 mod resolver;
 mod store;

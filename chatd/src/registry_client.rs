@@ -1,11 +1,13 @@
 //! Talking to registryd: one short JSON-lines exchange per request, every step under a timeout,
 //! and the lease keeper that registers us and renews before the TTL runs out.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use peerchat_proto::control::BehindNat;
 use peerchat_proto::envelope::{to_line, Reply};
 use peerchat_proto::registry::{self, Record, Request, RequestLine, Response, Statement};
 use peerchat_proto::{ErrorBody, Name};
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::identity::Identity;
+use crate::reachability::behind_nat;
 
 /// Longest wait between registration attempts while the registry is unreachable.
 const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -62,6 +65,17 @@ impl RegistryClient {
     }
 
     pub async fn request(&self, request: Request) -> Result<Response, RegistryError> {
+        self.request_from(request)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`RegistryClient::request`], also returning the local IP address the request was sent
+    /// from (to compare with the address the registry saw: `reachability`).
+    pub async fn request_from(
+        &self,
+        request: Request,
+    ) -> Result<(Response, Option<IpAddr>), RegistryError> {
         let result = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(request)).await;
         let result = match result {
             Ok(r) => r,
@@ -92,11 +106,15 @@ impl RegistryClient {
         }
     }
 
-    async fn exchange(&self, request: Request) -> Result<Response, RegistryError> {
+    async fn exchange(
+        &self,
+        request: Request,
+    ) -> Result<(Response, Option<IpAddr>), RegistryError> {
         let mut stream = TcpStream::connect(&self.addr)
             .await
             .map_err(|e| self.unreachable(e))?;
         let _ = stream.set_nodelay(true);
+        let local_ip = stream.local_addr().ok().map(|a| a.ip());
         stream
             .write_all(&to_line(&RequestLine { id: 1, request }))
             .await
@@ -111,7 +129,11 @@ impl RegistryClient {
         };
         let reply: Reply<Response> = serde_json::from_slice(&line)
             .map_err(|e| self.unreachable(format!("bad reply: {e}")))?;
-        reply.outcome.into_result().map_err(RegistryError::Refused)
+        let response = reply
+            .outcome
+            .into_result()
+            .map_err(RegistryError::Refused)?;
+        Ok((response, local_ip))
     }
 
     pub async fn lookup(&self, name: &Name) -> Result<Record, RegistryError> {
@@ -146,6 +168,8 @@ pub struct Lease {
     address: Mutex<String>,
     /// Why the last registration failed, until one succeeds.
     error: Mutex<Option<String>>,
+    /// Set when the last registration shows a NAT router between us and the registry.
+    nat: Mutex<Option<BehindNat>>,
     last_seq: AtomicU64,
 }
 
@@ -157,6 +181,7 @@ impl Lease {
             reg,
             address: Mutex::new(String::new()),
             error: Mutex::new(None),
+            nat: Mutex::new(None),
             last_seq: AtomicU64::new(0),
         }
     }
@@ -172,6 +197,11 @@ impl Lease {
     /// Why the last registration failed, while registrations fail.
     pub fn last_error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the last registration came through a NAT router (`reachability::behind_nat`).
+    pub fn behind_nat(&self) -> Option<BehindNat> {
+        self.nat.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn set_error(&self, e: Option<String>) {
@@ -218,21 +248,23 @@ impl Lease {
     /// One signed registration; on `replay` (our clock went back) continues above the
     /// registry's last sequence number and tries once more. Returns the address and TTL.
     pub async fn register_once(&self) -> Result<(String, u64), RegistryError> {
-        let mut result = self.client.request(self.register_request()).await;
+        let mut result = self.client.request_from(self.register_request()).await;
         if let Err(RegistryError::Refused(b)) = &result {
             if b.code == registry::code::REPLAY {
                 if let Ok(record) = self.client.lookup(&self.reg.name).await {
                     self.last_seq.fetch_max(record.last_seq, Ordering::SeqCst);
-                    result = self.client.request(self.register_request()).await;
+                    result = self.client.request_from(self.register_request()).await;
                 }
             }
         }
         match result? {
-            Response::Registered { address, ttl_secs } => {
+            (Response::Registered { address, ttl_secs }, local_ip) => {
+                let nat = behind_nat(&address, local_ip, self.reg.host.is_some());
+                *self.nat.lock().unwrap_or_else(|p| p.into_inner()) = nat;
                 *self.address.lock().unwrap_or_else(|p| p.into_inner()) = address.clone();
                 Ok((address, ttl_secs))
             }
-            other => Err(RegistryError::Unreachable {
+            (other, _) => Err(RegistryError::Unreachable {
                 addr: self.client.addr().to_string(),
                 reason: format!("unexpected reply {other:?}"),
             }),
@@ -280,6 +312,9 @@ pub async fn keep_lease(
             Ok((a, ttl_secs)) => {
                 if was_ok != Some(true) {
                     info!(name = %name, address = %a, ttl_secs, fingerprint = %lease.identity.public().fingerprint(), registry = lease.client.addr(), "registered");
+                    if let Some(nat) = lease.behind_nat() {
+                        warn!(seen_ip = %nat.seen_ip, local_ip = %nat.local_ip, "the registry sees this node at another address than its own (a NAT router in between): other nodes reach it only if the router forwards the port; see chatctl doctor");
+                    }
                 }
                 if was_ok == Some(false) {
                     on_registered();

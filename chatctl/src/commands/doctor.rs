@@ -298,7 +298,16 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
             checks.push(skip("peer port", format!("not registered yet: {why}")))
         }
         _ if !registered => checks.push(skip("peer port", "not registered yet")),
-        _ => checks.push(port_check(client, &status.address)),
+        _ => {
+            if let Some(why) = super::status::nat_statement(status) {
+                checks.push(fail(
+                    "reachable",
+                    format!("no (behind NAT): {why}"),
+                    "forward the port on the router (then --advertise ROUTER_IP:PORT), or run chatd where others can reach it; until then messages to this node wait in their senders' outboxes",
+                ));
+            }
+            checks.push(port_check(client, &status.address));
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub fn handle(node: &Arc<Node>) -> ReplyFuture {
             started_at: crate::time::rfc3339(node.started_at_ms),
             uptime_secs: node.started.elapsed().as_secs(),
             counts,
+            behind_nat: node.lease.behind_nat().map(Box::new),
         }))
     })
 }

@@ -58,7 +58,8 @@ pub(super) struct Sender {
 }
 
 enum ReaderEvent {
-    Reply(Reply<Response>),
+    /// (Boxed: a reply is far larger than the other events.)
+    Reply(Box<Reply<Response>>),
     /// End of file or an error: chatd closed the connection (or died).
     Closed,
     /// A line that is not a reply: a protocol violation.
@@ -104,7 +105,7 @@ impl Conn {
 fn reader(mut client: Client, tx: mpsc::Sender<ReaderEvent>) {
     loop {
         let ev = match client.recv() {
-            Ok(reply) => ReaderEvent::Reply(reply),
+            Ok(reply) => ReaderEvent::Reply(Box::new(reply)),
             Err(e @ Error::Protocol(_)) => ReaderEvent::Garbage(e.to_string()),
             Err(_) => ReaderEvent::Closed,
         };
@@ -268,7 +269,7 @@ impl Sender {
         while let Some(ev) = next {
             match ev {
                 ReaderEvent::Reply(reply) => {
-                    self.on_reply(reply)?;
+                    self.on_reply(*reply)?;
                     progress = true;
                 }
                 ReaderEvent::Garbage(line) => {
