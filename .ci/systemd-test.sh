@@ -23,7 +23,8 @@ repo=$(pwd)
 
 SUITE=bookworm
 INCLUDE=systemd,systemd-sysv,dbus,adduser
-CACHE=/var/tmp/peerchat-ci
+# PEERCHAT_CI_CACHE: another cache directory (e.g. to try a fresh debootstrap).
+CACHE=${PEERCHAT_CI_CACHE:-/var/tmp/peerchat-ci}
 ROOT="$CACHE/$SUITE-systemd-root"
 STAMP="$ROOT.stamp"
 STAMP_TEXT="debootstrap --variant=minbase --include=$INCLUDE $SUITE (v1)"
