@@ -12,7 +12,11 @@
 # it starts the daemons itself: the unit's User=/Group=, StateDirectory=/RuntimeDirectory= (created
 # with the unit's modes), UMask=, LimitNOFILE=, Environment=, ExecStart= and the variables systemd
 # would set (STATE_DIRECTORY, RUNTIME_DIRECTORY, NOTIFY_SOCKET, ...), all read from the installed
-# unit files. With systemd running, it uses systemctl.
+# unit files. With systemd running, it uses systemctl, and also checks what only a real systemd
+# shows: Type=notify readiness, `systemctl restart/stop` (within TimeoutStopSec), and a journal
+# with no unit killed or refused by its sandbox. .ci/systemd-test.sh runs this script inside a
+# throwaway Debian root booted with systemd-nspawn, with PEERCHAT_DEB set to a package built
+# outside (the root has no cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -342,9 +346,61 @@ chatctl_as() {
         env -i PATH="$CLEAN_PATH" HOME=/ LANG=C.UTF-8 /usr/bin/chatctl "$@"
 }
 
+# Real systemd only: each unit is active and running (for Type=notify that means systemd got
+# READY=1: the sandbox, RuntimeDirectory= and the socket group all worked) and was not restarted.
+check_units_active() {
+    [ "$booted" = true ] || return 0
+    local u props
+    for u in "${SYSTEM_UNITS[@]}"; do
+        props=$(systemctl show "$u.service" -p Type -p ActiveState -p SubState -p NRestarts -p MainPID | tr '\n' ' ')
+        for want in Type=notify ActiveState=active SubState=running; do
+            grep -q -w -- "$want" <<<"$props" || fail "$u.service: expected $want: $props"
+        done
+        grep -q -w 'NRestarts=0' <<<"$props" || fail "$u.service was restarted by systemd (it failed): $props"
+        info "$u.service: $props"
+    done
+}
+
+main_pid() { systemctl show "$1.service" -p MainPID --value; }
+
+# Milliseconds since the epoch.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# A copy of the package with a higher version, so that the upgrade step is a real upgrade
+# (prerm upgrade, postinst configure OLD-VERSION) rather than a reinstall.
+make_upgrade_deb() {
+    local dir="$WORK/upgrade" version
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    dpkg-deb -R "$deb" "$dir/pkg"
+    version=$(dpkg-deb -f "$deb" Version)
+    sed -i "s/^Version: .*/Version: ${version}+upgradetest1/" "$dir/pkg/DEBIAN/control"
+    dpkg-deb -Zgzip -b "$dir/pkg" "$dir/peerchat-upgrade.deb" >/dev/null
+    echo "$dir/peerchat-upgrade.deb"
+}
+
+# Real systemd only: nothing in the units' journal says the sandbox killed or refused something
+# (SystemCallFilter= with SystemCallErrorNumber=EPERM turns a filtered call into EPERM, so look
+# for that as well as for a unit killed by a signal or failing).
+check_journal() {
+    [ "$booted" = true ] || return 0
+    local journal bad
+    journal=$(journalctl --no-pager -o short-monotonic -u chatd.service -u registryd.service)
+    bad=$(grep -E -i 'code=(killed|dumped)|status=31/SYS|SIGSYS|Failed with result|Operation not permitted|os error 1\)|seccomp' <<<"$journal" || true)
+    if [ -n "$bad" ]; then
+        printf '%s\n' "$bad" | sed 's/^/   | /' >&2
+        fail "the journal shows a unit killed or refused by its sandbox"
+    fi
+    info "journal of chatd.service and registryd.service: $(wc -l <<<"$journal") lines, no unit killed or refused by its sandbox"
+}
+
 # ---------------------------------------------------------------------------------------------
 
-step "preparing (systemd booted: $booted)"
+if [ "$booted" = true ]; then
+    step "preparing: REAL systemd path (systemd $(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') is PID 1)"
+else
+    step "preparing: EMULATED path (systemd is not running here; the daemons are started like their units)"
+fi
 mkdir -p "$WORK"
 chmod 0755 "$WORK"
 kill_recorded
@@ -362,11 +418,18 @@ command -v adduser >/dev/null || { info "installing adduser (a dependency of $PK
 command -v setpriv >/dev/null || fail "setpriv (util-linux) is missing"
 have_python=false
 command -v python3 >/dev/null && have_python=true
-[ "$have_python" = true ] || info "python3 is missing: READY=1/STOPPING=1 will not be checked"
+# (Only the emulated path listens for READY=1 itself; under systemd the unit's state shows it.)
+[ "$have_python" = true ] || [ "$booted" = true ] || info "python3 is missing: READY=1/STOPPING=1 will not be checked"
 
-step "building the package (packaging/build-deb.sh)"
-deb=$(bash packaging/build-deb.sh "$WORK/deb" | tail -n 1)
-[ -f "$deb" ] || fail "build-deb.sh did not produce a package"
+if [ -n "${PEERCHAT_DEB:-}" ]; then
+    step "using the package $PEERCHAT_DEB (PEERCHAT_DEB)"
+    deb=$PEERCHAT_DEB
+    [ -f "$deb" ] || fail "PEERCHAT_DEB=$deb is not a file"
+else
+    step "building the package (packaging/build-deb.sh)"
+    deb=$(bash packaging/build-deb.sh "$WORK/deb" | tail -n 1)
+    [ -f "$deb" ] || fail "build-deb.sh did not produce a package"
+fi
 info "$deb ($(du -h "$deb" | cut -f1))"
 
 step "installing it (dpkg -i)"
@@ -451,6 +514,7 @@ if [ "$booted" = false ] && (exec 3<>/dev/tcp/127.0.0.1/8888) 2>/dev/null; then
 fi
 
 start_units
+check_units_active
 
 step "checking directories and the control socket"
 expect_stat() {
@@ -485,6 +549,7 @@ info "$TEST_USER (member of peerchat): sent to $name, delivered"
 rc=0
 chatctl_as nobody status >/dev/null 2>"$WORK/nobody.err" || rc=$?
 [ "$rc" != 0 ] || fail "user nobody (not in group peerchat) could use the control socket"
+[ "$rc" = 7 ] || { cat "$WORK/nobody.err" >&2; fail "user nobody was refused with exit status $rc, expected 7 (refused: permission)"; }
 info "nobody (not a member): refused, exit status $rc ($(head -n 1 "$WORK/nobody.err"))"
 
 inbox=$(chatctl_as_root --json inbox --limit 100)
@@ -492,20 +557,73 @@ grep -q "from root $token" <<<"$inbox" || fail "the message from root is not in 
 grep -q "from a member $token" <<<"$inbox" || fail "the message from $TEST_USER is not in the inbox"
 info "both messages are in $name's inbox"
 
-step "upgrade: reinstalling the package keeps state, accounts and edited config"
-for u in chatd registryd; do stop_unit "$u"; done
+step "chatctl doctor (as root)"
+rc=0
+doctor_out=$(chatctl_as_root doctor 2>&1) || rc=$?
+printf '%s\n' "$doctor_out" | sed 's/^/   | /'
+[ "$rc" = 0 ] || fail "chatctl doctor failed (exit status $rc)"
+
+step "restart: chatd keeps its inbox"
+if [ "$booted" = true ]; then
+    old_pid=$(main_pid chatd)
+    systemctl restart chatd.service
+    [ "$(main_pid chatd)" != "$old_pid" ] || fail "systemctl restart chatd did not start a new process"
+    check_units_active
+else
+    stop_unit chatd
+    start_like_unit chatd
+    wait_ready chatd
+fi
+inbox=$(chatctl_as_root --json inbox --limit 100)
+grep -q "from root $token" <<<"$inbox" || fail "the inbox lost the message from root across a restart"
+grep -q "from a member $token" <<<"$inbox" || fail "the inbox lost the message from $TEST_USER across a restart"
+info "both messages are still in the inbox"
+
+if [ "$booted" = true ]; then
+    step "stop: systemctl stop chatd within its TimeoutStopSec, exit status 0"
+    stop_limit=$(unit_get TimeoutStopSec /usr/lib/systemd/system/chatd.service)
+    stop_limit_s=${stop_limit%s}
+    t0=$(now_ms)
+    systemctl stop chatd.service
+    elapsed=$(($(now_ms) - t0))
+    props=$(systemctl show chatd.service -p Result -p ExecMainCode -p ExecMainStatus | tr '\n' ' ')
+    # ExecMainCode=1 is CLD_EXITED: chatd exited by itself rather than being killed.
+    for want in Result=success ExecMainCode=1 ExecMainStatus=0; do
+        grep -q -w "$want" <<<"$props" || fail "chatd did not stop cleanly: $props"
+    done
+    [ "$elapsed" -lt $((stop_limit_s * 1000)) ] || fail "systemctl stop chatd took $elapsed ms, TimeoutStopSec is $stop_limit"
+    info "stopped in $elapsed ms (TimeoutStopSec=$stop_limit): $props"
+    systemctl start chatd.service
+    check_units_active
+fi
+
+upgrade_deb=$(make_upgrade_deb)
+upgrade_version=$(dpkg-deb -f "$upgrade_deb" Version)
+step "upgrade to $upgrade_version: state, accounts and edited config are kept"
 echo "# edited by install-test $token" >>/etc/peerchat/chatd.toml
-dpkg_wait -i --force-confold "$deb"
+if [ "$booted" = true ]; then
+    # Upgrade under running units, as apt does: postinst restarts them.
+    old_pid=$(main_pid chatd)
+    dpkg_wait -i --force-confold "$upgrade_deb"
+    [ "$(main_pid chatd)" != "$old_pid" ] || fail "the upgrade did not restart chatd.service"
+    check_units_active
+else
+    for u in chatd registryd; do stop_unit "$u"; done
+    dpkg_wait -i --force-confold "$upgrade_deb"
+fi
+[ "$(dpkg-query -W -f='${Version}' "$PKG")" = "$upgrade_version" ] || fail "$PKG is not at version $upgrade_version after the upgrade"
 if [ "$(id -u chatd)" != "$chatd_uid" ] || [ "$(id -u registryd)" != "$registryd_uid" ]; then
     fail "the service users changed"
 fi
 grep -q "edited by install-test $token" /etc/peerchat/chatd.toml || fail "the edited /etc/peerchat/chatd.toml was replaced"
 info "users unchanged, edited chatd.toml kept"
-start_units
+[ "$booted" = true ] || start_units
 chatctl_as_root --json inbox --limit 100 | grep -q "from root $token" || fail "the inbox lost its messages across the reinstall"
 chatctl_as_root --json peers | grep -q "\"$name\"" || fail "the registry no longer knows $name"
 info "messages and the registry's names survived"
-for u in chatd registryd; do stop_unit "$u"; done
+check_journal
+# With systemd, dpkg --remove stops the units (prerm); without it, stop what we started.
+[ "$booted" = true ] || for u in chatd registryd; do stop_unit "$u"; done
 
 step "remove (dpkg --remove): programs go, state, accounts and config stay"
 remove_test_user
@@ -516,6 +634,13 @@ for p in /var/lib/peerchat/chatd/chatd.db /var/lib/peerchat/registryd/registry.d
     [ -e "$p" ] || fail "$p was deleted by dpkg --remove"
 done
 getent passwd chatd >/dev/null || fail "user chatd was deleted by dpkg --remove"
+if [ "$booted" = true ]; then
+    for u in "${SYSTEM_UNITS[@]}"; do
+        state=$(systemctl show "$u.service" -p ActiveState --value)
+        [ "$state" = inactive ] || fail "$u.service is $state after dpkg --remove, expected inactive"
+    done
+    info "dpkg --remove stopped both units"
+fi
 info "binaries gone; databases, /etc/peerchat and the accounts kept"
 
 step "purge (dpkg --purge)"

@@ -416,6 +416,65 @@ fn e_doctor_of_an_unregistered_node_skips_the_port_check_in_plain_words() {
     assert!(skipped, "{}", stdout(&out));
 }
 
+#[test]
+fn e_status_and_doctor_say_a_node_behind_nat_is_not_reachable_and_why() {
+    let net = Net::new();
+    // A node that talks to the registry directly: nothing to report.
+    let direct = net.node("pd");
+    wait_for(T, "pd's registration", || {
+        stdout(&direct.ctl(&["--json", "status"]))
+            .contains("\"address\":\"127.0.0.1:")
+            .then_some(())
+    });
+    let text = stdout(&direct.ctl(&["status"]));
+    assert!(!text.contains("reachable:"), "{text}");
+    assert!(!stdout(&direct.ctl(&["--json", "status"])).contains("behind_nat"));
+
+    // A node whose registrations reach the registry from 127.0.0.2, as through a NAT router.
+    let nat = peerchat_testkit::proxy::SourceNat::start(
+        net.registry.addr,
+        "127.0.0.2".parse().expect("ip"),
+    );
+    let dir = tempdir();
+    let node = Node::start(dir.path(), "pn", nat.addr);
+    let status = wait_for(T, "pn's registration", || {
+        let out = stdout(&node.ctl(&["--json", "status"]));
+        out.contains("\"address\":\"127.0.0.2:").then_some(out)
+    });
+    assert!(
+        status.contains("\"behind_nat\":{\"seen_ip\":\"127.0.0.2\",\"local_ip\":\"127.0.0.1\"}"),
+        "{status}"
+    );
+    let text = stdout(&node.ctl(&["status"]));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("reachable:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("no (behind NAT)")
+            && line.contains("sees this node at 127.0.0.2")
+            && line.contains("sends from 127.0.0.1")
+            && line.contains("--advertise"),
+        "{text}"
+    );
+    let out = node.ctl(&["doctor"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 1, "{text}{}", stderr(&out));
+    let fail = text
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("reachable"))
+        .unwrap_or_default();
+    assert!(
+        fail.contains("behind NAT") && fail.contains("127.0.0.2"),
+        "{text}"
+    );
+    assert!(
+        node.daemon.log_text().contains("NAT router in between"),
+        "chatd's log does not say it: {}",
+        node.daemon.log_text()
+    );
+}
+
 // F: bad arguments are usage errors (exit 2), found before connecting.
 
 #[test]

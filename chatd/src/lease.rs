@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use peerchat_proto::control::BehindNat;
 use peerchat_proto::registry::{self, Request, Response, Statement};
 use peerchat_proto::Name;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::identity::Identity;
+use crate::reachability::behind_nat;
 use crate::registries::Registries;
 use crate::registry_client::{RegistryClient, RegistryError};
 
@@ -34,6 +36,8 @@ struct Standing {
     address: String,
     /// Why the last registration failed, until one succeeds.
     error: Option<String>,
+    /// Set when its last registration shows a NAT router between us and it.
+    nat: Option<BehindNat>,
 }
 
 /// One endpoint's registration, for `status`.
@@ -98,6 +102,17 @@ impl Lease {
         errors.into_iter().flatten().next()
     }
 
+    /// Whether a registry saw our last registration come through a NAT router
+    /// (`reachability::behind_nat`): the current registry's view, else any registry's.
+    pub fn behind_nat(&self) -> Option<BehindNat> {
+        if let Some((i, _)) = self.registries.current() {
+            if let Some(n) = self.standing(i).nat.clone() {
+                return Some(n);
+            }
+        }
+        (0..self.standing.len()).find_map(|i| self.standing(i).nat.clone())
+    }
+
     /// Every endpoint's standing, in list order.
     pub fn endpoints(&self) -> Vec<EndpointStanding> {
         self.registries
@@ -159,18 +174,22 @@ impl Lease {
     /// TTL.
     async fn register_at(&self, i: usize) -> Result<(String, u64), RegistryError> {
         let client = &self.registries.endpoints()[i];
-        let mut result = client.request(self.register_request()).await;
+        let mut result = client.request_from(self.register_request()).await;
         if let Err(RegistryError::Refused(b)) = &result {
             if b.code == registry::code::REPLAY {
                 if let Ok(record) = client.lookup(&self.reg.name).await {
                     self.last_seq.fetch_max(record.last_seq, Ordering::SeqCst);
-                    result = client.request(self.register_request()).await;
+                    result = client.request_from(self.register_request()).await;
                 }
             }
         }
+        let mut nat = None;
         let outcome = match result {
-            Ok(Response::Registered { address, ttl_secs }) => Ok((address, ttl_secs)),
-            Ok(other) => Err(RegistryError::Unreachable {
+            Ok((Response::Registered { address, ttl_secs }, local_ip)) => {
+                nat = behind_nat(&address, local_ip, self.reg.host.is_some());
+                Ok((address, ttl_secs))
+            }
+            Ok((other, _)) => Err(RegistryError::Unreachable {
                 addr: client.addr().to_string(),
                 reason: format!("unexpected reply {other:?}"),
             }),
@@ -181,6 +200,7 @@ impl Lease {
             Ok((address, _)) => {
                 s.address = address.clone();
                 s.error = None;
+                s.nat = nat;
             }
             Err(e) => s.error = Some(e.to_string()),
         }
@@ -296,6 +316,9 @@ async fn keep_one(
             Ok((a, ttl_secs)) => {
                 if was_ok != Some(true) {
                     info!(name = %name, address = %a, ttl_secs, fingerprint = %lease.identity.public().fingerprint(), registry = client.addr(), "registered");
+                    if let Some(nat) = lease.standing(i).nat.clone() {
+                        warn!(seen_ip = %nat.seen_ip, local_ip = %nat.local_ip, registry = client.addr(), "the registry sees this node at another address than its own (a NAT router in between): other nodes reach it only if the router forwards the port; see chatctl doctor");
+                    }
                 }
                 if was_ok == Some(false) {
                     on_registered();

@@ -17,6 +17,7 @@ mod paths;
 mod peer;
 mod platform;
 mod presence;
+mod reachability;
 mod registries;
 mod registry_client;
 mod resolver;

@@ -2,6 +2,7 @@
 //! under a timeout. Several endpoints, failover and merging: `registries.rs`; the lease:
 //! `lease.rs`.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -56,6 +57,17 @@ impl RegistryClient {
     }
 
     pub async fn request(&self, request: Request) -> Result<Response, RegistryError> {
+        self.request_from(request)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`RegistryClient::request`], also returning the local IP address the request was sent
+    /// from (to compare with the address the registry saw: `reachability`).
+    pub async fn request_from(
+        &self,
+        request: Request,
+    ) -> Result<(Response, Option<IpAddr>), RegistryError> {
         let result = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(request)).await;
         let result = match result {
             Ok(r) => r,
@@ -86,11 +98,15 @@ impl RegistryClient {
         }
     }
 
-    async fn exchange(&self, request: Request) -> Result<Response, RegistryError> {
+    async fn exchange(
+        &self,
+        request: Request,
+    ) -> Result<(Response, Option<IpAddr>), RegistryError> {
         let mut stream = TcpStream::connect(&self.addr)
             .await
             .map_err(|e| self.unreachable(e))?;
         let _ = stream.set_nodelay(true);
+        let local_ip = stream.local_addr().ok().map(|a| a.ip());
         stream
             .write_all(&to_line(&RequestLine { id: 1, request }))
             .await
@@ -105,7 +121,11 @@ impl RegistryClient {
         };
         let reply: Reply<Response> = serde_json::from_slice(&line)
             .map_err(|e| self.unreachable(format!("bad reply: {e}")))?;
-        reply.outcome.into_result().map_err(RegistryError::Refused)
+        let response = reply
+            .outcome
+            .into_result()
+            .map_err(RegistryError::Refused)?;
+        Ok((response, local_ip))
     }
 
     pub async fn lookup(&self, name: &Name) -> Result<Record, RegistryError> {

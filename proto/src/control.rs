@@ -547,6 +547,13 @@ pub struct NodeStatus {
     /// Whether chatd announces and browses names on the LAN (`--lan`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lan: bool,
+    /// Set when the registry saw our last registration come from another IP address than the
+    /// one chatd sent it from, and no `--advertise` was given: a NAT router is in between, and
+    /// `address` is the router's. Other nodes then reach us only if the router forwards the port.
+    /// Absent otherwise (and from earlier chatd versions). (Boxed: rarely there, and it would
+    /// make every control reply larger.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_nat: Option<Box<BehindNat>>,
 }
 
 /// One registry endpoint as chatd sees it (`status`).
@@ -562,6 +569,15 @@ pub struct RegistryStanding {
     /// Why the last registration with it failed, while it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// [`NodeStatus::behind_nat`]: the two addresses that differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BehindNat {
+    /// The IP address the registry saw (and registered), e.g. the NAT router's public address.
+    pub seen_ip: String,
+    /// The IP address chatd sent the registration from (its own, on the private side).
+    pub local_ip: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod checker;
+pub mod delay_proxy;
 pub mod etcd;
 pub mod identity;
 pub mod inproc;

@@ -110,3 +110,37 @@ fn pump(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u8>>>, flip: 
         let _ = to.shutdown(Shutdown::Write);
     });
 }
+
+/// Forwards every TCP connection to `target` from another source address, as a NAT router
+/// does (MASQUERADE): the server sees `from` (e.g. 127.0.0.2), the client its own address.
+/// Put in front of registryd, it makes a node look "behind NAT" on loopback.
+pub struct SourceNat {
+    pub addr: SocketAddr,
+}
+
+impl SourceNat {
+    pub fn start(target: SocketAddr, from: std::net::IpAddr) -> SourceNat {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind nat");
+        let addr = listener.local_addr().expect("nat addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                while let Ok((mut client, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.bind(SocketAddr::new(from, 0))?;
+                        let mut server = socket.connect(target).await?;
+                        tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                        Ok::<_, std::io::Error>(())
+                    });
+                }
+            });
+        });
+        SourceNat { addr }
+    }
+}

@@ -320,7 +320,10 @@ fn registry_checks(client: &mut Client, status: &NodeStatus, checks: &mut Vec<Ch
             checks.push(skip("peer port", format!("not registered yet: {why}")))
         }
         _ if !registered => checks.push(skip("peer port", "not registered yet")),
-        _ => checks.push(port_check(client, &status.address)),
+        _ => {
+            checks.extend(nat_check(status));
+            checks.push(port_check(client, &status.address));
+        }
     }
 }
 
@@ -372,6 +375,17 @@ fn store_check(registry: &str) -> Check {
         ),
         _ => skip("store", format!("{registry} does not report its store (an older registryd)")),
     }
+}
+
+/// A failed `reachable` check when the registry saw us behind a NAT router (the port probe
+/// from inside cannot tell: it may reach the router or even us).
+fn nat_check(status: &NodeStatus) -> Option<Check> {
+    let why = super::status::nat_statement(status)?;
+    Some(fail(
+        "reachable",
+        format!("no (behind NAT): {why}"),
+        "forward the port on the router (then --advertise ROUTER_IP:PORT), or run chatd where others can reach it; until then messages to this node wait in their senders' outboxes",
+    ))
 }
 
 /// Connects to our registered address the way a peer would: the preamble, then the first two

@@ -1,6 +1,7 @@
 //! `chatctl status`: this node at a glance.
 
 use peerchat_client::Client;
+use peerchat_proto::control::NodeStatus;
 
 use crate::exit::{self, Failure};
 use crate::output;
@@ -20,6 +21,9 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
         )),
         (None, true) => output::line("address:    (not registered yet)"),
         (None, false) => output::line(&format!("address:    {}", s.address)),
+    }
+    if let Some(why) = nat_statement(&s) {
+        output::line(&format!("reachable:  no (behind NAT): {why}"));
     }
     output::line(&format!("listen:     {}", s.listen));
     output::line(&format!(
@@ -42,4 +46,21 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
         c.outbox, c.queued, c.sent, c.delivered, c.failed, c.cancelled
     ));
     Ok(exit::OK)
+}
+
+/// Why other nodes cannot reach us, when the registry saw us behind a NAT router (shared with
+/// `doctor`). Addresses come from chatd and the registry: shown through `safe_text`.
+pub fn nat_statement(s: &NodeStatus) -> Option<String> {
+    let nat = s.behind_nat.as_ref()?;
+    let port = s.address.rsplit(':').next().unwrap_or("");
+    let text = format!(
+        "the registry sees this node at {seen} (registered {address}), but chatd sends from \
+         {local}: a NAT router is in between, and other nodes' connections to {address} reach \
+         this node only if the router forwards port {port} to {local}:{port}; set --advertise to \
+         an address that does",
+        seen = nat.seen_ip,
+        local = nat.local_ip,
+        address = s.address,
+    );
+    Some(crate::safe_text::one_line(&text).into_owned())
 }

@@ -33,6 +33,7 @@ pub fn handle(node: &Arc<Node>) -> ReplyFuture {
                 })
                 .collect(),
             lan: node.lan.is_some(),
+            behind_nat: node.lease.behind_nat().map(Box::new),
         }))
     })
 }
