@@ -68,7 +68,7 @@ fn latency_in_ram(
         let reg = Registry::start(dir.path());
         let a = Node::start_with(dir.path(), "a", reg.addr, &[]);
         let b = Node::start_with(dir.path(), "b", reg.addr, &[]);
-        Pair::new(&a, &b).run(n, 64, Some(rate), next_tag, stall)
+        Pair::new(&a, &b, dir.path()).run(n, 64, Some(rate), next_tag, stall)
     }))
     .map_err(|_| anyhow::anyhow!("a daemon did not start (see the message above)"));
     if keep {

@@ -162,6 +162,9 @@ pub struct Report {
     /// Fan-in (k nodes → 1) and fan-out (1 node → 16) with peerchat.
     pub fan: Vec<Row>,
     pub mosquitto: String,
+    pub redis: String,
+    /// The disk's sequential write bandwidth with fdatasync (the throughput phase).
+    pub disk: Option<crate::disk::DiskBandwidth>,
     pub targets: Vec<Target>,
     pub errors: Vec<String>,
 }
@@ -211,7 +214,22 @@ fn usage_note(r: &Row) -> String {
         ));
     }
     if let Some(d) = r.disk_bytes_per_msg {
-        parts.push(format!("disk {:.1} KB/msg", d / 1e3));
+        // Per node too: the bound counts each node's durable copy of the body.
+        let per_node: Vec<String> = ["chatd A", "chatd B"]
+            .iter()
+            .filter_map(|k| r.usage.get(*k))
+            .map(|u| format!("{:.1}", u.disk_write_bytes as f64 / r.received.max(1) as f64 / 1e3))
+            .collect();
+        if per_node.len() == 2 {
+            parts.push(format!(
+                "disk {:.1} KB/msg (A {}, B {})",
+                d / 1e3,
+                per_node[0],
+                per_node[1]
+            ));
+        } else {
+            parts.push(format!("disk {:.1} KB/msg", d / 1e3));
+        }
     }
     parts.join("; ")
 }
@@ -288,6 +306,24 @@ impl Report {
             );
         }
         let _ = writeln!(t, "mosquitto: {}", self.mosquitto);
+        let _ = writeln!(t, "redis: {}", self.redis);
+        if let Some(d) = &self.disk {
+            let _ = writeln!(
+                t,
+                "disk: sequential {} KiB writes + fdatasync: {:.0} MB/s; ceiling for two durable copies of a body: {}",
+                d.chunk_bytes / 1024,
+                d.bytes_per_sec / 1e6,
+                self.throughput
+                    .iter()
+                    .filter(|r| r.system == "peerchat, durable")
+                    .map(|r| {
+                        let c = d.ceiling(r.body_bytes, 2);
+                        format!("{} {}/s (peerchat {:.2}x)", size(r.body_bytes), int(c), r.msgs_per_sec / c)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let _ = writeln!(t);
 
         if let Some(l) = &self.latency {
