@@ -8,6 +8,8 @@ use clap::{Parser, ValueEnum};
 pub enum Phase {
     /// peerchat A→B throughput for each body size.
     Throughput,
+    /// `chatctl send -l` → `chatctl inbox --follow --json` for each body size.
+    Cli,
     /// raw TCP, the seed's way and mosquitto for each body size.
     Baselines,
     /// send→follow latency at a fixed rate.
@@ -149,6 +151,7 @@ impl Plan {
             phases: if args.only.is_empty() {
                 vec![
                     Phase::Throughput,
+                    Phase::Cli,
                     Phase::Baselines,
                     Phase::Latency,
                     Phase::Registry,

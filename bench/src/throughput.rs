@@ -81,7 +81,7 @@ pub fn run(
         let (chat_rounds, qos0_rounds) =
             rounds(plan, pair, mosquitto, size, next_tag, &mut peaks, report)?;
         report.throughput.extend(report::median_round(chat_rounds));
-        if plan.has(Phase::Throughput) {
+        if plan.has(Phase::Cli) {
             let n = plan.msgs(size);
             progress(&format!("chatctl send -l -> inbox --follow: {n} x {size} B"));
             push(report, crate::pipeline::run(pair, &next_tag(), size, n, plan.stall));

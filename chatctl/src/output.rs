@@ -36,6 +36,49 @@ pub fn line(s: &str) {
     }
 }
 
+thread_local! {
+    /// Lines kept by [`line_unflushed`]. (Rust's stdout writes at every `\n`.)
+    static PENDING: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Like [`line`] (`s` ends with its `\n`), but kept until [`flush`] or 64 KiB: for a follower
+/// in a burst, which flushes once the burst is printed, so the burst costs one write.
+pub fn line_unflushed(s: &[u8]) {
+    let full = PENDING.with_borrow_mut(|p| {
+        p.extend_from_slice(s);
+        p.len() >= 64 * 1024
+    });
+    if full {
+        flush();
+    }
+}
+
+/// Writes out what [`line_unflushed`] kept, in one write; exits quietly if the reader went away.
+pub fn flush() {
+    PENDING.with_borrow_mut(|p| {
+        if p.is_empty() || STDOUT_GONE.load(Ordering::Relaxed) {
+            p.clear();
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if out.write_all(p).and_then(|_| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+        p.clear();
+    });
+}
+
+/// One value as a JSON line, unflushed (see [`line_unflushed`]). Encoded with the same encoder
+/// as chatd's lines (sonic-rs: bodies are escaped 32 bytes at a time).
+pub fn json_unflushed<T: Serialize>(v: &T) {
+    let mut buf = Vec::with_capacity(256);
+    peerchat_proto::envelope::append_json(&mut buf, v).unwrap_or_else(|e| {
+        buf = format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}").into_bytes();
+    });
+    buf.push(b'\n');
+    line_unflushed(&buf);
+}
+
 pub fn json<T: Serialize>(v: &T) {
     line(&serde_json::to_string(v).unwrap_or_else(|e| {
         format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}")
