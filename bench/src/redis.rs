@@ -99,7 +99,8 @@ impl Redis {
         let last = Arc::new(AtomicU64::new(0));
         let consumer = {
             let mut c = Conn::new(TcpStream::connect(self.addr)?)?;
-            let (count, last, key, tag) = (count.clone(), last.clone(), key.clone(), tag.to_string());
+            let (count, last, key, tag) =
+                (count.clone(), last.clone(), key.clone(), tag.to_string());
             std::thread::spawn(move || consume(&mut c, &key, &tag, n, stall, &count, &last))
         };
         let stream = TcpStream::connect(self.addr)?;
@@ -174,7 +175,14 @@ fn consume(
     let mut progress = Instant::now();
     while count.load(Ordering::Relaxed) < n && progress.elapsed() < stall {
         c.command(&[
-            b"XREAD", b"COUNT", b"4096", b"BLOCK", b"1000", b"STREAMS", key.as_bytes(), &cursor,
+            b"XREAD",
+            b"COUNT",
+            b"4096",
+            b"BLOCK",
+            b"1000",
+            b"STREAMS",
+            key.as_bytes(),
+            &cursor,
         ])?;
         c.flush()?;
         // Null on timeout; else [[key, [[id, [field, value]], ...]]].

@@ -218,7 +218,12 @@ fn usage_note(r: &Row) -> String {
         let per_node: Vec<String> = ["chatd A", "chatd B"]
             .iter()
             .filter_map(|k| r.usage.get(*k))
-            .map(|u| format!("{:.1}", u.disk_write_bytes as f64 / r.received.max(1) as f64 / 1e3))
+            .map(|u| {
+                format!(
+                    "{:.1}",
+                    u.disk_write_bytes as f64 / r.received.max(1) as f64 / 1e3
+                )
+            })
             .collect();
         if per_node.len() == 2 {
             parts.push(format!(

@@ -60,8 +60,16 @@ fn ratio(what: String, target: f64, ours: Option<&Row>, theirs: Option<&Row>) ->
     match (ours, theirs) {
         (Some(o), Some(p)) if p.msgs_per_sec > 0.0 => Target {
             what,
-            target: format!(">= {target:.1}x ({} {}/s)", p.system, report::fmt_int(p.msgs_per_sec)),
-            measured: format!("{:.2}x ({}/s)", o.msgs_per_sec / p.msgs_per_sec, report::fmt_int(o.msgs_per_sec)),
+            target: format!(
+                ">= {target:.1}x ({} {}/s)",
+                p.system,
+                report::fmt_int(p.msgs_per_sec)
+            ),
+            measured: format!(
+                "{:.2}x ({}/s)",
+                o.msgs_per_sec / p.msgs_per_sec,
+                report::fmt_int(o.msgs_per_sec)
+            ),
             met: Some(o.complete && o.msgs_per_sec >= target * p.msgs_per_sec),
         },
         _ => Target {
@@ -116,7 +124,11 @@ fn issue22_throughput(r: &Report, t: &mut Vec<Target>) {
                     disk.bytes_per_sec / 1e6,
                     report::fmt_int(ceiling)
                 ),
-                measured: format!("{:.2}x ({}/s)", c.msgs_per_sec / ceiling, report::fmt_int(c.msgs_per_sec)),
+                measured: format!(
+                    "{:.2}x ({}/s)",
+                    c.msgs_per_sec / ceiling,
+                    report::fmt_int(c.msgs_per_sec)
+                ),
                 met: Some(c.complete && c.msgs_per_sec >= 0.5 * ceiling),
             });
         }
@@ -125,7 +137,10 @@ fn issue22_throughput(r: &Report, t: &mut Vec<Target>) {
 
 /// p99 against the same run's two-fsync floor, and with the databases in RAM.
 fn latency(l: &Latency, t: &mut Vec<Target>) {
-    let what = format!("p99 send->follow at {} msg/s", report::fmt_int(l.rate_per_sec));
+    let what = format!(
+        "p99 send->follow at {} msg/s",
+        report::fmt_int(l.rate_per_sec)
+    );
     match &l.floor {
         Some(f) => t.push(Target {
             what: what.clone(),

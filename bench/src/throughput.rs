@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use crate::baseline::{self, Mosquitto};
-use crate::redis::Redis;
 use crate::cli::{Args, Phase, Plan};
+use crate::redis::Redis;
 use crate::report::{self, Report, Row};
 use crate::runs::Pair;
 use crate::util::progress;
@@ -55,8 +55,7 @@ pub fn start_redis(args: &Args, plan: &Plan, dir: &Path, report: &mut Report) ->
             Some(r)
         }
         Ok(None) => {
-            report.redis =
-                "NOT INSTALLED: no Redis baseline (apt-get install redis-server)".into();
+            report.redis = "NOT INSTALLED: no Redis baseline (apt-get install redis-server)".into();
             None
         }
         Err(e) => {
@@ -83,14 +82,21 @@ pub fn run(
         report.throughput.extend(report::median_round(chat_rounds));
         if plan.has(Phase::Cli) {
             let n = plan.msgs(size);
-            progress(&format!("chatctl send -l -> inbox --follow: {n} x {size} B"));
-            push(report, crate::pipeline::run(pair, &next_tag(), size, n, plan.stall));
+            progress(&format!(
+                "chatctl send -l -> inbox --follow: {n} x {size} B"
+            ));
+            push(
+                report,
+                crate::pipeline::run(pair, &next_tag(), size, n, plan.stall),
+            );
         }
         if plan.has(Phase::Baselines) {
             baselines(plan, mosquitto, size, qos0_rounds, next_tag, report);
             if let Some(r) = redis {
                 let n = plan.msgs(size);
-                progress(&format!("Redis XADD -> XREAD, appendfsync always: {n} x {size} B"));
+                progress(&format!(
+                    "Redis XADD -> XREAD, appendfsync always: {n} x {size} B"
+                ));
                 push(report, r.run(&next_tag(), size, n, plan.stall));
             }
         }

@@ -155,7 +155,10 @@ mod tests {
             append_line(&mut ours, &reply);
             let mut theirs = serde_json::to_vec(&reply).expect("serde_json");
             theirs.push(b'\n');
-            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
         }
     }
 }
