@@ -23,6 +23,8 @@ pub fn keep_going_without_stdout() {
 /// Writes one line to stdout; exits quietly if the reader went away (unless
 /// [`keep_going_without_stdout`] was called).
 pub fn line(s: &str) {
+    // After the lines kept for a batch, never before them.
+    flush();
     if STDOUT_GONE.load(Ordering::Relaxed) {
         return;
     }
@@ -53,7 +55,8 @@ pub fn line_unflushed(s: &[u8]) {
     }
 }
 
-/// Writes out what [`line_unflushed`] kept, in one write; exits quietly if the reader went away.
+/// Writes out what [`line_unflushed`] kept, in one write; if the reader went away, exits
+/// quietly (or, after [`keep_going_without_stdout`], drops the output from then on).
 pub fn flush() {
     PENDING.with_borrow_mut(|p| {
         if p.is_empty() || STDOUT_GONE.load(Ordering::Relaxed) {
@@ -62,7 +65,11 @@ pub fn flush() {
         }
         let mut out = std::io::stdout().lock();
         if out.write_all(p).and_then(|_| out.flush()).is_err() {
-            std::process::exit(0);
+            if STDOUT_OPTIONAL.load(Ordering::Relaxed) {
+                STDOUT_GONE.store(true, Ordering::Relaxed);
+            } else {
+                std::process::exit(0);
+            }
         }
         p.clear();
     });
