@@ -97,6 +97,12 @@ pub struct Latency {
     pub accept_p50_us: f64,
     pub accept_p99_us: f64,
     pub accept_p999_us: f64,
+    /// A's reply to the arrival at B's follower (the link, B's commit, the follower).
+    pub after_accept_p50_us: f64,
+    pub after_accept_p99_us: f64,
+    /// The slowest 1 % of messages: mean time to A's reply, and mean time after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_split_us: Option<(f64, f64)>,
     /// Sends written more than 1 ms after their scheduled time (the client fell behind).
     pub late_sends: usize,
     /// The physical floor measured right after, at the same rate: two `fsync`ed writes in series.
@@ -357,6 +363,20 @@ impl Report {
                 ms(l.accept_p99_us),
                 ms(l.accept_p999_us)
             );
+            let _ = writeln!(
+                t,
+                "  accepted -> follow (the link, B's commit, the follower): p50 {}  p99 {}",
+                ms(l.after_accept_p50_us),
+                ms(l.after_accept_p99_us)
+            );
+            if let Some((a, rest)) = l.tail_split_us {
+                let _ = writeln!(
+                    t,
+                    "  the slowest 1 %: on average {} until A's reply, {} after it",
+                    ms(a),
+                    ms(rest)
+                );
+            }
             if let Some(f) = &l.floor {
                 let _ = writeln!(
                     t,
