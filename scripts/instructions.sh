@@ -8,7 +8,8 @@
 # callgrind files for `callgrind_annotate`. Under valgrind chatd runs ~50x slower, so batches
 # are smaller than in a real run: compare builds with each other, not with chat-bench's µs.
 #
-# Usage: bash scripts/instructions.sh [MESSAGES] [BINDIR]
+# Usage: bash scripts/instructions.sh [MESSAGES] [BINDIR] [SIZE]
+#   SIZE: body size in bytes (default 64; 16 KiB bodies send MESSAGES/4, as chat-bench does).
 #   BINDIR: where chat-bench, chatd, chatctl and registryd are (default: target/release, built
 #   first). Needs valgrind (apt-get install -y valgrind).
 # Exit codes: 0 ok, 1 the run failed, 2 usage.
@@ -16,7 +17,11 @@ set -euo pipefail
 
 messages=${1:-40000}
 bindir=${2:-}
-case "$messages" in '' | *[!0-9]*) echo "usage: $0 [MESSAGES] [BINDIR]" >&2; exit 2 ;; esac
+size=${3:-64}
+case "$messages$size" in '' | *[!0-9]*) echo "usage: $0 [MESSAGES] [BINDIR] [SIZE]" >&2; exit 2 ;; esac
+# chat-bench sends a quarter of the messages with bodies of 8 KiB and more.
+sent=$messages
+[ "$size" -ge 8192 ] && sent=$((messages / 4))
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install -y valgrind)" >&2; exit 1; }
 if [ -z "$bindir" ]; then
     cd "$(dirname "$0")/.."
@@ -39,8 +44,8 @@ wait
 EOF
 chmod +x "$work/chatd"
 
-echo "chat-bench under callgrind: $messages messages of 64 B, A -> B (a few minutes)" >&2
-if ! "$work/chat-bench" --only throughput --sizes 64 --rounds 1 --messages "$messages" \
+echo "chat-bench under callgrind: $sent messages of $size B, A -> B (a few minutes)" >&2
+if ! "$work/chat-bench" --only throughput --sizes "$size" --rounds 1 --messages "$messages" \
     --no-mosquitto --stall-secs 120 >"$work/bench.txt" 2>"$work/bench.err"; then
     echo "chat-bench failed; see $work/bench.err" >&2
     [ -f "$work/pids" ] && xargs kill -KILL <"$work/pids" 2>/dev/null
@@ -60,6 +65,6 @@ for f in "$work"/callgrind.*.out; do
         echo "no callgrind summary in $f (did chatd exit?)" >&2
         exit 1
     fi
-    echo "chatd $name: $((total / messages)) instructions/message"
+    echo "chatd $name: $((total / sent)) instructions/message ($size B bodies)"
 done
 echo "callgrind files: $work (callgrind_annotate --inclusive=yes FILE)"

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::report::Row;
-use crate::util::{body, now_ns};
+use crate::util::{body, find_program, now_ns};
 
 /// One TCP connection, newline-framed messages, buffered writes: what loopback can carry.
 pub fn raw_tcp(size: usize, n: usize) -> anyhow::Result<Row> {
@@ -128,14 +128,6 @@ pub fn seed(size: usize, n: usize) -> anyhow::Result<Row> {
 
 fn secs(start: u64, end: u64) -> f64 {
     end.saturating_sub(start) as f64 / 1e9
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// A mosquitto broker on a free loopback port, killed on drop.

@@ -8,6 +8,8 @@ use clap::{Parser, ValueEnum};
 pub enum Phase {
     /// peerchat A→B throughput for each body size.
     Throughput,
+    /// `chatctl send -l` → `chatctl inbox --follow --json` for each body size.
+    Cli,
     /// raw TCP, the seed's way and mosquitto for each body size.
     Baselines,
     /// send→follow latency at a fixed rate.
@@ -32,8 +34,11 @@ with the shipped settings (SQLite WAL, synchronous=FULL: a send is accepted, and
 acknowledged, only after its commit), then measures:
   1. throughput A -> B for each body size: messages are submitted pipelined on A's control
      socket, and a message counts when B's follower (control `follow`) has received it;
-  2. the same for raw loopback TCP, the seed's design (one connection per message, nothing
-     stored), and mosquitto QoS 0/1 (mosquitto_pub -l -> mosquitto_sub), when installed;
+  2. the command line: chatctl send -l -> chatctl inbox --follow --json, fed the same lines;
+     the same for raw loopback TCP, the seed's design (one connection per message, nothing
+     stored), mosquitto QoS 0/1 (mosquitto_pub -l -> mosquitto_sub) and Redis with
+     appendfsync always (pipelined XADD -> XREAD BLOCK), when installed; the disk's
+     sequential write bandwidth with fdatasync, and the ceiling it sets for two durable copies;
   3. latency send -> follow at a fixed rate (default 1000 msg/s), and its physical floor on
      the same disk: two fsynced 4 KiB writes in series over loopback at the same rate; then
      the same latency run with two fresh nodes whose databases are in RAM (/dev/shm, where
@@ -90,6 +95,9 @@ pub struct Args {
     /// Skip mosquitto even when it is installed
     #[arg(long)]
     pub no_mosquitto: bool,
+    /// Skip Redis (the durable peer) even when redis-server is installed
+    #[arg(long)]
+    pub no_redis: bool,
     /// JSON on stdout (the table goes to stderr)
     #[arg(long)]
     pub json: bool,
@@ -153,6 +161,7 @@ impl Plan {
             phases: if args.only.is_empty() {
                 vec![
                     Phase::Throughput,
+                    Phase::Cli,
                     Phase::Baselines,
                     Phase::Latency,
                     Phase::Registry,

@@ -68,7 +68,7 @@ fn latency_in_ram(
         let reg = Registry::start(dir.path());
         let a = Node::start_with(dir.path(), "a", reg.addr, &[]);
         let b = Node::start_with(dir.path(), "b", reg.addr, &[]);
-        Pair::new(&a, &b).run(n, 64, Some(rate), next_tag, stall)
+        Pair::new(&a, &b, dir.path()).run(n, 64, Some(rate), next_tag, stall)
     }))
     .map_err(|_| anyhow::anyhow!("a daemon did not start (see the message above)"));
     if keep {
@@ -82,6 +82,24 @@ fn latency(run: &ChatRun, rate: f64, size: usize, n: usize) -> Latency {
     let s = &run.sends[0];
     let mut l = f.latencies_ns.clone();
     l.sort_unstable();
+    // Replies and arrivals both come in send order, so message i is entry i of each: the part
+    // after A's reply (the link, B's commit, the follower), and for the slowest 1 % how their
+    // time splits between A's commit and that rest.
+    let (mut rest, mut tail) = (Vec::new(), (0.0, 0.0, 0usize));
+    if f.latencies_ns.len() == s.accept_latencies_ns.len() {
+        let pairs: Vec<(u64, u64)> = f
+            .latencies_ns
+            .iter()
+            .zip(&s.accept_latencies_ns)
+            .map(|(&total, &acc)| (total, acc.min(total)))
+            .collect();
+        rest = pairs.iter().map(|(t, a)| t - a).collect();
+        rest.sort_unstable();
+        let cut = percentile(&l, 99.0) as u64;
+        for (t, a) in pairs.iter().filter(|(t, _)| *t >= cut) {
+            tail = (tail.0 + *a as f64, tail.1 + (t - a) as f64, tail.2 + 1);
+        }
+    }
     let mut acc = s.accept_latencies_ns.clone();
     acc.sort_unstable();
     let us = |v: f64| v / 1e3;
@@ -105,6 +123,10 @@ fn latency(run: &ChatRun, rate: f64, size: usize, n: usize) -> Latency {
         accept_p50_us: us(percentile(&acc, 50.0)),
         accept_p99_us: us(percentile(&acc, 99.0)),
         accept_p999_us: us(percentile(&acc, 99.9)),
+        after_accept_p50_us: us(percentile(&rest, 50.0)),
+        after_accept_p99_us: us(percentile(&rest, 99.0)),
+        tail_split_us: (tail.2 > 0)
+            .then(|| (us(tail.0 / tail.2 as f64), us(tail.1 / tail.2 as f64))),
         late_sends: s.late,
         floor: None,
         in_ram: None,

@@ -7,6 +7,8 @@ mod chat;
 #[cfg(unix)]
 mod cli;
 #[cfg(unix)]
+mod disk;
+#[cfg(unix)]
 mod environment;
 #[cfg(unix)]
 mod fan;
@@ -15,7 +17,11 @@ mod floor;
 #[cfg(unix)]
 mod latency;
 #[cfg(unix)]
+mod pipeline;
+#[cfg(unix)]
 mod procfs;
+#[cfg(unix)]
+mod redis;
 #[cfg(unix)]
 mod registry;
 #[cfg(unix)]

@@ -97,6 +97,12 @@ pub struct Latency {
     pub accept_p50_us: f64,
     pub accept_p99_us: f64,
     pub accept_p999_us: f64,
+    /// A's reply to the arrival at B's follower (the link, B's commit, the follower).
+    pub after_accept_p50_us: f64,
+    pub after_accept_p99_us: f64,
+    /// The slowest 1 % of messages: mean time to A's reply, and mean time after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_split_us: Option<(f64, f64)>,
     /// Sends written more than 1 ms after their scheduled time (the client fell behind).
     pub late_sends: usize,
     /// The physical floor measured right after, at the same rate: two `fsync`ed writes in series.
@@ -162,6 +168,9 @@ pub struct Report {
     /// Fan-in (k nodes → 1) and fan-out (1 node → 16) with peerchat.
     pub fan: Vec<Row>,
     pub mosquitto: String,
+    pub redis: String,
+    /// The disk's sequential write bandwidth with fdatasync (the throughput phase).
+    pub disk: Option<crate::disk::DiskBandwidth>,
     pub targets: Vec<Target>,
     pub errors: Vec<String>,
 }
@@ -211,7 +220,27 @@ fn usage_note(r: &Row) -> String {
         ));
     }
     if let Some(d) = r.disk_bytes_per_msg {
-        parts.push(format!("disk {:.1} KB/msg", d / 1e3));
+        // Per node too: the bound counts each node's durable copy of the body.
+        let per_node: Vec<String> = ["chatd A", "chatd B"]
+            .iter()
+            .filter_map(|k| r.usage.get(*k))
+            .map(|u| {
+                format!(
+                    "{:.1}",
+                    u.disk_write_bytes as f64 / r.received.max(1) as f64 / 1e3
+                )
+            })
+            .collect();
+        if per_node.len() == 2 {
+            parts.push(format!(
+                "disk {:.1} KB/msg (A {}, B {})",
+                d / 1e3,
+                per_node[0],
+                per_node[1]
+            ));
+        } else {
+            parts.push(format!("disk {:.1} KB/msg", d / 1e3));
+        }
     }
     parts.join("; ")
 }
@@ -288,6 +317,24 @@ impl Report {
             );
         }
         let _ = writeln!(t, "mosquitto: {}", self.mosquitto);
+        let _ = writeln!(t, "redis: {}", self.redis);
+        if let Some(d) = &self.disk {
+            let _ = writeln!(
+                t,
+                "disk: sequential {} KiB writes + fdatasync: {:.0} MB/s; ceiling for two durable copies of a body: {}",
+                d.chunk_bytes / 1024,
+                d.bytes_per_sec / 1e6,
+                self.throughput
+                    .iter()
+                    .filter(|r| r.system == "peerchat, durable")
+                    .map(|r| {
+                        let c = d.ceiling(r.body_bytes, 2);
+                        format!("{} {}/s (peerchat {:.2}x)", size(r.body_bytes), int(c), r.msgs_per_sec / c)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let _ = writeln!(t);
 
         if let Some(l) = &self.latency {
@@ -316,6 +363,20 @@ impl Report {
                 ms(l.accept_p99_us),
                 ms(l.accept_p999_us)
             );
+            let _ = writeln!(
+                t,
+                "  accepted -> follow (the link, B's commit, the follower): p50 {}  p99 {}",
+                ms(l.after_accept_p50_us),
+                ms(l.after_accept_p99_us)
+            );
+            if let Some((a, rest)) = l.tail_split_us {
+                let _ = writeln!(
+                    t,
+                    "  the slowest 1 %: on average {} until A's reply, {} after it",
+                    ms(a),
+                    ms(rest)
+                );
+            }
             if let Some(f) = &l.floor {
                 let _ = writeln!(
                     t,

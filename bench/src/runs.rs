@@ -98,15 +98,22 @@ pub struct Pair<'a> {
     pub a: &'a Node,
     pub b: &'a Node,
     pub procs: Vec<(String, u32)>,
+    /// The directory holding their databases.
+    pub dir: PathBuf,
 }
 
 impl<'a> Pair<'a> {
-    pub fn new(a: &'a Node, b: &'a Node) -> Pair<'a> {
+    pub fn new(a: &'a Node, b: &'a Node, dir: &Path) -> Pair<'a> {
         let procs = vec![
             ("chatd A".to_string(), a.daemon.child.id()),
             ("chatd B".to_string(), b.daemon.child.id()),
         ];
-        Pair { a, b, procs }
+        Pair {
+            a,
+            b,
+            procs,
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// `n` messages from a to b.

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::baseline::{self, Mosquitto};
 use crate::cli::{Args, Phase, Plan};
+use crate::redis::Redis;
 use crate::report::{self, Report, Row};
 use crate::runs::Pair;
 use crate::util::progress;
@@ -39,22 +40,72 @@ pub fn start_mosquitto(
     }
 }
 
-/// Every body size in turn: the alternating rounds, then the baselines. Records chatd's peak
-/// RSS under load.
+/// Starts redis-server when the baselines run and it is installed; the report says which.
+pub fn start_redis(args: &Args, plan: &Plan, dir: &Path, report: &mut Report) -> Option<Redis> {
+    if args.no_redis || !plan.has(Phase::Baselines) {
+        report.redis = "not run (--no-redis or baselines not selected)".into();
+        return None;
+    }
+    match Redis::start(dir) {
+        Ok(Some(r)) => {
+            report.redis = format!(
+                "{}, appendonly yes, appendfsync always (acknowledged once its AOF is fsync'd; one copy)",
+                r.version
+            );
+            Some(r)
+        }
+        Ok(None) => {
+            report.redis = "NOT INSTALLED: no Redis baseline (apt-get install redis-server)".into();
+            None
+        }
+        Err(e) => {
+            report.redis = format!("failed to start: {e:#}");
+            None
+        }
+    }
+}
+
+/// Every body size in turn: the alternating rounds, the command-line pipeline, then the
+/// baselines. Records chatd's peak RSS under load.
 pub fn run(
     plan: &Plan,
     pair: &Pair,
-    mosquitto: Option<&Mosquitto>,
+    peers: (Option<&Mosquitto>, Option<&Redis>),
     next_tag: &mut impl FnMut() -> String,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    let (mosquitto, redis) = peers;
     let mut peaks = vec![0u64; 2];
     for &size in &plan.sizes {
         let (chat_rounds, qos0_rounds) =
             rounds(plan, pair, mosquitto, size, next_tag, &mut peaks, report)?;
         report.throughput.extend(report::median_round(chat_rounds));
+        if plan.has(Phase::Cli) {
+            let n = plan.msgs(size);
+            progress(&format!(
+                "chatctl send -l -> inbox --follow: {n} x {size} B"
+            ));
+            push(
+                report,
+                crate::pipeline::run(pair, &next_tag(), size, n, plan.stall),
+            );
+        }
         if plan.has(Phase::Baselines) {
             baselines(plan, mosquitto, size, qos0_rounds, next_tag, report);
+            if let Some(r) = redis {
+                let n = plan.msgs(size);
+                progress(&format!(
+                    "Redis XADD -> XREAD, appendfsync always: {n} x {size} B"
+                ));
+                push(report, r.run(&next_tag(), size, n, plan.stall));
+            }
+        }
+    }
+    if plan.has(Phase::Throughput) {
+        progress("disk: sequential writes with fdatasync");
+        match crate::disk::sequential_write(&pair.dir) {
+            Ok(d) => report.disk = Some(d),
+            Err(e) => report.errors.push(format!("disk bandwidth: {e:#}")),
         }
     }
     report.memory.chatd_load_peak_kb = peaks;

@@ -60,7 +60,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let reg = Registry::start(dir.path());
     let a = Node::start_with(dir.path(), "a", reg.addr, &[]);
     let b = Node::start_with(dir.path(), "b", reg.addr, &[]);
-    let pair = Pair::new(&a, &b);
+    let pair = Pair::new(&a, &b, dir.path());
     std::thread::sleep(Duration::from_secs(1));
     report.memory.chatd_idle_kb = rss_of(&pair);
     report.memory.registryd_idle_kb = procfs::rss_kb(reg.daemon.child.id()).unwrap_or(0);
@@ -71,6 +71,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         format!("T{tag_no}.")
     };
     let mosquitto = throughput::start_mosquitto(&args, &plan, dir.path(), &mut report);
+    let redis = throughput::start_redis(&args, &plan, dir.path(), &mut report);
 
     // Connect A to B (resolve, link up) before measuring.
     warmup(
@@ -80,7 +81,14 @@ fn run(args: Args) -> anyhow::Result<i32> {
         plan.stall,
     )?;
 
-    throughput::run(&plan, &pair, mosquitto.as_ref(), &mut next_tag, &mut report)?;
+    throughput::run(
+        &plan,
+        &pair,
+        (mosquitto.as_ref(), redis.as_ref()),
+        &mut next_tag,
+        &mut report,
+    )?;
+    drop(redis);
     if let Some(m) = &mosquitto {
         report.memory.mosquitto_after_kb = procfs::rss_kb(m.pid);
     }

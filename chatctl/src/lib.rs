@@ -47,7 +47,10 @@ pub fn main() -> i32 {
         }
     };
     let json = cli.json;
-    match commands::run(cli) {
+    let result = commands::run(cli);
+    // Whatever a command kept for a batched write goes out before it ends.
+    output::flush();
+    match result {
         Ok(code) => code,
         Err(f) => {
             output::failure(json, &f);

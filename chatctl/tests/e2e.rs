@@ -97,6 +97,55 @@ fn follow_shows_a_new_message() {
     let _ = follow.wait();
 }
 
+/// A burst is printed in batches (one write per burst, see `inbox.rs`): every message still
+/// comes out, in order, byte for byte what serde_json makes of it, and a SIGTERM right after
+/// the burst loses none of the printed lines.
+#[test]
+fn follow_prints_a_whole_burst_in_order_and_exact() {
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let mut follow = std::process::Command::new(peerchat_testkit::bin("chatctl"))
+        .arg("--socket")
+        .arg(&pb.socket)
+        .args(["--json", "inbox", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    // Bodies that need escaping, long enough to fill several writes of chatctl's batch.
+    let bodies: Vec<String> = (0..400)
+        .map(|i| format!("{i:04} \"quoted\" back\\slash \u{1}\t{}", "é".repeat(i)))
+        .collect();
+    let mut input = bodies.join("\n");
+    input.push('\n');
+    let out = pa.ctl_stdin(&["send", "-l", "pb"], input.as_bytes());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut got = Vec::new();
+    while got.len() < bodies.len() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("follow printed {} of {} lines", got.len(), bodies.len()));
+        let m: peerchat_proto::control::InboxMessage = serde_json::from_str(&line).unwrap();
+        // Exactly the bytes serde_json writes for the same message (field order, escapes).
+        assert_eq!(serde_json::to_string(&m).unwrap(), line);
+        got.push(m.body);
+    }
+    assert_eq!(got, bodies);
+    unsafe { libc::kill(follow.id() as i32, libc::SIGTERM) };
+    let status = follow.wait().unwrap();
+    assert!(status.success(), "{status}");
+    reader.join().unwrap();
+    assert!(rx.try_recv().is_err(), "nothing beyond the burst");
+}
+
 #[test]
 fn follow_exits_when_stdout_closes() {
     let net = Net::new();

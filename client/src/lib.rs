@@ -144,6 +144,13 @@ impl Client {
             .map_err(|e| Error::Protocol(format!("unreadable reply from chatd: {e}")))
     }
 
+    /// Whether a reply (or part of one) has already been read from the socket: a follower that
+    /// prints replies flushes its output only when this is false, so a burst costs one write
+    /// to its stdout instead of one per message, and a lone message is printed at once.
+    pub fn has_buffered(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
     /// Reads the next reply line without parsing it (with its `\n`), for a caller that only
     /// looks for a few bytes in it (chat-bench, which must stay cheap next to the daemons it
     /// measures). The line is valid until the next read.

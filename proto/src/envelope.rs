@@ -86,13 +86,21 @@ pub fn to_line<T: Serialize>(value: &T) -> Vec<u8> {
     v
 }
 
+/// Appends `value` as JSON to `buf`: the encoder of every line and frame that carries a message
+/// body. sonic-rs writes the same JSON as serde_json (same escapes, same field order; tested
+/// below and in `peer.rs`), but escapes strings 32 bytes at a time, where serde_json's loop
+/// costs about 8 instructions per body byte. Parsing stays with serde_json.
+pub fn append_json<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<(), String> {
+    sonic_rs::to_writer(&mut *buf, value).map_err(|e| e.to_string())
+}
+
 /// Appends one line (JSON plus `\n`) to `buf`: what [`to_line`] gives, without a buffer of its
 /// own (a busy follower or pipelined client writes many lines per write).
 pub fn append_line<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
     let start = buf.len();
     // Serializing our own plain data types cannot fail (no maps with non-string keys, no
     // failing Serialize impls); fall back to an error line rather than panicking anyway.
-    if let Err(e) = serde_json::to_writer(&mut *buf, value) {
+    if let Err(e) = append_json(buf, value) {
         buf.truncate(start);
         buf.extend_from_slice(
             format!(r#"{{"id":0,"error":{{"code":"internal","message":"encode: {e}"}}}}"#)
@@ -100,4 +108,57 @@ pub fn append_line<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
         );
     }
     buf.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{InboxMessage, Response};
+
+    /// Every byte that needs escaping, both quote marks, a backslash, DEL, line and paragraph
+    /// separators, bidi controls and a 4-byte character, at the start, middle and end of a
+    /// string and across the encoder's 32-byte blocks.
+    fn hostile_bodies() -> Vec<String> {
+        let mut all: String = (0u8..0x20).map(char::from).collect();
+        all.push_str("\"\\/\u{7f}\u{2028}\u{2029}\u{202e}\u{1F600}é");
+        let mut bodies = vec![all.clone(), format!("{}{all}", "x".repeat(31))];
+        for at in 0..70 {
+            let mut b = "y".repeat(70);
+            b.insert(at, '"');
+            bodies.push(b.clone());
+            b.insert(at, '\u{1}');
+            bodies.push(b);
+        }
+        bodies.push("z".repeat(70_000));
+        bodies
+    }
+
+    #[test]
+    fn lines_are_the_json_serde_json_writes() {
+        for body in hostile_bodies() {
+            let m = InboxMessage {
+                seq: -7,
+                id: "id\u{0}".into(),
+                from: "pa".into(),
+                to: "pb".into(),
+                recipients: vec!["pb".into(), "p\"c".into()],
+                body,
+                sent_at: "2026-01-01T00:00:00.000Z".into(),
+                received_at: "t".into(),
+                authenticated: true,
+            };
+            let reply = Reply {
+                id: u64::MAX,
+                outcome: Outcome::Ok(Response::Message(m)),
+            };
+            let mut ours = Vec::new();
+            append_line(&mut ours, &reply);
+            let mut theirs = serde_json::to_vec(&reply).expect("serde_json");
+            theirs.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        }
+    }
 }

@@ -196,8 +196,10 @@ impl From<serde_json::Error> for FrameError {
 }
 
 pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut v = Vec::new();
     // Plain data types; serialization cannot fail.
-    serde_json::to_vec(frame).unwrap_or_default()
+    let _ = crate::envelope::append_json(&mut v, frame);
+    v
 }
 
 /// A whole frame as it is carried inside the encrypted stream: the u32 big-endian length, then

@@ -103,15 +103,25 @@ fn follow(
         // Read until the connection drops; protocol errors end the command.
         loop {
             if stop.load(Ordering::Relaxed) {
+                output::flush();
                 return Ok(exit::OK);
             }
-            let reply = match client.recv() {
+            let reply = client.recv();
+            if reply.is_err() {
+                // Nothing printed stays behind in the batch (see `print_follow`).
+                output::flush();
+            }
+            let reply = match reply {
                 Ok(r) => r,
                 Err(Error::Timeout) => continue,
                 Err(e) if e.is_lost() => break,
                 Err(e) => return Err(e.into()),
             };
-            match reply.outcome.into_result().map_err(Failure::from)? {
+            let outcome = reply.outcome.into_result().map_err(Failure::from);
+            if outcome.is_err() {
+                output::flush();
+            }
+            match outcome? {
                 // Where to resume if we lose the connection before printing anything.
                 Response::Following { after: start } => {
                     if after.is_none() {
@@ -120,13 +130,20 @@ fn follow(
                 }
                 Response::Heartbeat => {}
                 Response::Message(m) => {
-                    print(json, &m);
+                    // Without a cursor file, a burst is printed with one write: stdout is
+                    // flushed once no further reply is already read. With one, each message is
+                    // flushed before its cursor is saved (a saved cursor was printed).
+                    let batch = cursor.is_none() && client.has_buffered();
+                    print_follow(json, &m, batch);
                     after = Some(m.seq);
                     if let Some(c) = cursor.as_mut() {
                         c.save(m.seq)?;
                     }
                 }
-                other => return Err(Error::unexpected(other).into()),
+                other => {
+                    output::flush();
+                    return Err(Error::unexpected(other).into());
+                }
             }
         }
         eprintln!("chatctl: lost the connection to chatd; reconnecting");
@@ -205,18 +222,34 @@ impl Cursor {
     }
 }
 
-fn print(json: bool, m: &InboxMessage) {
+/// A followed message; unflushed when `batch` (more replies are already read).
+fn print_follow(json: bool, m: &InboxMessage, batch: bool) {
     if json {
-        output::json(m);
-        return;
+        output::json_unflushed(m);
+    } else {
+        output::line_unflushed(format!("{}\n", text_line(m)).as_bytes());
     }
+    if !batch {
+        output::flush();
+    }
+}
+
+fn text_line(m: &InboxMessage) -> String {
     // Controls are made visible and continuation lines indented, so every message (and only
     // a message) starts at column 0.
-    output::line(&format!(
+    format!(
         "[{}] {} {}: {}",
         m.seq,
         m.received_at,
         one_line(&m.from),
         visible(&m.body, INDENT)
-    ));
+    )
+}
+
+fn print(json: bool, m: &InboxMessage) {
+    if json {
+        output::json(m);
+        return;
+    }
+    output::line(&text_line(m));
 }

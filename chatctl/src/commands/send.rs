@@ -136,6 +136,7 @@ fn send(
     let reply = client.call(&targets.request(body, id))?;
     // Printed before any wait: the message is accepted, whatever happens to this connection.
     let code = print_result(json, &reply);
+    output::flush();
     match (deadline, &reply) {
         (Some(d), Response::Accepted { id, .. }) => {
             let waited = super::outbox::wait(&mut client, json, id, left(d), reconnect)?;
@@ -217,7 +218,8 @@ fn check_body(body: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Prints one line per recipient; returns the exit code (6 if any recipient already failed).
+/// Prints one line per recipient, kept for the caller's `output::flush` (a burst of answers
+/// to `send -l` is written at once); returns the exit code (6 if any recipient already failed).
 fn print_result(json: bool, reply: &Response) -> i32 {
     let mut code = exit::OK;
     if let Response::Accepted { id, recipients } = reply {
@@ -226,25 +228,24 @@ fn print_result(json: bool, reply: &Response) -> i32 {
                 code = exit::FAILED;
             }
             if json {
-                output::json(&ResultLine {
+                output::json_unflushed(&ResultLine {
                     id,
                     to: r.to.as_str(),
                     state: r.state.as_str(),
                     error: r.error.as_deref(),
                 });
             } else {
-                match &r.error {
-                    Some(e) => output::line(&format!(
-                        "{} {} {}: {}",
+                let line = match &r.error {
+                    Some(e) => format!(
+                        "{} {} {}: {}\n",
                         one_line(id),
                         r.to,
                         r.state.as_str(),
                         one_line(e)
-                    )),
-                    None => {
-                        output::line(&format!("{} {} {}", one_line(id), r.to, r.state.as_str()))
-                    }
-                }
+                    ),
+                    None => format!("{} {} {}\n", one_line(id), r.to, r.state.as_str()),
+                };
+                output::line_unflushed(line.as_bytes());
             }
         }
     }
@@ -339,20 +340,67 @@ impl Link {
     }
 }
 
+/// Requests written but not yet sent to chatd, and the connection generation they are for.
+/// Lines that stdin already holds are written together: one write (and one wake-up of chatd)
+/// per burst instead of one per line.
+struct Batch {
+    bytes: Vec<u8>,
+    generation: u64,
+}
+
+/// Largest batch of request lines written at once.
+const BATCH_BYTES: usize = 64 * 1024;
+
+impl Batch {
+    /// Writes the batch to `out` if that is still its connection. Requests of an older
+    /// connection are dropped: the reader already knows them and writes them again.
+    fn flush(&mut self, link: &Link, out: &mut Option<(u64, Writer)>) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let written = match out {
+            Some((g, s)) if *g == self.generation => s.write_all(&self.bytes).is_ok(),
+            _ => false,
+        };
+        self.bytes.clear();
+        if !written {
+            // The reader sees the connection end and reconnects; wait for that.
+            let mut st = link.lock();
+            if st.generation == self.generation {
+                st.stream = None;
+                st.generation += 1;
+            }
+        }
+    }
+}
+
 /// The writer thread: reads stdin line by line and writes one `send` request per line.
 fn write_lines(link: &Link, targets: &Targets, tx: &mpsc::Sender<Sent>) -> Option<Failure> {
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
+    let mut input = std::io::BufReader::with_capacity(BATCH_BYTES, std::io::stdin().lock());
     let mut buf = Vec::new();
     let mut n = 0usize;
     // A handle on the current connection, and its generation.
     let mut out: Option<(u64, Writer)> = None;
+    let mut batch = Batch {
+        bytes: Vec::with_capacity(BATCH_BYTES),
+        generation: 0,
+    };
     loop {
+        // Before reading stdin might block (nothing more is buffered), or when the batch is full.
+        if input.buffer().is_empty() || batch.bytes.len() >= BATCH_BYTES {
+            batch.flush(link, &mut out);
+        }
         buf.clear();
         match input.read_until(b'\n', &mut buf) {
-            Ok(0) => return None,
+            Ok(0) => {
+                batch.flush(link, &mut out);
+                return None;
+            }
             Ok(_) => {}
-            Err(e) => return Some(Failure::io("reading stdin", e)),
+            Err(e) => {
+                batch.flush(link, &mut out);
+                return Some(Failure::io("reading stdin", e));
+            }
         }
         n += 1;
         let body = match line_text(&buf) {
@@ -380,7 +428,7 @@ fn write_lines(link: &Link, targets: &Targets, tx: &mpsc::Sender<Sent>) -> Optio
         let size = request.len();
         // Wait for room and a connection; tell the reader before writing, so that a request on
         // its way to a connection that breaks is among those the reader writes again.
-        let (generation, stream) = {
+        {
             let mut st = link.lock();
             loop {
                 if st.closed {
@@ -390,6 +438,14 @@ fn write_lines(link: &Link, targets: &Targets, tx: &mpsc::Sender<Sent>) -> Optio
                     || (st.in_flight < MAX_IN_FLIGHT && st.bytes + size <= MAX_IN_FLIGHT_BYTES);
                 if st.stream.is_some() && room {
                     break;
+                }
+                if !batch.bytes.is_empty() {
+                    // Room comes from replies to what is still in the batch: write it first
+                    // (without the lock, which the reader needs to take those replies).
+                    drop(st);
+                    batch.flush(link, &mut out);
+                    st = link.lock();
+                    continue;
                 }
                 st.writer_waits = true;
                 st = link.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
@@ -413,20 +469,13 @@ fn write_lines(link: &Link, targets: &Targets, tx: &mpsc::Sender<Sent>) -> Optio
             if tx.send(Sent::Request(line)).is_err() {
                 return None;
             }
-            (st.generation, out.as_mut().map(|(_, s)| s))
-        };
-        let written = match stream {
-            Some(s) => s.write_all(&request).is_ok(),
-            None => false,
-        };
-        if !written {
-            // The reader sees the connection end and reconnects; wait for that.
-            let mut st = link.lock();
-            if st.generation == generation {
-                st.stream = None;
-                st.generation += 1;
+            if batch.generation != st.generation {
+                // For a connection that is gone: the reader writes those again.
+                batch.bytes.clear();
+                batch.generation = st.generation;
             }
         }
+        batch.bytes.extend_from_slice(&request);
     }
 }
 
@@ -509,6 +558,10 @@ fn send_lines(
                         &mut code,
                         answer(json, &line, outcome, waiting, &mut accepted),
                     );
+                    // One write for the answers already read (see `print_result`).
+                    if !client.has_buffered() {
+                        output::flush();
+                    }
                     continue;
                 }
             },
@@ -520,6 +573,7 @@ fn send_lines(
                 return Ok(code);
             }
         };
+        output::flush();
         eprintln!(
             "chatctl: lost the connection to chatd ({}); reconnecting",
             lost.message
@@ -544,6 +598,7 @@ fn send_lines(
             }
         }
     }
+    output::flush();
     if let Some(d) = deadline {
         for id in accepted {
             let c = super::outbox::wait(&mut client, json, &id, left(d), reconnect)?;
@@ -579,6 +634,7 @@ fn answer(
         // The id is a new UUID: on a line written again, a conflict means chatd had recorded
         // it before the connection dropped, and its group or broadcast list changed since.
         Err(e) if e.code == code::CONFLICT && line.resent => {
+            output::flush();
             eprintln!(
                 "chatctl: line {}: accepted as {} before the connection to chatd dropped; its recipients changed since (`chatctl status {}` shows them)",
                 line.n, line.msg_id, line.msg_id
@@ -646,6 +702,8 @@ fn resume(
 }
 
 fn report_line(json: bool, n: usize, f: &Failure) {
+    // The answers to earlier lines first.
+    output::flush();
     if json {
         output::json(
             &serde_json::json!({"line": n, "error": {"code": f.code, "message": f.message}}),

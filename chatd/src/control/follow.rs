@@ -115,6 +115,14 @@ async fn stream(
             let mut next = Some(first);
             let mut lagged = false;
             while let Some(r) = next.take() {
+                // A large row still held by the store is as good as one in the feed.
+                let r = match r {
+                    Ok(FeedItem::Large { seq, row }) => Ok(match row.upgrade() {
+                        Some(row) => FeedItem::Row(row),
+                        None => FeedItem::Large { seq, row },
+                    }),
+                    other => other,
+                };
                 match r {
                     Ok(FeedItem::Row(row)) => {
                         let wanted = from.as_deref().is_none_or(|f| f == row.sender);
@@ -123,9 +131,9 @@ async fn stream(
                             lines.append(&mut buf, id, node, &row);
                         }
                     }
-                    // A row too large for the feed: read it (and what follows) from the
-                    // database, like after a lag, but without losing our place in the feed.
-                    Ok(FeedItem::Large { seq }) if seq > cursor => {
+                    // A large row the store no longer holds: read it (and what follows) from
+                    // the database, like after a lag, but without losing our place in the feed.
+                    Ok(FeedItem::Large { seq, .. }) if seq > cursor => {
                         large = true;
                         break;
                     }

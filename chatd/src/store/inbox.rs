@@ -109,6 +109,7 @@ impl Store {
         let seq_mark = self.inbox_seq_mark.clone();
         let committed = self.inbox_seq_mark.clone();
         let seen_keys = self.seen_keys.clone();
+        let large_rows = self.large_rows.clone();
         let job = move |conn: &super::Batch| {
             let now = peerchat_db::now_ms() as i64;
             // Two plain statements rather than one INSERT … SELECT … WHERE NOT EXISTS: that
@@ -180,10 +181,8 @@ impl Store {
                 }
                 max = conn.last_insert_rowid();
                 super::timeline::record_in(conn, m.conv.as_deref(), &m.sender, max, &m.msg.body)?;
-                if follow && m.msg.body.len() > super::FEED_MAX_BODY {
-                    rows.push(super::FeedItem::Large { seq: max });
-                } else if follow {
-                    rows.push(super::FeedItem::Row(std::sync::Arc::new(InboxRow {
+                if follow {
+                    let row = InboxRow {
                         seq: max,
                         sender: m.sender,
                         msg_id: m.msg.id.as_str().to_owned(),
@@ -192,7 +191,17 @@ impl Store {
                         sent_at_ms: m.msg.sent_at_ms,
                         received_at_ms: now as u64,
                         authenticated: m.authenticated,
-                    })));
+                    };
+                    // Sent only after the commit; a large row kept for a batch that then
+                    // fails is never referred to, and leaves the store's budget in turn.
+                    rows.push(if row.body.len() > super::FEED_MAX_BODY {
+                        large_rows
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .keep(row)
+                    } else {
+                        super::FeedItem::Row(std::sync::Arc::new(row))
+                    });
                 }
                 fresh.push((Arrival::New, m.msg.id));
             }

@@ -98,6 +98,8 @@ pub struct Store {
     /// order), so caught-up followers need no database read. Bounded: a follower that lags
     /// behind it reads from the database instead.
     inbox_feed: broadcast::Sender<FeedItem>,
+    /// The large rows the feed refers to (see [`FeedItem::Large`]).
+    large_rows: std::sync::Arc<std::sync::Mutex<LargeRows>>,
     inbox_seq_mark: SeqHighWater,
     outbox_seq_mark: SeqHighWater,
     /// Recipients known to have a committed `pending_floor` row (see `submit_send`).
@@ -162,17 +164,54 @@ impl SeqHighWater {
     }
 }
 
-/// What the inbox feed carries: a committed row, or only the seq of one whose body is too large
-/// to hold in the feed (the follower reads it from the database). This bounds the feed in bytes
-/// as well as in rows: 4,096 × 4 KiB at most.
+/// What the inbox feed carries: a committed row, or for a body too large to hold in the feed a
+/// weak reference to its row, which [`LargeRows`] keeps alive for a while (a follower that finds
+/// it gone reads the row from the database). This bounds the feed in bytes as well as in rows:
+/// 4,096 × 4 KiB, plus [`LARGE_ROWS_BYTES`].
 #[derive(Debug, Clone)]
 pub enum FeedItem {
     Row(std::sync::Arc<InboxRow>),
-    Large { seq: i64 },
+    Large {
+        seq: i64,
+        row: std::sync::Weak<InboxRow>,
+    },
 }
 
 /// Largest body carried in the inbox feed itself.
 pub const FEED_MAX_BODY: usize = 4096;
+
+/// Bytes of large bodies kept for followers that keep up (512 bodies of 16 KiB). Without them
+/// a follower read each body over [`FEED_MAX_BODY`] back from the database: one more query, a
+/// copy and a UTF-8 check per message on the recipient's busiest path.
+pub const LARGE_ROWS_BYTES: usize = 8 << 20;
+
+/// The newest large inbox rows, strongly held up to [`LARGE_ROWS_BYTES`] (the feed holds only
+/// weak references to them); filled only on the DB thread.
+#[derive(Default)]
+pub struct LargeRows {
+    rows: std::collections::VecDeque<std::sync::Arc<InboxRow>>,
+    bytes: usize,
+}
+
+impl LargeRows {
+    /// Keeps `row`, dropping the oldest rows past the budget; returns the feed's reference.
+    pub fn keep(&mut self, row: InboxRow) -> FeedItem {
+        let row = std::sync::Arc::new(row);
+        let item = FeedItem::Large {
+            seq: row.seq,
+            row: std::sync::Arc::downgrade(&row),
+        };
+        self.bytes += row.body.len();
+        self.rows.push_back(row);
+        while self.bytes > LARGE_ROWS_BYTES {
+            match self.rows.pop_front() {
+                Some(old) => self.bytes -= old.body.len(),
+                None => break,
+            }
+        }
+        item
+    }
+}
 
 /// Rows the inbox feed holds for slow followers before they must catch up from the database.
 const INBOX_FEED: usize = 4096;
@@ -218,6 +257,7 @@ impl Store {
                 deliveries_tx: std::sync::Arc::new(deliveries_tx),
                 events_tx,
                 inbox_feed: broadcast::channel(INBOX_FEED).0,
+                large_rows: std::sync::Arc::default(),
                 inbox_seq_mark,
                 outbox_seq_mark,
                 floors: std::sync::Arc::new(std::sync::Mutex::new(floors)),

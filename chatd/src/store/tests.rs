@@ -802,3 +802,37 @@ async fn messages_from_schema_8_get_a_timeline_and_an_index() {
         assert_eq!(hits.len(), want, "{text}");
     }
 }
+
+/// The feed's large rows live while the newest `LARGE_ROWS_BYTES` of them do: a follower that
+/// keeps up takes them from memory, one that falls further behind reads the database.
+#[test]
+fn large_feed_rows_are_held_within_their_byte_budget() {
+    let mut large = super::LargeRows::default();
+    let body_len = 1 << 20;
+    let rows: Vec<_> = (1..=12)
+        .map(|seq| {
+            large.keep(super::InboxRow {
+                seq,
+                sender: "pa".into(),
+                msg_id: format!("m{seq}"),
+                recipients: Vec::new(),
+                body: "b".repeat(body_len),
+                sent_at_ms: 0,
+                received_at_ms: 0,
+                authenticated: true,
+            })
+        })
+        .collect();
+    let alive: Vec<i64> = rows
+        .iter()
+        .filter_map(|item| match item {
+            super::FeedItem::Large { seq, row } => row.upgrade().map(|r| {
+                assert_eq!(r.seq, *seq);
+                *seq
+            }),
+            super::FeedItem::Row(_) => panic!("a large row must be a weak reference"),
+        })
+        .collect();
+    let kept = super::LARGE_ROWS_BYTES / body_len;
+    assert_eq!(alive, ((12 - kept as i64 + 1)..=12).collect::<Vec<_>>());
+}

@@ -259,6 +259,53 @@ fn a_flood_of_large_messages_arrives_in_bounded_memory() {
     assert!(peak_mib < 200, "sender peaked at {peak_mib} MiB");
 }
 
+/// Bodies over the feed's 4 KiB reach a follower that keeps reading from memory while the
+/// store holds them (8 MiB of them), from the database past that: 900 bodies of 16 KiB
+/// (14 MiB) arrive every one once, in order, whole.
+#[test]
+fn a_reading_follower_gets_every_large_body_once_in_order() {
+    use std::io::BufRead;
+    let net = Net::new();
+    let pa = net.node("pa");
+    let pb = net.node("pb");
+    let mut follower = UnixStream::connect(&pb.socket).unwrap();
+    follower
+        .write_all(b"{\"id\":1,\"op\":\"hello\",\"version\":1}\n{\"id\":2,\"op\":\"follow\",\"backlog\":0}\n")
+        .unwrap();
+    follower.set_read_timeout(Some(T)).unwrap();
+    let n = 900;
+    let reader = std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(follower).lines();
+        let mut bodies = Vec::new();
+        while bodies.len() < n {
+            let line = lines.next().expect("stream ended early").expect("read");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if let Some(m) = v["ok"].as_object().filter(|o| o["type"] == "message") {
+                bodies.push(m["body"].as_str().unwrap().to_string());
+            }
+        }
+        bodies
+    });
+    let mut input = String::new();
+    for i in 0..n {
+        input.push_str(&format!("{i:05}{}\n", "z".repeat(16 * 1024 - 5)));
+    }
+    let out = pa.ctl_stdin(&["send", "-l", "pb"], input.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bodies = reader.join().expect("follower");
+    for (i, b) in bodies.iter().enumerate() {
+        assert!(
+            b.starts_with(&format!("{i:05}")),
+            "message {i} out of order"
+        );
+        assert_eq!(b.len(), 16 * 1024);
+    }
+}
+
 #[test]
 fn a_follower_that_falls_behind_misses_nothing() {
     use std::io::BufRead;
