@@ -11,6 +11,7 @@ mod conversations;
 mod entries;
 mod events;
 mod history;
+pub(super) mod prune;
 mod search;
 
 use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
