@@ -15,7 +15,7 @@ macro_rules! exit_codes {
   4  unknown name
   5  --wait ran out while the message was still queued or sent
   6  delivery failed
-  7  refused (too large, permission, conflict, a peer's key changed, legacy peer without --legacy)"
+  7  refused (too large, permission, conflict, a peer's key changed, legacy peer without --legacy, chatd too old)"
     };
 }
 

@@ -422,3 +422,42 @@ fn retention_removes_history_and_search_entries_and_a_stale_cursor_gets_gap() {
         "a cursor from another database"
     );
 }
+
+/// A send into a conversation is answered with its resolved key and its position (the `pos` of
+/// its entry); a plain send and a repeat carry neither. A peer never written to has an empty
+/// history, not `not_found`.
+#[test]
+fn accepted_carries_the_position_of_a_send_into_a_conversation() {
+    let net = InProcNet::new();
+    let pa = net.node("pa");
+    let _pb = net.node("pb");
+    let (entries, _, _) = history(&pa, "pb", None, None, 10);
+    assert!(entries.is_empty(), "a peer never written to");
+    let send = |conversation: Option<&str>, to: Vec<Name>, id: &str| match pa.call(Request::Send {
+        to,
+        groups: Vec::new(),
+        broadcast: false,
+        body: "placed".into(),
+        msg_id: Some(peerchat_proto::MsgId::new(id).unwrap()),
+        conversation: conversation.map(key),
+    }) {
+        Ok(Response::Accepted {
+            conversation, pos, ..
+        }) => (conversation, pos),
+        other => panic!("send: {other:?}"),
+    };
+    let (conv, pos) = send(Some("pb"), Vec::new(), "m1");
+    assert_eq!(conv, Some(key("pb")));
+    let entries = wait_history(&pa, "pb", 1);
+    assert_eq!(pos, Some(entries[0].pos));
+    assert_eq!(
+        send(Some("pb"), Vec::new(), "m1"),
+        (Some(key("pb")), None),
+        "a repeat"
+    );
+    assert_eq!(
+        send(None, vec![name("pb")], "m2"),
+        (None, None),
+        "a plain send"
+    );
+}
