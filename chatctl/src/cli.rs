@@ -15,7 +15,7 @@ macro_rules! exit_codes {
   4  unknown name
   5  --wait ran out while the message was still queued or sent
   6  delivery failed
-  7  refused (too large, permission, conflict, a peer's key changed, legacy peer without --legacy)"
+  7  refused (too large, permission, conflict, a peer's key changed, legacy peer without --legacy, chatd too old)"
     };
 }
 
@@ -351,7 +351,7 @@ pub struct HistoryArgs {
     #[arg(value_name = "NAME|@GROUP")]
     pub with: String,
     /// At most this many messages (default 50, at most 1000)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
     /// The messages just before this position
     #[arg(long, value_name = "POS", conflicts_with = "after")]
@@ -373,7 +373,7 @@ pub struct SearchArgs {
     #[arg(long, value_name = "NAME")]
     pub from: Option<String>,
     /// At most this many hits (default 50, at most 1000)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
     /// Only hits before this position (the next page)
     #[arg(long, value_name = "POS")]

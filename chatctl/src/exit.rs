@@ -47,7 +47,8 @@ pub fn for_code(c: &str) -> i32 {
         | code::CONFLICT
         | code::REFUSED
         | code::KEY_CHANGED
-        | code::VERSION_MISMATCH => REFUSED,
+        | code::VERSION_MISMATCH
+        | code::UNKNOWN_OP => REFUSED,
         _ => OTHER,
     }
 }

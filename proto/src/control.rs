@@ -36,6 +36,9 @@ pub const MAX_RECIPIENTS: usize = 1024;
 /// Stable error codes. `chatctl` maps them to exit codes (see its `--help`).
 pub mod code {
     pub const BAD_REQUEST: &str = "bad_request";
+    /// The request's `op` is not one this chatd knows (an older chatd than the client): a client
+    /// can tell "too old" from "malformed" and stop retrying.
+    pub const UNKNOWN_OP: &str = "unknown_op";
     pub const VERSION_MISMATCH: &str = "version_mismatch";
     pub const HELLO_FIRST: &str = "hello_first";
     pub const UNKNOWN_NAME: &str = "unknown_name";
@@ -217,6 +220,13 @@ pub enum Response {
     Accepted {
         id: String,
         recipients: Vec<RecipientState>,
+        /// For a send into a conversation: its resolved key (protocol.md §2.9.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<ConvKey>,
+        /// For a send into a conversation: the message's position in it (absent for a repeat
+        /// of an accepted message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pos: Option<Pos>,
     },
     Messages {
         messages: Vec<InboxMessage>,
@@ -624,7 +634,36 @@ pub fn parse_request(line: &[u8]) -> Result<RequestLine, (u64, ErrorBody)> {
             });
         }
     }
-    crate::envelope::parse_request_line(line, code::BAD_REQUEST)
+    crate::envelope::parse_request_line(line, code::BAD_REQUEST).map_err(
+        |(id, e)| match unknown_op(line) {
+            Some(op) => (
+                id,
+                ErrorBody::new(
+                    code::UNKNOWN_OP,
+                    format!(
+                        "unknown op {op:?}: this chatd ({}) does not know it; a newer chatd may",
+                        crate::SOFTWARE_VERSION
+                    ),
+                ),
+            ),
+            None => (id, e),
+        },
+    )
+}
+
+/// The `op` of a line that failed to parse, if it is a string no request variant has. Asked of
+/// serde itself (an `op` alone fails as a missing field if the variant exists), so the list of
+/// ops is never written twice.
+fn unknown_op(line: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let op = v.get("op")?.as_str()?;
+    let probe = serde_json::json!({ "op": op });
+    match serde_json::from_value::<Request>(probe) {
+        Err(e) if e.to_string().starts_with("unknown variant") => {
+            Some(op.chars().take(64).collect())
+        }
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -672,6 +711,33 @@ mod msg_id_tests {
 mod tests {
     use super::*;
     use crate::envelope::{to_line, Outcome};
+
+    /// An op no variant has is `unknown_op` (a client can tell "chatd too old"); anything else
+    /// wrong, an unknown field of a known op included, stays `bad_request`.
+    #[test]
+    fn an_unknown_op_has_its_own_code() {
+        let code_of = |line: &[u8]| parse_request(line).err().map(|(id, e)| (id, e.code));
+        assert_eq!(
+            code_of(br#"{"id":4,"op":"teleport","to":"pb"}"#),
+            Some((4, code::UNKNOWN_OP.to_string()))
+        );
+        for bad in [
+            &br#"{"id":4,"op":"history","with":"pb","colour":1}"#[..],
+            br#"{"id":4,"op":"history"}"#,
+            br#"{"id":4,"op":7}"#,
+            br#"{"id":4}"#,
+            br#"not json"#,
+            br#"{"id":4,"op":"send","body":"x","extra":1}"#,
+        ] {
+            assert_eq!(
+                code_of(bad).map(|c| c.1),
+                Some(code::BAD_REQUEST.to_string()),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(parse_request(br#"{"id":4,"op":"conversations"}"#).is_ok());
+    }
 
     #[test]
     fn send_hot_path_accepts_what_the_general_parser_accepts() {

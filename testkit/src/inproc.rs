@@ -383,7 +383,7 @@ pub fn send_request(to: &str, body: &str, msg_id: Option<&str>) -> Request {
 /// The id of an accepted send; panics if it was refused or a recipient failed at once.
 pub fn accepted_id(reply: Result<Response, ErrorBody>) -> String {
     match reply {
-        Ok(Response::Accepted { id, recipients })
+        Ok(Response::Accepted { id, recipients, .. })
             if recipients
                 .iter()
                 .all(|r| r.state != control::DeliveryState::Failed) =>

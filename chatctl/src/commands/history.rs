@@ -59,6 +59,13 @@ pub fn history(socket: Option<&Path>, json: bool, args: HistoryArgs) -> Result<i
 }
 
 pub fn search(socket: Option<&Path>, json: bool, args: SearchArgs) -> Result<i32, Failure> {
+    // A usage error like any other bad argument (exit 2), before connecting.
+    let max = peerchat_proto::control::MAX_SEARCH_TEXT;
+    if args.text.is_empty() || args.text.len() > max {
+        return Err(Failure::usage(format!(
+            "the search text must be 1 to {max} bytes"
+        )));
+    }
     let with = args.with.as_deref().map(conversation).transpose()?;
     let from = args
         .from

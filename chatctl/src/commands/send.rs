@@ -222,7 +222,7 @@ fn check_body(body: &str) -> Result<(), Failure> {
 /// to `send -l` is written at once); returns the exit code (6 if any recipient already failed).
 fn print_result(json: bool, reply: &Response) -> i32 {
     let mut code = exit::OK;
-    if let Response::Accepted { id, recipients } = reply {
+    if let Response::Accepted { id, recipients, .. } = reply {
         for r in recipients {
             if r.state == DeliveryState::Failed {
                 code = exit::FAILED;

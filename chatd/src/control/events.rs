@@ -84,7 +84,13 @@ async fn stream(
     {
         watch_peers(node, &all);
     }
-    let mut cursor = after.unwrap_or(newest);
+    // A cursor above every stored event comes from another database (a restored backup, a
+    // new state directory): waiting for it would hide every event up to it.
+    let (mut cursor, gap) = match after {
+        Some(a) if a > newest => (newest, true),
+        Some(a) => (a, gap),
+        None => (newest, gap),
+    };
     write_line(w, &ok(id, Response::EventsFrom { after: cursor, gap })).await?;
     let mut buf = Vec::new();
     for (name, p) in node.presence.snapshot() {

@@ -31,14 +31,14 @@ pub struct Targets {
 async fn conversation_targets(
     node: &Node,
     mut t: Targets,
-) -> Result<(Targets, Option<WireGroup>), ErrorBody> {
+) -> Result<(Targets, Option<WireGroup>, Option<ConvKey>), ErrorBody> {
     let Some(key) = t.conversation.take() else {
         let only_group = t.to.is_empty() && !t.broadcast && t.groups.len() == 1;
         let tag = only_group.then(|| WireGroup {
             owner: node.name.clone(),
             name: t.groups[0].clone(),
         });
-        return Ok((t, tag));
+        return Ok((t, tag, None));
     };
     if !t.to.is_empty() || !t.groups.is_empty() || t.broadcast {
         return Err(ErrorBody::new(
@@ -69,7 +69,7 @@ async fn conversation_targets(
         ));
     }
     t.to = to;
-    Ok((t, tag))
+    Ok((t, tag, Some(key)))
 }
 
 pub async fn handle(
@@ -80,7 +80,7 @@ pub async fn handle(
 ) -> ReplyFuture {
     match prepare(node, targets, body, msg_id).await {
         Err(e) => super::reply::ready(Err(e)),
-        Ok(rx) => {
+        Ok((rx, conversation)) => {
             let node = node.clone();
             Box::pin(async move {
                 let outcome = rx
@@ -103,9 +103,12 @@ pub async fn handle(
                         }
                     }
                 }
+                let pos = conversation.as_ref().and(outcome.pos);
                 Ok(Response::Accepted {
                     id: outcome.msg_id,
                     recipients,
+                    conversation,
+                    pos,
                 })
             })
         }
@@ -120,7 +123,7 @@ async fn prepare(
     targets: Targets,
     body: String,
     msg_id: Option<MsgId>,
-) -> Result<Committed, ErrorBody> {
+) -> Result<(Committed, Option<ConvKey>), ErrorBody> {
     if body.is_empty() {
         return Err(ErrorBody::new(code::BAD_REQUEST, "the message is empty"));
     }
@@ -133,7 +136,7 @@ async fn prepare(
             ),
         ));
     }
-    let (targets, group) = conversation_targets(node, targets).await?;
+    let (targets, group, conversation) = conversation_targets(node, targets).await?;
     let (recipients, typed, broadcast) = expand(node, targets).await?;
     if recipients.is_empty() {
         return Err(ErrorBody::new(
@@ -161,7 +164,7 @@ async fn prepare(
         Some(id) => (id.into_string(), true),
         None => (uuid::Uuid::now_v7().to_string(), false),
     };
-    match check_recipients(node, &recipients, typed, &body).await {
+    let committed = match check_recipients(node, &recipients, typed, &body).await {
         Ok(failed) => node
             .store
             .submit_send_in(msg_id, caller_chose_id, recipients, failed, body, group)
@@ -184,7 +187,8 @@ async fn prepare(
             }
         }
         Err(e) => Err(e),
-    }
+    }?;
+    Ok((committed, conversation))
 }
 
 /// Resolves every recipient. Typed names (the first `typed`) that cannot be used refuse the

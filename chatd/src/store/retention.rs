@@ -222,6 +222,8 @@ impl Store {
                 rows.execute(params![seq])?;
             }
             pruned.outbox = removed.len();
+            // Their timeline rows, index entries and delivery events go in this transaction.
+            super::timeline::prune::forget(conn, inbox_cut, pruned.inbox, &removed)?;
             more |= removed.len() as i64 == chunk;
             Ok((pruned, more))
         })

@@ -836,3 +836,99 @@ fn large_feed_rows_are_held_within_their_byte_budget() {
     let kept = super::LARGE_ROWS_BYTES / body_len;
     assert_eq!(alive, ((12 - kept as i64 + 1)..=12).collect::<Vec<_>>());
 }
+
+/// Retention takes a removed message's timeline rows, index entry and delivery events with it
+/// (same transaction), and an `events` stream resuming from before them is told of the gap.
+#[tokio::test]
+async fn retention_removes_timeline_rows_index_entries_and_marks_the_gap() {
+    use super::{Page, SearchQuery};
+    use peerchat_proto::control::ConvKey;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _thread) = Store::open(&dir.path().join("node.db")).expect("open");
+    let me = name("me");
+    let batch: Vec<Received> = (1..=5).map(|i| received(&format!("in{i}"))).collect();
+    assert_eq!(arrivals(&store, batch).await.len(), 5);
+    for i in 1..=5 {
+        send(&store, &format!("out{i}"), vec![name("pb")]).await;
+        store.cancel(format!("out{i}")).await.expect("cancel");
+    }
+    let (newest_before, gap) = store.events_start(Some(0)).await.expect("start");
+    assert!(!gap, "nothing pruned yet");
+    let rows = |table: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .call(move |c| {
+                    Ok(
+                        c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+                            r.get::<_, i64>(0)
+                        })?,
+                    )
+                })
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(rows("bodies").await, 10);
+    let pruned = keep_only_the_newest(&store).await;
+    assert_eq!((pruned.inbox, pruned.outbox), (4, 4));
+    // in5 and out5 stay: one index entry each; the events rows of the other eight are gone
+    // (out5's delivery event is the newest and stays anyway).
+    assert_eq!(rows("bodies").await, 2, "index entries of removed messages");
+    let timeline: i64 = store
+        .call(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM events e
+                 WHERE (e.kind = 1 AND e.ref NOT IN (SELECT seq FROM inbox))
+                    OR (e.kind IN (2, 3) AND e.ref NOT IN (SELECT seq FROM outbox))",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .expect("count");
+    assert_eq!(timeline, 0, "events rows of removed messages");
+    let page = |conv: &str| {
+        let store = store.clone();
+        let conv = ConvKey::parse(conv).expect("key");
+        let me = me.clone();
+        async move {
+            store
+                .history(conv, Page::Newest, 50, me)
+                .await
+                .expect("history")
+                .entries
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page("pa").await, ["in5"]);
+    assert_eq!(page("pb").await, ["out5"]);
+    let (hits, _) = store
+        .search(
+            SearchQuery {
+                text: "body in".into(),
+                with: None,
+                from: None,
+                before: None,
+                after: None,
+                limit: 50,
+            },
+            me.clone(),
+        )
+        .await
+        .expect("search");
+    let ids: Vec<_> = hits.into_iter().map(|h| h.entry.id).collect();
+    assert_eq!(ids, ["in5"]);
+    let (newest, gap) = store.events_start(Some(0)).await.expect("start");
+    assert_eq!(
+        newest, newest_before,
+        "the newest event stays: cursors are never reused"
+    );
+    assert!(gap, "resuming from before pruned events");
+    let (_, gap) = store.events_start(Some(newest)).await.expect("start");
+    assert!(!gap, "resuming from the newest cursor");
+    let (_, gap) = store.events_start(None).await.expect("start");
+    assert!(!gap, "a fresh stream");
+}

@@ -359,3 +359,105 @@ fn events_show_queued_then_delivered_and_resume_by_cursor() {
         "{seen:?}"
     );
 }
+
+/// Messages retention removed leave `history` and `search` at once, and an events stream that
+/// resumes from a cursor before them is told it has a gap (a cursor from another database too).
+#[test]
+fn retention_removes_history_and_search_entries_and_a_stale_cursor_gets_gap() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let net = InProcNet::new();
+    let prune = Arc::new(AtomicBool::new(false));
+    let switch = prune.clone();
+    let mut pa = net.node_with("pa", move |c: &mut chatd::Config| {
+        if switch.load(Ordering::SeqCst) {
+            c.retention = chatd::Retention {
+                max_age: None,
+                max_count: Some(1),
+            };
+        }
+    });
+    let pb = net.node("pb");
+    for i in 1..=3 {
+        pb.sent("pa", &format!("old news {i}"));
+    }
+    wait_history(&pa, "pb", 3);
+    let (events, start) = open_events(&pa, None);
+    drop(events);
+    prune.store(true, Ordering::SeqCst);
+    pa.stop();
+    pa.restart();
+    // Retention runs at start-up: only the newest message stays.
+    let kept = wait_for(T, "retention to remove the older messages", || {
+        let (e, _, _) = history(&pa, "pb", None, None, 100);
+        (e.len() == 1).then_some(e)
+    });
+    assert_eq!(bodies(&kept), ["old news 3"]);
+    let Ok(Response::SearchResults { hits, .. }) = pa.call(Request::Search {
+        text: "old news".into(),
+        with: None,
+        from: None,
+        before: None,
+        after: None,
+        limit: None,
+    }) else {
+        panic!("search");
+    };
+    let found: Vec<_> = hits.iter().map(|h| h.entry.body.as_str()).collect();
+    assert_eq!(found, ["old news 3"]);
+    let gap = |after: i64| {
+        let mut c = Client::connect(Some(&pa.socket)).expect("connect");
+        c.set_read_timeout(Some(T)).unwrap();
+        c.send(&Request::Events { after: Some(after) }).unwrap();
+        match c.recv().unwrap().outcome.into_result() {
+            Ok(Response::EventsFrom { after, gap }) => (after, gap),
+            other => panic!("events: {other:?}"),
+        }
+    };
+    assert_eq!(gap(0), (0, true), "resuming from before the pruned events");
+    assert!(!gap(start).1, "nothing after {start} was pruned");
+    assert_eq!(
+        gap(start + 1_000_000),
+        (start, true),
+        "a cursor from another database"
+    );
+}
+
+/// A send into a conversation is answered with its resolved key and its position (the `pos` of
+/// its entry); a plain send and a repeat carry neither. A peer never written to has an empty
+/// history, not `not_found`.
+#[test]
+fn accepted_carries_the_position_of_a_send_into_a_conversation() {
+    let net = InProcNet::new();
+    let pa = net.node("pa");
+    let _pb = net.node("pb");
+    let (entries, _, _) = history(&pa, "pb", None, None, 10);
+    assert!(entries.is_empty(), "a peer never written to");
+    let send = |conversation: Option<&str>, to: Vec<Name>, id: &str| match pa.call(Request::Send {
+        to,
+        groups: Vec::new(),
+        broadcast: false,
+        body: "placed".into(),
+        msg_id: Some(peerchat_proto::MsgId::new(id).unwrap()),
+        conversation: conversation.map(key),
+    }) {
+        Ok(Response::Accepted {
+            conversation, pos, ..
+        }) => (conversation, pos),
+        other => panic!("send: {other:?}"),
+    };
+    let (conv, pos) = send(Some("pb"), Vec::new(), "m1");
+    assert_eq!(conv, Some(key("pb")));
+    let entries = wait_history(&pa, "pb", 1);
+    assert_eq!(pos, Some(entries[0].pos));
+    assert_eq!(
+        send(Some("pb"), Vec::new(), "m1"),
+        (Some(key("pb")), None),
+        "a repeat"
+    );
+    assert_eq!(
+        send(None, vec![name("pb")], "m2"),
+        (None, None),
+        "a plain send"
+    );
+}

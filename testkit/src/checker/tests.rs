@@ -146,6 +146,8 @@ fn a_crash_requeues_in_flight_first_in_write_order() {
         Outcome::Ok(Response::Accepted {
             id: s.msg_id(k),
             recipients: Vec::new(),
+            conversation: None,
+            pos: None,
         })
     };
     let (id0, _) = s.inflight[0];

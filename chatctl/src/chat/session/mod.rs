@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peerchat_client::{self as client, Client, Error};
+use peerchat_proto::control::{code, Request};
 
 use super::events::{FromChatd, ToChatd};
 use crate::exit::Failure;
@@ -26,7 +27,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// Connects (so that a chatd that does not run is reported before the screen opens) and starts
 /// the session thread.
 pub fn spawn(socket: Option<&Path>) -> Result<(Sender<ToChatd>, Receiver<FromChatd>), Failure> {
-    let client = Client::connect(socket)?;
+    let mut client = Client::connect(socket)?;
+    too_old(&mut client)?;
     let path = client.socket().to_path_buf();
     let (to_session, requests) = mpsc::channel();
     let (events, from_session) = mpsc::channel();
@@ -35,6 +37,23 @@ pub fn spawn(socket: Option<&Path>) -> Result<(Sender<ToChatd>, Receiver<FromCha
         .spawn(move || run(path, client, requests, events))
         .map_err(|e| Failure::io("starting a thread", e))?;
     Ok((to_session, from_session))
+}
+
+/// A chatd without the conversation requests answers them `unknown_op`: said once, before the
+/// screen opens, instead of reconnecting for ever. Other errors are the session's to report.
+fn too_old(client: &mut Client) -> Result<(), Failure> {
+    match client.call(&Request::Conversations { limit: Some(1) }) {
+        Err(Error::Chatd(b)) if b.code == code::UNKNOWN_OP => Err(Failure::new(
+            crate::exit::for_code(code::UNKNOWN_OP),
+            code::UNKNOWN_OP,
+            format!(
+                "chatd is too old for chat: it does not know the conversation requests ({}). \
+                 Upgrade chatd; send, inbox and follow still work with it",
+                b.message
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn run(path: PathBuf, first: Client, requests: Receiver<ToChatd>, out: Sender<FromChatd>) {

@@ -108,10 +108,20 @@ impl Requests {
             conversation: Some(conversation),
         };
         match self.client.call(&request) {
-            Ok(Response::Accepted { id, .. }) => {
+            Ok(Response::Accepted {
+                id,
+                conversation,
+                pos,
+                ..
+            }) => {
+                // chatd says where the message is (an older chatd does not: it stays at the
+                // end until its `message` event places it), and under which full key.
+                let to = conversation
+                    .and_then(|k| ConvId::parse(&k.to_string()))
+                    .unwrap_or(to);
                 let msg = Msg {
                     id,
-                    seq: UNPLACED,
+                    seq: pos.unwrap_or(UNPLACED),
                     from: String::new(),
                     outgoing: true,
                     body,

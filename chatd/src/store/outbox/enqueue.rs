@@ -20,6 +20,8 @@ pub struct SendOutcome {
     pub recipients: Vec<RecipientState>,
     /// The new message, for the in-memory hand-off (`None` for a repeat).
     pub outgoing: Option<Outgoing>,
+    /// The message's first timeline position (`None` for a repeat).
+    pub pos: Option<i64>,
 }
 
 /// What one send stores: the message and who gets it (`failed`: recipients refused up front,
@@ -154,6 +156,7 @@ fn repeat_of(conn: &Batch, new: &NewMessage) -> Result<Option<SendOutcome>, Stor
         recipients,
         msg_id: new.msg_id.clone(),
         outgoing: None,
+        pos: None,
     }))
 }
 
@@ -180,7 +183,8 @@ fn insert_message(
         .group
         .as_ref()
         .map(|g| ConvKey::group(g.owner.clone(), g.name.clone()).to_string());
-    crate::store::timeline::record_out(conn, group_key.as_deref(), &new.to, seq, &new.body)?;
+    let pos =
+        crate::store::timeline::record_out(conn, group_key.as_deref(), &new.to, seq, &new.body)?;
     let outgoing = Outgoing {
         seq,
         msg_id: Arc::from(new.msg_id.as_str()),
@@ -193,6 +197,7 @@ fn insert_message(
         recipients: states,
         msg_id: new.msg_id,
         outgoing: Some(outgoing),
+        pos: Some(pos),
     })
 }
 

@@ -11,6 +11,7 @@ mod conversations;
 mod entries;
 mod events;
 mod history;
+pub(super) mod prune;
 mod search;
 
 use peerchat_db::rusqlite::{params, Connection, OptionalExtension};
@@ -57,14 +58,15 @@ pub(super) fn record_in(
 }
 
 /// A sent message's timeline entries (one in its group conversation, or one per recipient)
-/// and its index entry.
+/// and its index entry. Returns its first position (the group's entry, or the first
+/// recipient's).
 pub(super) fn record_out(
     conn: &Connection,
     group: Option<&str>,
     to: &[Name],
     out_seq: i64,
     body: &str,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let mut insert =
         conn.prepare_cached("INSERT INTO events (kind, conv, ref) VALUES (2, ?1, ?2)")?;
     let first = match group {
@@ -85,7 +87,8 @@ pub(super) fn record_out(
             first
         }
     };
-    index_body(conn, first, body)
+    index_body(conn, first, body)?;
+    Ok(first)
 }
 
 fn index_body(conn: &Connection, pos: i64, body: &str) -> Result<(), StoreError> {
