@@ -431,6 +431,8 @@ fn a_registryd_killed_chatd_moves_to_the_other_and_sends_keep_working() {
         (s["registry"] == r2.addr.to_string() && s["registry_reachable"] == true).then_some(())
     });
     let moved = killed.elapsed();
+    // Its renewals (every TTL/3 = 2 s) or presence watch notice; a request times out in 3 s.
+    assert!(moved < Duration::from_secs(10), "moved after {moved:?}");
     // pb moves too (a new peer port), so nothing pa knows can reach it: only a registry that
     // answers can say where pb is now.
     pb.daemon.terminate(Duration::from_secs(10));
