@@ -414,14 +414,25 @@ fn a_registryd_killed_chatd_moves_to_the_other_and_sends_keep_working() {
     let both = [r1.addr, r2.addr];
     let pa = chatd(dir.path(), "pa", &both, "pa.log");
     let mut pb = chatd(dir.path(), "pb", &both, "pb.log");
-    for (n, at) in [(&pa, r1.addr), (&pa, r2.addr), (&pb, r1.addr), (&pb, r2.addr)] {
-        wait_for(Duration::from_secs(30), &format!("registered at {at}"), || {
-            registered_with(n, at)
-        });
+    for (n, at) in [
+        (&pa, r1.addr),
+        (&pa, r2.addr),
+        (&pb, r1.addr),
+        (&pb, r2.addr),
+    ] {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("registered at {at}"),
+            || registered_with(n, at),
+        );
     }
     assert_eq!(node_status(&pa)["registry"], r1.addr.to_string());
     let out = chatctl(&pa.socket, &["send", "--wait=30", "pb", "before"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // r1 dies: pa moves to r2 by itself (its presence watch and lease keeper notice).
     r1.daemon.kill9();

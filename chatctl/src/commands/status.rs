@@ -36,7 +36,11 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
         for (i, r) in s.registries.iter().enumerate() {
             output::line(&format!(
                 "{}{}",
-                if i == 0 { "registries: " } else { "            " },
+                if i == 0 {
+                    "registries: "
+                } else {
+                    "            "
+                },
                 standing(r, r.address == s.registry)
             ));
         }
@@ -62,10 +66,17 @@ fn standing(r: &peerchat_proto::control::RegistryStanding, in_use: bool) -> Stri
     let mut line = format!(
         "{} {}",
         crate::safe_text::one_line(&r.address),
-        if r.reachable { "reachable" } else { "unreachable" }
+        if r.reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        }
     );
     if let Some(a) = &r.registered {
-        line.push_str(&format!(", registered as {}", crate::safe_text::one_line(a)));
+        line.push_str(&format!(
+            ", registered as {}",
+            crate::safe_text::one_line(a)
+        ));
     }
     if let Some(e) = &r.error {
         line.push_str(&format!(": {}", crate::safe_text::one_line(e)));

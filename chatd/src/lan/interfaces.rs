@@ -32,7 +32,9 @@ impl Selection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterfaceError {
-    #[error("--lan-interface: no network interface named {name:?} with an address (there are: {known})")]
+    #[error(
+        "--lan-interface: no network interface named {name:?} with an address (there are: {known})"
+    )]
     Unknown { name: String, known: String },
     #[error("--lan-interface: at most {max} interfaces")]
     TooMany { max: usize },

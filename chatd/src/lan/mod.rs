@@ -302,13 +302,8 @@ mod tests {
         .unwrap();
         assert_eq!(a.name.as_str(), "pb");
         assert_eq!(a.address.to_string(), "10.1.2.3:7000");
-        let only_v6 = Announcement::parse(
-            "f",
-            &good,
-            7000,
-            &[ip("fe80::1"), ip("2001:db8::5")],
-            false,
-        );
+        let only_v6 =
+            Announcement::parse("f", &good, 7000, &[ip("fe80::1"), ip("2001:db8::5")], false);
         assert_eq!(only_v6.unwrap().address.to_string(), "[2001:db8::5]:7000");
         let bad = |t: &[(String, Option<String>)], port: u16, addrs: &[IpAddr]| {
             Announcement::parse("f", t, port, addrs, false).unwrap_err()

@@ -92,12 +92,7 @@ fn start_with(dir: &Path, ns: &str, name: &str, file: &str, extra: &[&str]) -> L
         .arg(bin("chatd"))
         .args(["--name", name, "--lan", "--registry", "none"])
         .args(extra)
-        .args([
-            "--retry-initial",
-            "0.2",
-            "--retry-max",
-            "1",
-        ])
+        .args(["--retry-initial", "0.2", "--retry-max", "1"])
         .arg("--socket")
         .arg(&socket)
         .arg("--db")
@@ -294,7 +289,10 @@ impl Capture {
 
     fn finish(self) -> Seen {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.thread.join().expect("capture thread").expect("capture")
+        self.thread
+            .join()
+            .expect("capture thread")
+            .expect("capture")
     }
 }
 
@@ -432,7 +430,10 @@ fn two_nodes_on_one_host_chat_by_name_over_loopback_and_nothing_leaves_on_other_
     drop((pa, pb));
 
     let seen = capture.finish();
-    assert!(seen.probe, "the capture saw nothing, not even its probe: {seen:?}");
+    assert!(
+        seen.probe,
+        "the capture saw nothing, not even its probe: {seen:?}"
+    );
     assert_eq!(seen.mdns, 0, "DNS-SD left on {}: {seen:?}", lan.dummy);
     eprintln!("frames that left on {} meanwhile (the probe; IGMP/MLD membership reports of mdns-sd's start-up join): {}", lan.dummy, seen.frames);
     drop(lan);
@@ -452,12 +453,20 @@ fn a_lan_interface_that_is_not_there_is_a_start_up_error() {
         .expect("run chatd");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no network interface named \"pc-no-such0\""), "{err}");
+    assert!(
+        err.contains("no network interface named \"pc-no-such0\""),
+        "{err}"
+    );
     assert!(!dir.path().join("pa.sock").exists(), "nothing started");
     // Without --lan the option is a usage error (2): it would do nothing.
     let out = Command::new(bin("chatd"))
         .args(["--name", "pa", "--lan-interface", "lo"])
         .output()
         .expect("run chatd");
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
