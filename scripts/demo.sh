@@ -4,7 +4,15 @@
 # send a first message through it, and print how to continue and how to stop.
 #
 #   bash scripts/demo.sh            # start
+#   bash scripts/demo.sh --lan      # start; the nodes also find each other by DNS-SD on loopback
 #   bash scripts/demo.sh stop DIR   # stop the network started in DIR
+#
+# Why --lan is not the default: the demo must send nothing off the machine. With
+# `--lan --lan-interface lo` no mDNS leaves loopback (tested: chatd/tests/it/lan.rs), but the
+# mdns-sd crate (0.21) joins the mDNS multicast group on every interface as it starts, before the
+# interface selection applies, and the kernel reports each join (and the leave right after) with
+# an IGMP/MLD membership report on that interface's network. Harmless on a home LAN, but traffic;
+# so it is opt-in (see docs/protocol.md 3.11).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +22,15 @@ if [[ "${1:-}" == "stop" ]]; then
     kill -TERM $(cat "$dir/pids") 2>/dev/null || true
     echo "stopped the peerchat demo in $dir"
     exit 0
+fi
+
+lan=()
+if [[ "${1:-}" == "--lan" ]]; then
+    # DNS-SD on loopback only: the three nodes, which listen on 127.0.0.1, hear each other.
+    lan=(--lan --lan-interface lo)
+elif [[ -n "${1:-}" ]]; then
+    echo "usage: bash scripts/demo.sh [--lan] | bash scripts/demo.sh stop DIR" >&2
+    exit 2
 fi
 
 echo "building (cargo build --release) ..." >&2
@@ -44,8 +61,8 @@ wait_until grep -q "registryd ready" "$dir/registryd.log" || fail "registryd did
 registry="$(grep -o 'listen=[^ ]*' "$dir/registryd.log" | head -1 | cut -d= -f2)"
 
 for name in alice bob carol; do
-    # --lan: the nodes also announce themselves with DNS-SD (a registry record still wins).
-    setsid "$bin/chatd" --name "$name" --listen 127.0.0.1:0 --registry "$registry" --lan \
+    # With --lan the nodes also announce themselves with DNS-SD (a registry record still wins).
+    setsid "$bin/chatd" --name "$name" --listen 127.0.0.1:0 --registry "$registry" ${lan[@]+"${lan[@]}"} \
         --socket "$dir/$name.sock" --db "$dir/$name.db" >/dev/null 2>"$dir/$name.log" </dev/null &
     echo $! >> "$dir/pids"
 done

@@ -98,6 +98,21 @@ pub struct Args {
     /// replaced (CHATD_LAN and the file also take 1/0, yes/no, on/off)
     #[arg(long, env = "CHATD_LAN", value_parser = BoolishValueParser::new())]
     pub lan: bool,
+    /// With --lan: announce and browse only on these network interfaces (by name; repeat the
+    /// option or separate names by commas) [default: every non-loopback interface]. Each must
+    /// exist, with an address, at start. `--lan-interface lo` keeps DNS-SD on this machine
+    /// (nodes on one host find each other; nothing is sent to the network); only when loopback
+    /// is the whole LAN are loopback addresses in announcements used
+    #[arg(
+        long,
+        value_name = "IFACE[,...]",
+        env = "CHATD_LAN_INTERFACE",
+        action = clap::ArgAction::Append,
+        value_delimiter = ',',
+        requires = "lan",
+        value_parser = parse_interface
+    )]
+    pub lan_interface: Vec<String>,
     /// First retry delay for undelivered messages, seconds (doubles up to --retry-max)
     #[arg(
         long,
@@ -165,6 +180,20 @@ fn parse_delay(s: &str) -> Result<f64, String> {
     } else {
         Err("must be more than 0 and at most 86400 seconds".into())
     }
+}
+
+/// Most interfaces `--lan-interface` may name.
+pub const MAX_LAN_INTERFACES: usize = 16;
+
+/// One `--lan-interface` name: not empty, at most 64 bytes (Linux allows 15; Windows names
+/// such as `Ethernet 2` are longer and have spaces), no control characters. Whether it exists,
+/// and the count (at most [`MAX_LAN_INTERFACES`]), are checked at start.
+fn parse_interface(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 64 || s.chars().any(char::is_control) {
+        return Err("expected an interface name, e.g. eth0 or lo".into());
+    }
+    Ok(s.to_string())
 }
 
 /// `--advertise`: a host (name or IP, `[v6]` allowed) and maybe a port.

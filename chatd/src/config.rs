@@ -30,6 +30,9 @@ pub struct Config {
     pub retention: Retention,
     /// Announce this node and learn others' names on the LAN (DNS-SD over multicast).
     pub lan: bool,
+    /// `--lan-interface`: the interfaces (by name) to announce and browse on; empty: every
+    /// non-loopback interface.
+    pub lan_interfaces: Vec<String>,
     /// Group allowed to use the control socket (mode 0660); `None`: owner only (0600).
     pub socket_group: Option<String>,
     /// `--metrics`: serve Prometheus text on this (loopback) address; `None`: off.
@@ -54,6 +57,7 @@ impl Config {
             },
             legacy: false,
             lan: false,
+            lan_interfaces: Vec::new(),
             retention: Retention::default(),
             socket_group: None,
             metrics: None,

@@ -58,6 +58,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Checked before anything starts, so a --lan-interface that is not there is a start-up
+    // error rather than a LAN of nothing.
+    let lan_selection = match config.lan {
+        true => Some(lan::interfaces::select(&config.lan_interfaces)?),
+        false => None,
+    };
     let _lock = peerchat_daemon::lock::lock_database(&config.db, "chatd")?;
     // Bound before anything else starts, so a bad --metrics is a start-up error.
     let metrics_listener = match config.metrics {
@@ -140,11 +146,11 @@ pub async fn run(
         backup_running: tokio::sync::Mutex::new(()),
     });
 
-    if let Some(table) = &lan_table {
+    if let (Some(table), Some(selection)) = (&lan_table, &lan_selection) {
         start_lan(
             &config,
             &identity,
-            table,
+            (table, selection),
             listen,
             (&resolver, &delivery),
             &stop,
@@ -249,7 +255,7 @@ fn serve_metrics(
 fn start_lan(
     config: &Config,
     identity: &Arc<identity::Identity>,
-    table: &Arc<lan::LanTable>,
+    (table, selection): (&Arc<lan::LanTable>, &lan::interfaces::Selection),
     listen: std::net::SocketAddr,
     (resolver, delivery): (&Arc<resolver::Resolver>, &Arc<delivery::Delivery>),
     stop: &CancellationToken,
@@ -268,7 +274,7 @@ fn start_lan(
             d.retry_if_waiting(name);
         }
     };
-    match lan::service::start(ours, table.clone(), on_heard, stop.clone()) {
+    match lan::service::start(ours, selection, table.clone(), on_heard, stop.clone()) {
         Ok(run) => {
             tasks.spawn(run);
         }

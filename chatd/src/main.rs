@@ -36,6 +36,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     }
     config.legacy = args.legacy;
     config.lan = args.lan;
+    config.lan_interfaces = args.lan_interface;
     config.socket_group = args.socket_group;
     config.metrics = args.metrics;
     // The values were validated by the parsers in `cli.rs` (also for `--check-config`).

@@ -1,18 +1,20 @@
 //! registryd on etcd, with real etcd members (plain processes on loopback ports, in the test's
 //! directory) and the real registryd binary: two instances share a 3-member cluster. Each test
 //! skips loudly when etcd is not installed outside CI; under CI (`CI=true`) they must run.
-//!
-//! Not here: "a registryd killed: chatd moves to the other" needs chatd's support for several
-//! registries (a later task of issue 20).
+//! The last test adds two chatd binaries listing both instances (`--registry r1,r2`): one
+//! instance killed, chatd moves to the other and sends keep working.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use peerchat_testkit::etcd::EtcdCluster;
 use peerchat_testkit::identity::Signer;
 use peerchat_testkit::registry_wire::{ask, seed};
-use peerchat_testkit::{bin, json_lines, tempdir, wait_for, Node, Registry};
+use peerchat_testkit::{
+    bin, chatctl, json_lines, log_field, spawn_logged, tempdir, wait_for, Daemon, Node, Registry,
+};
 use serde_json::Value;
 
 /// Registrations from 127.0.0.1 are many here: lift the per-address rate limit.
@@ -358,4 +360,117 @@ fn migrate_from_sqlite_keeps_every_name_and_release_works_on_etcd() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
+}
+
+/// A chatd binary listing `registries` in that order (the testkit's `Node` takes one).
+struct ChatNode {
+    daemon: Daemon,
+    socket: PathBuf,
+}
+
+fn chatd(dir: &Path, name: &str, registries: &[SocketAddr], log: &str) -> ChatNode {
+    let socket = dir.join(format!("{name}.sock"));
+    let list: Vec<String> = registries.iter().map(|a| a.to_string()).collect();
+    let mut cmd = Command::new(bin("chatd"));
+    cmd.args(["--name", name, "--listen", "127.0.0.1:0"])
+        .args(["--registry", &list.join(",")])
+        .args(["--retry-initial", "0.2", "--retry-max", "1"])
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--db")
+        .arg(dir.join(format!("{name}.db")));
+    let (daemon, line) = spawn_logged(cmd, &dir.join(log), "chatd ready");
+    assert!(log_field(&line, "listen").is_some(), "{line}");
+    ChatNode { daemon, socket }
+}
+
+fn node_status(node: &ChatNode) -> Value {
+    let out = chatctl(&node.socket, &["--json", "status"], None);
+    json_lines(&out.stdout).pop().unwrap_or(Value::Null)
+}
+
+/// `node`'s address as registered with the registry at `at` (status' `registries`), if it is.
+fn registered_with(node: &ChatNode, at: SocketAddr) -> Option<String> {
+    let s = node_status(node);
+    let r = s["registries"]
+        .as_array()?
+        .iter()
+        .find(|r| r["address"] == at.to_string())?
+        .clone();
+    r["registered"].as_str().map(str::to_string)
+}
+
+#[test]
+fn a_registryd_killed_chatd_moves_to_the_other_and_sends_keep_working() {
+    let dir = tempdir();
+    let Some(etcd) = EtcdCluster::start(dir.path(), 3, "etcd_cluster") else {
+        return;
+    };
+    let url = etcd.url("/t5/");
+    // A short TTL: leases are renewed every 2 s, so a dead instance is noticed soon.
+    let short: Vec<&str> = FAST.iter().copied().chain(["--ttl", "6"]).collect();
+    let mut r1 = Registry::start_store(dir.path(), "r1.log", &url, &short);
+    let r2 = Registry::start_store(dir.path(), "r2.log", &url, &short);
+    let both = [r1.addr, r2.addr];
+    let pa = chatd(dir.path(), "pa", &both, "pa.log");
+    let mut pb = chatd(dir.path(), "pb", &both, "pb.log");
+    for (n, at) in [
+        (&pa, r1.addr),
+        (&pa, r2.addr),
+        (&pb, r1.addr),
+        (&pb, r2.addr),
+    ] {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("registered at {at}"),
+            || registered_with(n, at),
+        );
+    }
+    assert_eq!(node_status(&pa)["registry"], r1.addr.to_string());
+    let out = chatctl(&pa.socket, &["send", "--wait=30", "pb", "before"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // r1 dies: pa moves to r2 by itself (its presence watch and lease keeper notice).
+    r1.daemon.kill9();
+    let killed = Instant::now();
+    wait_for(Duration::from_secs(30), "pa on r2", || {
+        let s = node_status(&pa);
+        (s["registry"] == r2.addr.to_string() && s["registry_reachable"] == true).then_some(())
+    });
+    let moved = killed.elapsed();
+    // Its renewals (every TTL/3 = 2 s) or presence watch notice; a request times out in 3 s.
+    assert!(moved < Duration::from_secs(10), "moved after {moved:?}");
+    // pb moves too (a new peer port), so nothing pa knows can reach it: only a registry that
+    // answers can say where pb is now.
+    pb.daemon.terminate(Duration::from_secs(10));
+    pb = chatd(dir.path(), "pb", &both, "pb2.log");
+    let pb_now = wait_for(Duration::from_secs(30), "pb registered at r2", || {
+        registered_with(&pb, r2.addr)
+    });
+    let sent = Instant::now();
+    let out = chatctl(&pa.socket, &["send", "--wait=30", "pb", "after"], None);
+    assert!(
+        out.status.success(),
+        "the send after r1 died was not delivered: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delivered = sent.elapsed();
+    let bodies: Vec<String> = json_lines(&chatctl(&pb.socket, &["--json", "inbox"], None).stdout)
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(bodies, ["before", "after"]);
+    let s = node_status(&pa);
+    assert_eq!(s["registries"][0]["reachable"], false, "{s}");
+    eprintln!(
+        "etcd failover: pa moved to r2 {:.2} s after r1 was killed; the send to pb (now at {pb_now}) was delivered {:.2} s after it was made",
+        moved.as_secs_f64(),
+        delivered.as_secs_f64()
+    );
+    drop((r2, etcd));
 }

@@ -35,6 +35,23 @@ pub fn run(mut client: Client, json: bool) -> Result<i32, Failure> {
             "unreachable"
         }
     ));
+    // With several registries, each one and how it stands (the line above is the one in use).
+    if s.registries.len() > 1 {
+        for (i, r) in s.registries.iter().enumerate() {
+            output::line(&format!(
+                "{}{}",
+                if i == 0 {
+                    "registries: "
+                } else {
+                    "            "
+                },
+                standing(r, r.address == s.registry)
+            ));
+        }
+    }
+    if s.lan {
+        output::line("lan:        announcing and browsing names (DNS-SD)");
+    }
     output::line(&format!(
         "started:    {} (up {}s)",
         s.started_at, s.uptime_secs
@@ -63,4 +80,30 @@ pub fn nat_statement(s: &NodeStatus) -> Option<String> {
         address = s.address,
     );
     Some(crate::safe_text::one_line(&text).into_owned())
+}
+
+/// One registry's line: `ADDR reachable|unreachable[, registered as A][: error][ (in use)]`.
+fn standing(r: &peerchat_proto::control::RegistryStanding, in_use: bool) -> String {
+    let mut line = format!(
+        "{} {}",
+        crate::safe_text::one_line(&r.address),
+        if r.reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        }
+    );
+    if let Some(a) = &r.registered {
+        line.push_str(&format!(
+            ", registered as {}",
+            crate::safe_text::one_line(a)
+        ));
+    }
+    if let Some(e) = &r.error {
+        line.push_str(&format!(": {}", crate::safe_text::one_line(e)));
+    }
+    if in_use {
+        line.push_str(" (in use)");
+    }
+    line
 }

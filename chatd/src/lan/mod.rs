@@ -6,6 +6,7 @@
 //! resolver like a registry record *after* the registry: the key it names must be the pinned
 //! one (never overriding a pin), and the peer must prove that key in the Noise handshake.
 
+pub mod interfaces;
 pub mod service;
 
 use std::collections::HashMap;
@@ -55,13 +56,16 @@ pub enum BadAnnouncement {
 impl Announcement {
     /// Validates what DNS-SD resolved: `txt` as (key, value) pairs, the SRV port and the
     /// announced addresses. The first usable address wins, IPv4 first (IPv6 link-local
-    /// addresses need a scope and are skipped; loopback, unspecified and multicast never
-    /// name a peer on the LAN).
+    /// addresses need a scope and are skipped; unspecified and multicast never name a peer,
+    /// nor does loopback on a real LAN). `loopback_lan`: the LAN is loopback alone
+    /// (`--lan-interface lo`), so every announcer is on this host and loopback addresses are
+    /// the ones to use (they come first).
     pub fn parse(
         fullname: &str,
         txt: &[(String, Option<String>)],
         port: u16,
         addresses: &[IpAddr],
+        loopback_lan: bool,
     ) -> Result<Announcement, BadAnnouncement> {
         if txt.len() > MAX_TXT_PROPERTIES {
             return Err(BadAnnouncement::TooManyProperties);
@@ -86,23 +90,34 @@ impl Announcement {
         }
         let usable = |ip: &&IpAddr| match ip {
             IpAddr::V4(v4) => {
-                !(v4.is_loopback() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast())
+                !((v4.is_loopback() && !loopback_lan)
+                    || v4.is_unspecified()
+                    || v4.is_multicast()
+                    || v4.is_broadcast())
             }
             IpAddr::V6(v6) => {
-                !(v6.is_loopback()
+                !((v6.is_loopback() && !loopback_lan)
                     || v6.is_unspecified()
                     || v6.is_multicast()
                     || (v6.segments()[0] & 0xffc0) == 0xfe80)
             }
         };
         let candidates: Vec<&IpAddr> = addresses.iter().take(MAX_ADDRESSES).collect();
-        let ip = candidates
-            .iter()
-            .copied()
-            .filter(|ip| ip.is_ipv4())
-            .find(usable)
-            .or_else(|| candidates.iter().copied().find(usable))
-            .ok_or(BadAnnouncement::Address)?;
+        let first = |pred: &dyn Fn(&IpAddr) -> bool| {
+            candidates
+                .iter()
+                .copied()
+                .filter(|ip| pred(ip))
+                .find(usable)
+        };
+        let ip = (if loopback_lan {
+            first(&|ip| ip.is_loopback() && ip.is_ipv4()).or_else(|| first(&IpAddr::is_loopback))
+        } else {
+            None
+        })
+        .or_else(|| first(&IpAddr::is_ipv4))
+        .or_else(|| first(&|_| true))
+        .ok_or(BadAnnouncement::Address)?;
         Ok(Announcement {
             fullname: fullname.to_string(),
             name,
@@ -282,14 +297,16 @@ mod tests {
             &good,
             7000,
             &[ip("127.0.0.1"), ip("fe80::1"), ip("10.1.2.3")],
+            false,
         )
         .unwrap();
         assert_eq!(a.name.as_str(), "pb");
         assert_eq!(a.address.to_string(), "10.1.2.3:7000");
-        let only_v6 = Announcement::parse("f", &good, 7000, &[ip("fe80::1"), ip("2001:db8::5")]);
+        let only_v6 =
+            Announcement::parse("f", &good, 7000, &[ip("fe80::1"), ip("2001:db8::5")], false);
         assert_eq!(only_v6.unwrap().address.to_string(), "[2001:db8::5]:7000");
         let bad = |t: &[(String, Option<String>)], port: u16, addrs: &[IpAddr]| {
-            Announcement::parse("f", t, port, addrs).unwrap_err()
+            Announcement::parse("f", t, port, addrs, false).unwrap_err()
         };
         let lan = [ip("10.1.2.3")];
         assert_eq!(
@@ -338,9 +355,33 @@ mod tests {
             ),
             BadAnnouncement::Address
         );
+        assert_eq!(
+            bad(&good, 7000, &[ip("::1"), ip("127.0.0.2")]),
+            BadAnnouncement::Address,
+            "loopback is refused on a real LAN"
+        );
         let many: Vec<(String, Option<String>)> =
             (0..17).map(|i| (format!("k{i}"), None)).collect();
         assert_eq!(bad(&many, 7000, &lan), BadAnnouncement::TooManyProperties);
+    }
+
+    #[test]
+    fn loopback_addresses_are_used_only_when_loopback_is_the_lan() {
+        let good = txt(&[("v", "1"), ("name", "pb"), ("key", KEY)]);
+        let on_lo = |addrs: &[IpAddr]| {
+            Announcement::parse("f", &good, 7000, addrs, true).map(|a| a.address.to_string())
+        };
+        // On a loopback LAN every announcer is on this host: its loopback address comes first.
+        assert_eq!(
+            on_lo(&[ip("10.1.2.3"), ip("::1"), ip("127.0.0.1")]),
+            Ok("127.0.0.1:7000".into())
+        );
+        assert_eq!(on_lo(&[ip("::1")]), Ok("[::1]:7000".into()));
+        assert_eq!(on_lo(&[ip("10.1.2.3")]), Ok("10.1.2.3:7000".into()));
+        assert_eq!(
+            on_lo(&[ip("0.0.0.0"), ip("224.0.0.251")]),
+            Err(BadAnnouncement::Address)
+        );
     }
 
     #[test]

@@ -7,11 +7,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
+use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
 use peerchat_proto::{Name, PublicKey};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::interfaces::Selection;
 use super::{Announcement, LanTable, SERVICE_TYPE, TXT_VERSION};
 
 /// How long shutdown waits for the withdrawal (goodbye packets) to go out.
@@ -31,15 +32,30 @@ pub fn instance_name(key: &PublicKey) -> String {
     format!("pc-{}", &key.to_hex()[..16])
 }
 
-/// Starts announcing and browsing; the returned future runs until `stop`, then withdraws the
-/// announcement. Errors only if mdns-sd cannot start (no multicast socket).
+/// Starts announcing and browsing on the interfaces of `selection`; the returned future runs
+/// until `stop`, then withdraws the announcement. Errors only if mdns-sd cannot start.
 pub fn start(
     ours: Ours,
+    selection: &Selection,
     table: Arc<LanTable>,
     on_heard: impl Fn(&Name) + Send + 'static,
     stop: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()>, mdns_sd::Error> {
     let daemon = ServiceDaemon::new()?;
+    // mdns-sd starts on every interface, loopback included; the selection is sent before
+    // `register` and `browse` (its commands run in order), so no query or announcement goes
+    // out anywhere else. (Its thread may already have joined the mDNS group on the others,
+    // which the kernel reports with IGMP/MLD: see docs/security.md.)
+    match selection {
+        Selection::NonLoopback => {
+            daemon.disable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])?
+        }
+        Selection::Named { names, .. } => {
+            daemon.disable_interface(IfKind::All)?;
+            daemon.enable_interface(names.iter().map(IfKind::from).collect::<Vec<_>>())?;
+        }
+    }
+    let loopback_lan = selection.accepts_loopback();
     let instance = instance_name(&ours.key);
     let host = format!("{instance}.local.");
     let mut txt = HashMap::new();
@@ -51,7 +67,11 @@ pub fn start(
     let fullname = info.get_fullname().to_string();
     daemon.register(info)?;
     let events = daemon.browse(SERVICE_TYPE)?;
-    info!(instance = %instance, port = ours.port, "announcing this node on the LAN (DNS-SD {SERVICE_TYPE})");
+    let on = match selection {
+        Selection::NonLoopback => "every non-loopback interface".to_string(),
+        Selection::Named { names, .. } => names.join(","),
+    };
+    info!(instance = %instance, port = ours.port, interfaces = %on, "announcing this node on the LAN (DNS-SD {SERVICE_TYPE})");
     Ok(async move {
         loop {
             let event = tokio::select! {
@@ -65,7 +85,7 @@ pub fn start(
                     }
                 },
             };
-            handle(event, &ours.key, &table, &on_heard);
+            handle(event, &ours.key, loopback_lan, &table, &on_heard);
         }
         // Withdraw (goodbye packets), so others forget us now rather than at the TTL.
         if let Ok(done) = daemon.unregister(&fullname) {
@@ -75,7 +95,13 @@ pub fn start(
     })
 }
 
-fn handle(event: ServiceEvent, own_key: &PublicKey, table: &LanTable, on_heard: &impl Fn(&Name)) {
+fn handle(
+    event: ServiceEvent,
+    own_key: &PublicKey,
+    loopback_lan: bool,
+    table: &LanTable,
+    on_heard: &impl Fn(&Name),
+) {
     match event {
         ServiceEvent::ServiceResolved(s) => {
             let txt: Vec<(String, Option<String>)> = s
@@ -93,7 +119,7 @@ fn handle(event: ServiceEvent, own_key: &PublicKey, table: &LanTable, on_heard: 
                 .take(64)
                 .map(|a| a.to_ip_addr())
                 .collect();
-            match Announcement::parse(&s.fullname, &txt, s.port, &addrs) {
+            match Announcement::parse(&s.fullname, &txt, s.port, &addrs, loopback_lan) {
                 Ok(a) if a.key == *own_key => {}
                 Ok(a) => {
                     let name = a.name.clone();
