@@ -8,7 +8,7 @@
 //! strings) itself: a client library would bring a URL parser and a dozen crates into the build
 //! for two commands to a server the bench started on loopback.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use redis::Value;
 
 use crate::report::Row;
 use crate::util::{body, find_program, now_ns};
@@ -80,7 +81,7 @@ impl Redis {
                 c.flush().ok()?;
                 c.read().ok()
             });
-            if matches!(pong, Some(Value::Simple(ref p)) if p == "PONG") {
+            if matches!(pong, Some(Ok(Value::SimpleString(ref p))) if p == "PONG") {
                 return Ok(Some(r));
             }
             if Instant::now() > deadline {
@@ -110,7 +111,7 @@ impl Redis {
             std::thread::spawn(move || -> anyhow::Result<(usize, Option<String>)> {
                 let (mut errors, mut first) = (0, None);
                 for _ in 0..n {
-                    if let Value::Error(e) = r.read()? {
+                    if let Err(e) = r.read()? {
                         errors += 1;
                         first.get_or_insert(e);
                     }
@@ -186,7 +187,7 @@ fn consume(
         ])?;
         c.flush()?;
         // Null on timeout; else [[key, [[id, [field, value]], ...]]].
-        let Value::Array(streams) = c.read()? else {
+        let Ok(Value::Array(streams)) = c.read()? else {
             continue;
         };
         for s in streams {
@@ -197,11 +198,12 @@ fn consume(
             for e in entries {
                 let Value::Array(mut e) = e else { continue };
                 let fields = e.pop();
-                if let Some(Value::Bulk(id)) = e.pop() {
+                if let Some(Value::BulkString(id)) = e.pop() {
                     cursor = id;
                 }
                 if let Some(Value::Array(f)) = fields {
-                    if matches!(f.get(1), Some(Value::Bulk(v)) if v.starts_with(tag.as_bytes())) {
+                    if matches!(f.get(1), Some(Value::BulkString(v)) if v.starts_with(tag.as_bytes()))
+                    {
                         count.fetch_add(1, Ordering::Relaxed);
                         last.store(now_ns(), Ordering::Relaxed);
                         progress = Instant::now();
@@ -213,20 +215,12 @@ fn consume(
     Ok(())
 }
 
-/// A RESP value as Redis answers it.
-enum Value {
-    Simple(String),
-    Error(String),
-    Int,
-    Bulk(Vec<u8>),
-    Null,
-    Array(Vec<Value>),
-}
-
-/// One connection: commands written buffered, replies read buffered.
+/// One connection: commands packed by the redis crate and written buffered, replies parsed by
+/// its `Parser` (which keeps what it read ahead, so one parser per connection).
 struct Conn {
     r: BufReader<TcpStream>,
     w: BufWriter<TcpStream>,
+    parser: redis::Parser,
 }
 
 impl Conn {
@@ -234,47 +228,31 @@ impl Conn {
         Ok(Conn {
             r: BufReader::with_capacity(256 * 1024, s.try_clone()?),
             w: BufWriter::with_capacity(256 * 1024, s),
+            parser: redis::Parser::new(),
         })
     }
 
-    /// A command as an array of bulk strings.
+    /// Writes one command (buffered).
     fn command(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
-        write!(self.w, "*{}\r\n", args.len())?;
+        let mut cmd = redis::Cmd::new();
         for a in args {
-            write!(self.w, "${}\r\n", a.len())?;
-            self.w.write_all(a)?;
-            self.w.write_all(b"\r\n")?;
+            cmd.arg(*a);
         }
-        Ok(())
+        self.w.write_all(&cmd.get_packed_command())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.w.flush()
     }
 
-    fn read(&mut self) -> anyhow::Result<Value> {
-        let mut line = Vec::new();
-        self.r.read_until(b'\n', &mut line)?;
-        let Some(l) = line.strip_suffix(b"\r\n") else {
-            bail!("redis closed the connection");
-        };
-        let (kind, rest) = l.split_first().context("empty reply line")?;
-        let text = String::from_utf8_lossy(rest).into_owned();
-        let len = || -> anyhow::Result<i64> { text.parse().context("bad length in reply") };
-        Ok(match kind {
-            b'+' => Value::Simple(text),
-            b'-' => Value::Error(text),
-            b':' => Value::Int,
-            b'$' if len()? < 0 => Value::Null,
-            b'$' => {
-                let mut v = vec![0u8; len()? as usize + 2];
-                self.r.read_exact(&mut v)?;
-                v.truncate(v.len() - 2);
-                Value::Bulk(v)
+    /// The next reply: a value, or the error Redis answered.
+    fn read(&mut self) -> anyhow::Result<Result<redis::Value, String>> {
+        match self.parser.parse_value(&mut self.r) {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                Err(anyhow::anyhow!("reading from redis: {e}"))
             }
-            b'*' if len()? < 0 => Value::Null,
-            b'*' => Value::Array((0..len()?).map(|_| self.read()).collect::<Result<_, _>>()?),
-            _ => bail!("unexpected reply from redis: {text}"),
-        })
+            Err(e) => Ok(Err(e.to_string())),
+        }
     }
 }
