@@ -33,6 +33,18 @@ elif [[ -n "${1:-}" ]]; then
     exit 2
 fi
 
+# registryd's etcd store comes from the etcd-client crate, whose build script needs protoc.
+if ! command -v protoc >/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        echo "installing protoc (Debian's protobuf-compiler), which the etcd-client crate's build needs ..." >&2
+        (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null) \
+            || { echo "demo: could not install protobuf-compiler; install protoc and run this again" >&2; exit 1; }
+    else
+        echo "demo: building needs protoc (for registryd's etcd store): install it (Debian: sudo apt-get install protobuf-compiler) and run this again" >&2
+        exit 1
+    fi
+fi
+
 echo "building (cargo build --release) ..." >&2
 cargo build --release --locked --bins -q
 bin="$PWD/target/release"
